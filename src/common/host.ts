@@ -1,0 +1,15 @@
+/**
+ * The few host facilities the pure core uses, reached through globalThis so cpu/, mem/ and devices/ build
+ * without DOM or Node types. Every JavaScript host we support (browsers, workers, Node 20+) provides them.
+ */
+interface HostPerformance {
+  now(): number;
+  readonly timeOrigin: number;
+}
+
+const perf = (globalThis as unknown as { performance: HostPerformance }).performance;
+
+/** Milliseconds since the Unix epoch with sub-millisecond precision, comparable across workers of one process. */
+export function wallClockMs(): number {
+  return perf.timeOrigin + perf.now();
+}

@@ -1,0 +1,128 @@
+import {
+  HART_STATE,
+  HART_STATE_RUNNING,
+  HART_STATE_STOPPED,
+  HART_TIMECMP_HI,
+  HART_TIMECMP_LO,
+  HartLines,
+  SharedLayout,
+  VmClock,
+  createControlBlock,
+  hartWord,
+} from '../common/shared-block.ts';
+import { wallClockMs } from '../common/host.ts';
+import { Hart } from '../cpu/hart.ts';
+import { Clint } from '../devices/clint.ts';
+import { MmioBus } from '../devices/mmio.ts';
+import { Plic, VIRT_PLIC_SOURCES } from '../devices/plic.ts';
+import { Sbi } from '../devices/sbi.ts';
+import { Uart16550 } from '../devices/uart-16550.ts';
+import {
+  VIRT_CLINT_BASE,
+  VIRT_PLIC_BASE,
+  VIRT_UART_BASE,
+  VIRT_UART_IRQ,
+  VIRT_VIRTIO_SLOTS,
+  virtioSlotBase,
+} from '../devices/virt-device-tree.ts';
+import { EmptyVirtioSlot } from '../devices/virtio-mmio-empty.ts';
+import { AddressSpace, type AddressSpaceInit } from '../mem/address-space.ts';
+
+/** The most vCPUs a VM may have (PLIC contexts, device tree and NR_CPUS in the default kernel). */
+export const MAX_HARTS = 8;
+
+/** Where each device's state sits in the control block. Plain data: it crosses thread boundaries. */
+export interface BoardLayout {
+  readonly plic: number;
+  readonly uart: number;
+  readonly sbi: number;
+  readonly words: number;
+}
+
+/**
+ * Everything a thread needs to rebuild the board: structured-clone safe (shared buffers and numbers), so the
+ * VMM sends it to every vCPU worker.
+ */
+export interface BoardInit {
+  readonly hartCount: number;
+  readonly block: Int32Array;
+  readonly memory: AddressSpaceInit;
+  readonly layout: BoardLayout;
+  /** True when the emulator provides the SBI firmware (Linux boot); false for bare M-mode programs. */
+  readonly firmware: boolean;
+}
+
+/** Allocate the control-block regions of the board's devices, in a fixed order. */
+export function planBoard(hartCount: number): BoardLayout {
+  const layout = new SharedLayout(hartCount);
+  const plic = layout.alloc(Plic.words(hartCount, VIRT_PLIC_SOURCES));
+  const uart = layout.alloc(Uart16550.words());
+  const sbi = layout.alloc(Sbi.words());
+  return { plic, uart, sbi, words: layout.words };
+}
+
+/** Create the shared state of a new board: control block with every hart's timer disarmed. */
+export function createBoardState(
+  hartCount: number,
+  shared: boolean,
+): { block: Int32Array; layout: BoardLayout } {
+  const layout = planBoard(hartCount);
+  const block = createControlBlock(layout.words, shared);
+  for (let h = 0; h < hartCount; h++) {
+    block[hartWord(h, HART_TIMECMP_LO)] = -1;
+    block[hartWord(h, HART_TIMECMP_HI)] = -1;
+    block[hartWord(h, HART_STATE)] = h === 0 ? HART_STATE_RUNNING : HART_STATE_STOPPED;
+  }
+  new VmClock(block, wallClockMs).reset();
+  return { block, layout };
+}
+
+/**
+ * One thread's view of the board: the devices (whose state is in the shared control block), the MMIO bus, the
+ * address space and the clock. Every vCPU thread and the I/O side build one from the same {@link BoardInit}.
+ */
+export class Board {
+  readonly init: BoardInit;
+  readonly block: Int32Array;
+  readonly lines: HartLines;
+  readonly clock: VmClock;
+  readonly memory: AddressSpace;
+  readonly bus = new MmioBus();
+  readonly clint: Clint;
+  readonly plic: Plic;
+  readonly uart: Uart16550;
+  /** The emulator's SBI firmware, when the board boots a kernel in S-mode. */
+  readonly sbi: Sbi | undefined;
+
+  constructor(init: BoardInit) {
+    this.init = init;
+    this.block = init.block;
+    this.lines = new HartLines(init.block, init.hartCount);
+    this.clock = new VmClock(init.block, wallClockMs);
+    this.memory = new AddressSpace(init.memory);
+    this.clint = new Clint(this.lines, this.clock);
+    this.plic = new Plic(init.block, init.layout.plic, this.lines, VIRT_PLIC_SOURCES);
+    this.uart = new Uart16550(init.block, init.layout.uart, this.plic, VIRT_UART_IRQ);
+    this.bus.map(VIRT_CLINT_BASE, this.clint);
+    this.bus.map(VIRT_PLIC_BASE, this.plic);
+    this.bus.map(VIRT_UART_BASE, this.uart);
+    // Unused virtio-mmio slots answer with device ID 0, so the guest's driver skips them.
+    for (let slot = 1; slot <= VIRT_VIRTIO_SLOTS; slot++)
+      this.bus.map(virtioSlotBase(slot), new EmptyVirtioSlot());
+    this.sbi = init.firmware
+      ? new Sbi(init.block, init.layout.sbi, { lines: this.lines, memory: this.memory, console: this.uart })
+      : undefined;
+  }
+
+  /** A hart wired to this board. */
+  createHart(hartId: number): Hart {
+    return new Hart({
+      hartId,
+      memory: this.memory,
+      mmio: this.bus,
+      block: this.block,
+      clock: this.clock,
+      firmware: this.sbi,
+    });
+  }
+}

@@ -1,0 +1,135 @@
+import { describe, expect, it } from 'vitest';
+import * as C from '../../../src/cpu/csr.ts';
+import * as A from '../../helpers/rv-encoder.ts';
+import { step, testMachine } from '../../helpers/test-machine.ts';
+
+const ROOT = 0x80010000; // level-1 table
+const L0 = 0x80011000; // level-0 table for VA 0x00400000..0x007fffff
+const DATA = 0x80020000;
+const DATA_VA = 0x00400000;
+const HANDLER = 0x80000400;
+
+function pte(gpa: number, flags: number): number {
+  return (((gpa >>> 12) << 10) | flags) >>> 0;
+}
+
+/** A hart in S-mode with Sv32 on: code identity-mapped by a megapage, one data page at DATA_VA. */
+function pagedMachine(program: number[], dataFlags: number) {
+  const m = testMachine([A.mret(), ...program]);
+  const { memory, hart } = m;
+  const V = C.PTE_V;
+  // Identity megapage for RAM (VPN[1] = 0x200).
+  memory.writeU32(ROOT + 0x200 * 4, pte(0x80000000, V | C.PTE_R | C.PTE_W | C.PTE_X | C.PTE_A | C.PTE_D));
+  memory.writeU32(ROOT + (DATA_VA >>> 22) * 4, pte(L0, V));
+  memory.writeU32(L0 + ((DATA_VA >>> 12) & 0x3ff) * 4, pte(DATA, dataFlags));
+  memory.writeU32(DATA, 0xcafef00d);
+  hart.satp = C.SATP_MODE_SV32 | (ROOT >>> 12) | 0;
+  hart.writeCsr(C.CSR_SATP, hart.satp);
+  hart.mepc = 0x80000004;
+  hart.mstatus = 1 << 11; // MRET to S
+  hart.mtvec = HANDLER;
+  return m;
+}
+
+describe('Sv32 translation', () => {
+  it('loads and stores go through the page table and set A and D', () => {
+    const { hart, memory } = pagedMachine([A.lw(3, 1, 0), A.sw(2, 1, 4)], C.PTE_V | C.PTE_R | C.PTE_W);
+    hart.x[1] = DATA_VA;
+    hart.x[2] = 0x1234;
+    step(hart, 3);
+    expect(hart.x[3] >>> 0).toBe(0xcafef00d);
+    expect(memory.readU32(DATA + 4)).toBe(0x1234);
+    const leaf = memory.readU32(L0 + ((DATA_VA >>> 12) & 0x3ff) * 4);
+    expect(leaf & C.PTE_A).toBe(C.PTE_A);
+    expect(leaf & C.PTE_D).toBe(C.PTE_D);
+  });
+
+  it('a read leaves D clear', () => {
+    const { hart, memory } = pagedMachine([A.lw(3, 1, 0)], C.PTE_V | C.PTE_R | C.PTE_W);
+    hart.x[1] = DATA_VA;
+    step(hart, 2);
+    const leaf = memory.readU32(L0 + ((DATA_VA >>> 12) & 0x3ff) * 4);
+    expect(leaf & (C.PTE_A | C.PTE_D)).toBe(C.PTE_A);
+  });
+
+  it('a store to a read-only page is a store page fault with the address in mtval', () => {
+    const { hart } = pagedMachine([A.sw(2, 1, 8)], C.PTE_V | C.PTE_R);
+    hart.x[1] = DATA_VA;
+    step(hart, 2);
+    expect(hart.mcause).toBe(15);
+    expect(hart.mtval).toBe(DATA_VA + 8);
+    expect(hart.mepc >>> 0).toBe(0x80000004);
+  });
+
+  it('an unmapped address is a load page fault', () => {
+    const { hart } = pagedMachine([A.lw(3, 1, 0)], C.PTE_V | C.PTE_R);
+    hart.x[1] = 0x00c00000;
+    step(hart, 2);
+    expect(hart.mcause).toBe(13);
+    expect(hart.mtval).toBe(0x00c00000);
+  });
+
+  it('U pages are off limits to S-mode unless SUM is set', () => {
+    const { hart } = pagedMachine(
+      [A.lw(3, 1, 0), A.csrrs(0, C.CSR_SSTATUS, 4), A.lw(5, 1, 0)],
+      C.PTE_V | C.PTE_R | C.PTE_U,
+    );
+    hart.x[1] = DATA_VA;
+    hart.x[4] = C.MSTATUS_SUM;
+    hart.medeleg = 0;
+    step(hart, 2);
+    expect(hart.mcause).toBe(13);
+    // Resume in S after the fault, with SUM set.
+    hart.mepc = 0x80000008;
+    hart.mstatus = (1 << 11) | 0;
+    hart.pc = 0x80000000 | 0;
+    step(hart, 3);
+    expect(hart.x[5] >>> 0).toBe(0xcafef00d);
+  });
+
+  it('execute-only pages are readable only with MXR', () => {
+    const { hart } = pagedMachine([A.lw(3, 1, 0)], C.PTE_V | C.PTE_X);
+    hart.x[1] = DATA_VA;
+    step(hart, 2);
+    expect(hart.mcause).toBe(13);
+    const m2 = pagedMachine([A.lw(3, 1, 0)], C.PTE_V | C.PTE_X);
+    m2.hart.x[1] = DATA_VA;
+    m2.hart.mstatus |= C.MSTATUS_MXR;
+    step(m2.hart, 2);
+    expect(m2.hart.x[3] >>> 0).toBe(0xcafef00d);
+  });
+
+  it('SFENCE.VMA makes a changed PTE take effect', () => {
+    const { hart, memory } = pagedMachine(
+      [A.lw(3, 1, 0), A.lw(3, 1, 0), A.sfenceVma(), A.lw(4, 1, 0)],
+      C.PTE_V | C.PTE_R,
+    );
+    hart.x[1] = DATA_VA;
+    step(hart, 2);
+    memory.writeU32(L0 + ((DATA_VA >>> 12) & 0x3ff) * 4, pte(DATA + 0x1000, C.PTE_V | C.PTE_R));
+    memory.writeU32(DATA + 0x1000, 77);
+    step(hart, 3);
+    expect(hart.x[4]).toBe(77);
+  });
+
+  it('a misaligned megapage is a page fault', () => {
+    const { hart, memory } = pagedMachine([A.lw(3, 1, 0)], C.PTE_V | C.PTE_R);
+    memory.writeU32(ROOT + (0x00800000 >>> 22) * 4, pte(0x80001000, C.PTE_V | C.PTE_R));
+    hart.x[1] = 0x00800000;
+    step(hart, 2);
+    expect(hart.mcause).toBe(13);
+  });
+
+  it('MPRV with MPP = S makes M-mode loads translate', () => {
+    const m = testMachine([A.lw(3, 1, 0)]);
+    const { hart, memory } = m;
+    memory.writeU32(ROOT + (DATA_VA >>> 22) * 4, pte(L0, C.PTE_V));
+    memory.writeU32(L0 + ((DATA_VA >>> 12) & 0x3ff) * 4, pte(DATA, C.PTE_V | C.PTE_R));
+    memory.writeU32(DATA, 99);
+    hart.writeCsr(C.CSR_SATP, C.SATP_MODE_SV32 | (ROOT >>> 12) | 0);
+    hart.writeCsr(C.CSR_MSTATUS, C.MSTATUS_MPRV | (1 << 11));
+    hart.x[1] = DATA_VA;
+    step(hart, 1);
+    expect(hart.x[3]).toBe(99);
+  });
+});
