@@ -131,8 +131,9 @@ const MACHINE_NAMES: ReadonlyMap<number, string> = new Map([
 
 const BUILD_HINT = 'build with -march=rv32ima -mabi=ilp32 and link with -m elf32lriscv';
 
+/** Hex of a non-negative address or end address (an end may be 2^32). */
 function hex(value: number): string {
-  return '0x' + (value >>> 0).toString(16);
+  return '0x' + value.toString(16);
 }
 
 /**

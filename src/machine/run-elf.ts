@@ -1,4 +1,5 @@
 import { UserError } from '../common/errors.ts';
+import { MIP_MTIP } from '../cpu/csr.ts';
 import { STOP_FATAL, STOP_WFI } from '../cpu/hart.ts';
 import { AddressSpace, RAM_BASE } from '../mem/address-space.ts';
 import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
@@ -67,12 +68,18 @@ export async function runElf(
   hart.reset(image.entry);
 
   let executed = 0;
+  let incompleteSeen = false;
   while (executed < options.maxInsns) {
     executed += hart.run(Math.min(HTIF_POLL_INSNS, options.maxInsns - executed));
     if (hart.stopReason === STOP_FATAL) throw new Error(hart.fatalMessage);
     const lo = memory.readU32(tohost);
     const hi = memory.readU32((tohost + 4) >>> 0);
-    if (lo !== 0 || hi !== 0) {
+    if (hi !== 0 && lo === 0 && !incompleteSeen) {
+      // The high word is written first; a poll can land before the low word (the trigger) follows. Give the
+      // program one more poll interval to complete the request (a putchar of byte 0 is then still honoured).
+      incompleteSeen = true;
+    } else if (lo !== 0 || hi !== 0) {
+      incompleteSeen = false;
       if (hi === 0 && (lo & 1) === 1) {
         const code = lo >>> 1;
         return code === 0 ? { kind: 'pass' } : { kind: 'fail', code };
@@ -85,8 +92,11 @@ export async function runElf(
       if (fromhost !== undefined && memory.isRam(fromhost, 8)) memory.writeU32(fromhost, 1);
     }
     if (hart.stopReason === STOP_WFI && !hart.interruptPending()) {
+      const deadline = hart.timecmp();
+      // Only the machine timer can wake a lone bare-metal hart; without it armed and enabled, WFI is a hang.
+      if (deadline === Infinity || (hart.mie & MIP_MTIP) === 0) return { kind: 'timeout' };
       // Sleep until the timer deadline (bare programs wake on their CLINT timer), in short steps.
-      const ms = Math.min(10, hart.msUntilTicks(hart.timecmp()));
+      const ms = Math.min(10, hart.msUntilTicks(deadline));
       await new Promise((resolve) => setTimeout(resolve, ms));
     }
   }
