@@ -82,24 +82,34 @@ async function boot(argv: string[]): Promise<number> {
   const initrd = initrdPath === undefined ? undefined : await readImageFile(initrdPath, 'initrd');
   const bootargs = values.append ?? manifest?.bootargs ?? 'console=ttyS0 earlycon=sbi';
 
-  const vm = Vm.create(
-    { cpus, memoryMiB, kernel, kernelName: basename(kernelPath), initrd, bootargs },
-    nodeThreads,
-  );
-  const console = attachConsole(vm, process.stdin, process.stdout);
-  vm.start();
-  const event = await Promise.race([vm.whenPoweredOff(), console.quit]);
-  console.detach();
-  if (event === 'quit') {
+  // A guest reboot (SBI SRST reboot) starts a fresh VM with the same configuration, as QEMU does.
+  let carriedInput: Uint8Array = new Uint8Array(0);
+  for (;;) {
+    const vm = Vm.create(
+      { cpus, memoryMiB, kernel, kernelName: basename(kernelPath), initrd, bootargs },
+      nodeThreads,
+    );
+    // A script from a pipe runs as if typed at the prompt: one line whenever the guest waits for input.
+    if (!process.stdin.isTTY) vm.setInputPacing('line');
+    vm.write(carriedInput);
+    const console = attachConsole(vm, process.stdin, process.stdout);
+    vm.start();
+    const event = await Promise.race([vm.whenPoweredOff(), console.quit]);
+    console.detach();
+    if (event === 'quit') {
+      await vm.stop();
+      process.stderr.write('\r\ntabvisor: quit (Ctrl-A x)\r\n');
+      return 0;
+    }
     await vm.stop();
-    process.stderr.write('\r\ntabvisor: quit (Ctrl-A x)\r\n');
+    carriedInput = vm.takeUnreadInput();
+    if (event.kind === 'reboot') continue;
+    if (event.kind === 'failure') {
+      process.stderr.write(`\ntabvisor: the VM failed: ${event.message}\n`);
+      return 1;
+    }
     return 0;
   }
-  if (event.kind === 'failure') {
-    process.stderr.write(`\ntabvisor: the VM failed: ${event.message}\n`);
-    return 1;
-  }
-  return 0;
 }
 
 async function runElfCommand(argv: string[]): Promise<number> {

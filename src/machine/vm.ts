@@ -1,14 +1,22 @@
 import { UserError } from '../common/errors.ts';
 import {
+  HART_INSTRET_HI,
+  HART_INSTRET_LO,
   HART_START_ADDR,
   HART_START_OPAQUE,
   HART_STATE,
+  HART_STATE_CRASHED,
+  HART_STATE_PAUSED,
+  HART_STATE_RUNNING,
   HART_STATE_START_PENDING,
   HART_STATE_STOPPED,
+  HART_STATE_WFI,
   POWER_FAIL,
   POWER_NONE,
   POWER_OFF,
   POWER_REBOOT,
+  RUN_CONTINUE,
+  RUN_PAUSE,
   RUN_STOP,
   VM_EVENT,
   VM_POWER,
@@ -50,6 +58,43 @@ export type PowerEvent =
   | { readonly kind: 'reboot'; readonly code: number }
   | { readonly kind: 'failure'; readonly code: number; readonly message: string };
 
+/** What a vCPU is doing, from its HART_STATE word: 'wfi' sleeps until an interrupt, 'stopped' waits for HSM. */
+export type VcpuRunState = 'running' | 'wfi' | 'stopped' | 'starting' | 'paused' | 'crashed';
+
+/** One vCPU's figures at one instant (see {@link Vm.stats}). */
+export interface VcpuSample {
+  readonly hartId: number;
+  readonly state: VcpuRunState;
+  /** Instructions retired since the VM started, as last published by the hart (once per slice). */
+  readonly instret: number;
+}
+
+/** A VM's figures at one instant, read from its control block without stopping it (see {@link Vm.stats}). */
+export interface VmSample {
+  readonly vcpus: readonly VcpuSample[];
+  /** Live vCPU threads (one per vCPU while the VM runs, 0 after it halted). */
+  readonly threads: number;
+  /** Host RAM frames the VM holds (0 once they went back to host RAM). */
+  readonly hostFrames: number;
+  readonly paused: boolean;
+}
+
+const VCPU_STATE_NAMES: Record<number, VcpuRunState> = {
+  [HART_STATE_STOPPED]: 'stopped',
+  [HART_STATE_RUNNING]: 'running',
+  [HART_STATE_WFI]: 'wfi',
+  [HART_STATE_START_PENDING]: 'starting',
+  [HART_STATE_PAUSED]: 'paused',
+  [HART_STATE_CRASHED]: 'crashed',
+};
+
+/** Most console input bytes handed to the guest at once. */
+const INPUT_CHUNK = 256;
+/** With line pacing, how long an idle guest with no prompt showing waits before it gets the next line anyway. */
+const LINE_PACING_IDLE_MS = 3000;
+/** The end of a shell prompt: `#`, `$` or `>` followed by a space, at the very end of the output. */
+const SHELL_PROMPT = /[#$>] $/;
+
 /** The smallest and largest guest memory we accept, in MiB. */
 export const MIN_MEMORY_MIB = 16;
 export const MAX_MEMORY_MIB = 2048;
@@ -77,11 +122,24 @@ export class Vm {
   private readonly threads: HartThreadHandle[] = [];
   private readonly outputListeners = new Set<(bytes: Uint8Array) => void>();
   private readonly pendingInput: number[] = [];
+  /**
+   * How console input is handed to the guest: 'stream' as fast as it reads (a person typing, a terminal), or
+   * 'line' one line at a time when the guest is idle (a piped script). Set with {@link setInputPacing}.
+   */
+  private inputPacing: 'stream' | 'line' = 'stream';
+  /** When every vCPU was first seen idle (-1: busy), for line pacing. */
+  private idleSinceMs = -1;
+  /** The last characters the guest printed, for line pacing's prompt check. */
+  private outputTail = '';
   private pumping = false;
   private power: PowerEvent | undefined;
   private failureMessage = '';
   private readonly powerWaiters: ((event: PowerEvent) => void)[] = [];
   private readonly frames: Int32Array;
+  /** Set once the VM's frames went back to host RAM (stop is idempotent). */
+  private framesFreed = false;
+  /** Guest time (ticks) when {@link pause} froze the clock; undefined while not paused. */
+  private pausedTicks: number | undefined;
   /** Keeps the host's event loop alive while the VM runs (a pending Atomics.waitAsync does not, in Node). */
   private keepAlive: ReturnType<typeof setInterval> | undefined;
 
@@ -155,10 +213,58 @@ export class Vm {
     this.feedInput();
   }
 
+  /** Choose how console input is paced (see {@link inputPacing}). */
+  setInputPacing(pacing: 'stream' | 'line'): void {
+    this.inputPacing = pacing;
+  }
+
+  /** Remove and return console input the guest has not read yet (to hand it to the next VM after a reboot). */
+  takeUnreadInput(): Uint8Array {
+    return Uint8Array.from(this.pendingInput.splice(0));
+  }
+
   /** Resolves when the guest powers off, reboots or fails. */
   whenPoweredOff(): Promise<PowerEvent> {
     if (this.power) return Promise.resolve(this.power);
     return new Promise((resolve) => this.powerWaiters.push(resolve));
+  }
+
+  /**
+   * Pause every vCPU (VM_RUN_CONTROL = RUN_PAUSE; each hart parks after its current slice) and freeze the guest
+   * clock, so the guest sees no time pass and no timer fires late in a burst on {@link resume}. Idempotent.
+   */
+  pause(): void {
+    if (this.pausedTicks !== undefined || this.power) return;
+    this.pausedTicks = this.board.clock.ticks();
+    Atomics.compareExchange(this.board.block, VM_RUN_CONTROL, RUN_CONTINUE, RUN_PAUSE);
+    for (let h = 0; h < this.boardInit.hartCount; h++) this.board.lines.wake(h);
+  }
+
+  /** Undo {@link pause}: the clock continues from where it stopped and every vCPU runs on. Idempotent. */
+  resume(): void {
+    if (this.pausedTicks === undefined) return;
+    this.board.clock.setTicks(this.pausedTicks);
+    this.pausedTicks = undefined;
+    Atomics.compareExchange(this.board.block, VM_RUN_CONTROL, RUN_PAUSE, RUN_CONTINUE);
+    for (let h = 0; h < this.boardInit.hartCount; h++) this.board.lines.wake(h);
+  }
+
+  /** Per-vCPU state and retired instructions, live threads and host frames; cheap enough to call every frame. */
+  stats(): VmSample {
+    const block = this.board.block;
+    const vcpus: VcpuSample[] = [];
+    for (let h = 0; h < this.boardInit.hartCount; h++) {
+      const lo = Atomics.load(block, hartWord(h, HART_INSTRET_LO)) >>> 0;
+      const hi = Atomics.load(block, hartWord(h, HART_INSTRET_HI)) >>> 0;
+      const state = VCPU_STATE_NAMES[Atomics.load(block, hartWord(h, HART_STATE))] ?? 'stopped';
+      vcpus.push({ hartId: h, state, instret: hi * 0x1_0000_0000 + lo });
+    }
+    return {
+      vcpus,
+      threads: this.threads.length,
+      hostFrames: this.framesFreed ? 0 : this.frames.length,
+      paused: this.pausedTicks !== undefined,
+    };
   }
 
   /** Stop every vCPU and release the VM's memory. */
@@ -168,7 +274,10 @@ export class Vm {
     await Promise.all(this.threads.map((t) => t.terminate()));
     this.threads.length = 0;
     this.pumping = false;
-    if (this.frames.length > 0) this.hostRam.free(this.frames.slice());
+    if (!this.framesFreed) {
+      this.framesFreed = true;
+      this.hostRam.free(this.frames);
+    }
     this.settle({ kind: 'poweroff', code: 0 });
   }
 
@@ -191,10 +300,37 @@ export class Vm {
     if (this.pendingInput.length === 0 || !uart.rxEnabled()) return;
     // Feed only into an empty receive ring: the guest has read what it was given.
     if (uart.rxRing.size !== 0) return;
-    const chunk = this.pendingInput.splice(0, 64);
+    let take = INPUT_CHUNK;
+    if (this.inputPacing === 'line') {
+      // A line at a time, when the guest waits for it: every vCPU idle and a shell prompt at the end of the
+      // output, as if typed at the prompt. A program reading its input without a prompt gets the next line
+      // once the guest has stayed idle for LINE_PACING_IDLE_MS.
+      const now = performance.now();
+      if (!this.allHartsIdle()) {
+        this.idleSinceMs = -1;
+        return;
+      }
+      if (this.idleSinceMs < 0) this.idleSinceMs = now;
+      if (!SHELL_PROMPT.test(this.outputTail) && now - this.idleSinceMs < LINE_PACING_IDLE_MS) return;
+      const newline = this.pendingInput.indexOf(0x0a);
+      take =
+        newline < 0 ? Math.min(this.pendingInput.length, INPUT_CHUNK) : Math.min(newline + 1, INPUT_CHUNK);
+      this.outputTail = '';
+      this.idleSinceMs = -1;
+    }
+    const chunk = this.pendingInput.splice(0, take);
     const written = uart.rxRing.pushMany(Uint8Array.from(chunk));
     if (written < chunk.length) this.pendingInput.unshift(...chunk.slice(written));
     uart.rxNotify();
+  }
+
+  /** True when every vCPU sleeps (WFI) or is stopped: the guest is waiting for something, such as input. */
+  private allHartsIdle(): boolean {
+    for (let h = 0; h < this.boardInit.hartCount; h++) {
+      const state = Atomics.load(this.board.block, hartWord(h, HART_STATE));
+      if (state !== HART_STATE_WFI && state !== HART_STATE_STOPPED) return false;
+    }
+    return true;
   }
 
   private drainOutput(): void {
@@ -202,6 +338,11 @@ export class Vm {
     if (uart.txRing.size === 0) return;
     const bytes = uart.txRing.drain();
     uart.txNotify();
+    if (this.inputPacing === 'line') {
+      let tail = this.outputTail;
+      for (const byte of bytes.subarray(Math.max(0, bytes.length - 64))) tail += String.fromCharCode(byte);
+      this.outputTail = tail.slice(-64);
+    }
     for (const listener of this.outputListeners) listener(bytes);
   }
 

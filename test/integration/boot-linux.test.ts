@@ -18,3 +18,21 @@ describe('tabvisor boot (default image, vCPU worker threads)', () => {
     });
   }
 });
+
+describe('tabvisor boot: reboot', () => {
+  it('a guest reboot starts the VM again and input typed meanwhile is not lost', async () => {
+    const result = await runCli(['boot'], 'reboot\necho after-reboot-$((6*7))\npoweroff\n', 90_000);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain('reboot: Restarting system');
+    expect(result.stdout.match(/Linux version 6\.1/g)).toHaveLength(2);
+    expect(result.stdout).toContain('after-reboot-42');
+  });
+});
+
+describe('tabvisor boot: piped input', () => {
+  it('a program that reads its input without a prompt still gets the next line, and nothing is dropped', async () => {
+    const result = await runCli(['boot'], 'read answer\nforty-two\necho got-$answer\npoweroff\n', 90_000);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain('got-forty-two');
+  });
+});
