@@ -43,6 +43,14 @@ export const STOP_HALT = 2;
 /** A trap reached M-mode although the emulator is the M-mode firmware: the guest is broken. */
 export const STOP_FATAL = 3;
 
+/** The hart spun in a pause loop (Zihintpause PAUSE executed PAUSE_LOOP_LIMIT times): yield the host core. */
+export const STOP_PAUSE_LOOP = 4;
+
+/** PAUSE (Zihintpause): FENCE with pred = W, succ = 0, fm = 0. */
+const PAUSE_INSN = 0x0100000f;
+/** PAUSEs within one slice that count as spinning on a lock. */
+const PAUSE_LOOP_LIMIT = 256;
+
 /** Direct-mapped TLB size per access kind: 1024 pages = 4 MiB reach. */
 const TLB_SIZE = 1024;
 const TLB_MASK = TLB_SIZE - 1;
@@ -156,6 +164,8 @@ export class Hart implements SbiCallContext {
   private reservedValue = 0;
   /** Ticks read at the start of the slice, for timer comparisons. */
   private now = 0;
+  /** PAUSE instructions executed in the current slice. */
+  private pauses = 0;
   /** Set by instructions that end the slice early (WFI, firmware stop). */
   private exitLoop = false;
   /** Interrupts are re-evaluated before the next instruction. */
@@ -610,6 +620,7 @@ export class Hart implements SbiCallContext {
   run(budget: number): number {
     this.stopReason = STOP_BUDGET;
     this.exitLoop = false;
+    this.pauses = 0;
     this.now = this.clock.ticks();
     this.absorbRequests();
     this.takeInterrupt();
@@ -931,7 +942,13 @@ export class Hart implements SbiCallContext {
           // performed in order as seen by this hart, and Atomics order cross-hart ones. FENCE.I: no decode cache.
           const f3 = (insn >> 12) & 7;
           if (f3 === 1) fetchVpn = -1;
-          else if (f3 !== 0) {
+          else if (insn === PAUSE_INSN && ++this.pauses >= PAUSE_LOOP_LIMIT) {
+            // Pause-loop exit: this hart spins on a lock whose holder may be descheduled on the host. End the
+            // slice so the runner yields the host core (as PLE does on real hypervisors).
+            this.pauses = 0;
+            this.stopReason = STOP_PAUSE_LOOP;
+            this.exitLoop = true;
+          } else if (f3 !== 0) {
             this.illegal(pc, insn);
             pc = this.pc;
             fetchVpn = -1;

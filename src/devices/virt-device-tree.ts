@@ -26,6 +26,12 @@ const IRQ_M_TIMER = 7;
 const IRQ_S_EXT = 9;
 const IRQ_M_EXT = 11;
 
+/**
+ * riscv,isa of every hart. Zihintpause makes Linux spin with PAUSE, which the hart turns into a pause-loop exit
+ * (the host core is yielded to a lock holder); without it Linux spins with `div x, x, zero`.
+ */
+export const DEFAULT_ISA = 'rv32ima_zicsr_zifencei_zihintpause';
+
 /** Base of virtio-mmio slot `slot` (1..8). */
 export function virtioSlotBase(slot: number): number {
   return VIRT_UART_BASE + slot * VIRTIO_MMIO_SLOT_SIZE;
@@ -42,7 +48,7 @@ export interface VirtDeviceTreeConfig {
   readonly bootargs: string;
   /** Guest-physical initrd `[start, end)`, listed as linux,initrd-start/-end. */
   readonly initrd?: { readonly start: number; readonly end: number };
-  /** riscv,isa of every hart; default `rv32ima_zicsr_zifencei` (never list sstc without stimecmp). */
+  /** riscv,isa of every hart; default {@link DEFAULT_ISA} (never list sstc without stimecmp). */
   readonly isa?: string;
   /** mmu-type of every hart; default `riscv,sv32`. */
   readonly mmuType?: 'riscv,sv32';
@@ -94,7 +100,7 @@ export function buildVirtTree(config: VirtDeviceTreeConfig): FdtNode {
     const cpu = cpus.child(`cpu@${hart.toString(16)}`);
     cpu.string('device_type', 'cpu').u32('reg', hart).string('status', 'okay');
     cpu.string('compatible', 'riscv');
-    cpu.string('riscv,isa', config.isa ?? 'rv32ima_zicsr_zifencei');
+    cpu.string('riscv,isa', config.isa ?? DEFAULT_ISA);
     cpu.string('mmu-type', config.mmuType ?? 'riscv,sv32');
     const intc = cpu.child('interrupt-controller');
     intc.u32('#address-cells', 0).u32('#interrupt-cells', 1).empty('interrupt-controller');

@@ -20,10 +20,12 @@ import {
   VM_RUN_CONTROL,
   hartWord,
 } from '../common/shared-block.ts';
-import { STOP_FATAL, STOP_HALT, STOP_WFI, type Hart } from '../cpu/hart.ts';
+import { STOP_FATAL, STOP_HALT, STOP_PAUSE_LOOP, STOP_WFI, type Hart } from '../cpu/hart.ts';
 
 /** Instructions per slice: interrupts, timer and control requests are looked at between slices. */
 export const SLICE_INSNS = 20_000;
+/** How long a hart caught spinning in a pause loop gives its host core away. */
+const PAUSE_LOOP_YIELD_MS = 0.05;
 /** Longest single sleep, so a sleeping hart still notices requests that forgot to wake it. */
 const MAX_SLEEP_MS = 200;
 
@@ -92,6 +94,9 @@ export function runHartOnThread(hart: Hart, block: Int32Array, onFatal: (message
         if (ms > 0) Atomics.wait(block, wakeIndex, seen, ms);
       }
       Atomics.compareExchange(block, stateIndex, HART_STATE_WFI, HART_STATE_RUNNING);
+    } else if (reason === STOP_PAUSE_LOOP) {
+      // Spinning on a lock: give the host core away briefly so a descheduled lock holder can run.
+      Atomics.wait(block, wakeIndex, Atomics.load(block, wakeIndex), PAUSE_LOOP_YIELD_MS);
     } else if (reason === STOP_HALT) {
       // HSM hart_stop or system reset: wait for a start request (the state word says which).
       Atomics.compareExchange(block, stateIndex, HART_STATE_RUNNING, HART_STATE_STOPPED);

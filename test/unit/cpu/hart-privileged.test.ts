@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as C from '../../../src/cpu/csr.ts';
-import { STOP_WFI } from '../../../src/cpu/hart.ts';
+import { STOP_BUDGET, STOP_PAUSE_LOOP, STOP_WFI } from '../../../src/cpu/hart.ts';
 import { hartWord, HART_LINES, MIP_MSIP } from '../../../src/common/shared-block.ts';
 import * as A from '../../helpers/rv-encoder.ts';
 import { step, testMachine } from '../../helpers/test-machine.ts';
@@ -175,5 +175,25 @@ describe('interrupts', () => {
     hart.run(0);
     expect(hart.scause >>> 0).toBe(0x80000001);
     expect(hart.pc >>> 0).toBe(HANDLER);
+  });
+});
+
+describe('pause-loop exit', () => {
+  it('a hart spinning on PAUSE ends its slice early so the runner can yield the host core', () => {
+    // loop: pause; j loop
+    const { hart } = testMachine([0x0100000f, A.jal(0, -4)]);
+    const executed = hart.run(100_000);
+    expect(hart.stopReason).toBe(STOP_PAUSE_LOOP);
+    expect(executed).toBeLessThan(1000);
+  });
+
+  it('an occasional PAUSE does not end the slice', () => {
+    const { hart } = testMachine([
+      0x0100000f,
+      ...Array.from({ length: 100 }, () => A.addi(1, 1, 1)),
+      A.jal(0, -404),
+    ]);
+    hart.run(10_000);
+    expect(hart.stopReason).toBe(STOP_BUDGET);
   });
 });

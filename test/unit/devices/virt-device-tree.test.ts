@@ -64,7 +64,7 @@ describe('buildVirtDeviceTree', () => {
           expect(cpu.getU32('reg')).toBe(h);
           expect(cpu.getString('status')).toBe('okay');
           expect(cpu.getString('compatible')).toBe('riscv');
-          expect(cpu.getString('riscv,isa')).toBe('rv32ima_zicsr_zifencei');
+          expect(cpu.getString('riscv,isa')).toBe('rv32ima_zicsr_zifencei_zihintpause');
           expect(cpu.getString('riscv,isa')).not.toContain('sstc');
           expect(cpu.getString('mmu-type')).toBe('riscv,sv32');
           const intc = must(cpu.find('interrupt-controller'));
@@ -177,7 +177,7 @@ describe('buildVirtDeviceTree', () => {
       const result = spawnSync(DTC, ['-I', 'dtb', '-O', 'dts', path], { encoding: 'utf8' });
       expect(result.status).toBe(0);
       expect(result.stderr).toBe('');
-      expect(result.stdout).toContain('riscv,isa = "rv32ima_zicsr_zifencei";');
+      expect(result.stdout).toContain('riscv,isa = "rv32ima_zicsr_zifencei_zihintpause";');
       expect(result.stdout).toContain('cpu@3 {');
       expect(result.stdout).toMatch(/linux,initrd-start = <0x0+ 0x86000000>;/);
     } finally {
