@@ -34,6 +34,39 @@ export interface HartOptions {
   readonly firmware?: Firmware;
 }
 
+/** A hart's architectural state as plain data; see {@link Hart.saveState}. */
+export interface HartState {
+  readonly x: number[];
+  readonly pc: number;
+  readonly priv: number;
+  readonly csr: {
+    readonly mstatus: number;
+    readonly medeleg: number;
+    readonly mideleg: number;
+    readonly mie: number;
+    readonly mipSoft: number;
+    readonly mtvec: number;
+    readonly stvec: number;
+    readonly mepc: number;
+    readonly sepc: number;
+    readonly mcause: number;
+    readonly scause: number;
+    readonly mtval: number;
+    readonly stval: number;
+    readonly mscratch: number;
+    readonly sscratch: number;
+    readonly satp: number;
+    readonly mcounteren: number;
+    readonly scounteren: number;
+    readonly mcountinhibit: number;
+  };
+  readonly pmpcfg: number[];
+  readonly pmpaddr: number[];
+  readonly instret: number;
+  readonly cycleOffset: number;
+  readonly instretOffset: number;
+}
+
 /** Why {@link Hart.run} returned before its budget was spent. */
 export const STOP_BUDGET = 0;
 /** The hart executed WFI with nothing pending: sleep until an interrupt line or the timer deadline. */
@@ -223,6 +256,85 @@ export class Hart implements SbiCallContext {
     this.stopReason = STOP_BUDGET;
     this.fatalMessage = '';
     this.flushTlb();
+  }
+
+  /**
+   * The hart's architectural state as plain data (structured-clone safe), for snapshots and debugging. The TLB
+   * and the LR reservation are not state a program can rely on across a snapshot, so they are not included.
+   */
+  saveState(): HartState {
+    return {
+      x: Array.from(this.x),
+      pc: this.pc,
+      priv: this.priv,
+      csr: {
+        mstatus: this.mstatus,
+        medeleg: this.medeleg,
+        mideleg: this.mideleg,
+        mie: this.mie,
+        mipSoft: this.mipSoft,
+        mtvec: this.mtvec,
+        stvec: this.stvec,
+        mepc: this.mepc,
+        sepc: this.sepc,
+        mcause: this.mcause,
+        scause: this.scause,
+        mtval: this.mtval,
+        stval: this.stval,
+        mscratch: this.mscratch,
+        sscratch: this.sscratch,
+        satp: this.satp,
+        mcounteren: this.mcounteren,
+        scounteren: this.scounteren,
+        mcountinhibit: this.mcountinhibit,
+      },
+      pmpcfg: Array.from(this.pmpcfg),
+      pmpaddr: Array.from(this.pmpaddr),
+      instret: this.instret,
+      cycleOffset: this.cycleOffset,
+      instretOffset: this.instretOffset,
+    };
+  }
+
+  /** Restore a state from {@link saveState}; throws RangeError on a malformed one (e.g. a corrupt snapshot). */
+  restoreState(state: HartState): void {
+    if (
+      !Array.isArray(state.x) ||
+      state.x.length !== 32 ||
+      ![C.PRIV_U, C.PRIV_S, C.PRIV_M].includes(state.priv)
+    ) {
+      throw new RangeError('hart state is malformed: expected 32 registers and a privilege of 0, 1 or 3');
+    }
+    this.reset(state.pc);
+    this.x.set(state.x);
+    this.x[0] = 0;
+    this.priv = state.priv;
+    const c = state.csr;
+    this.mstatus = c.mstatus & C.MSTATUS_WRITABLE;
+    this.medeleg = c.medeleg & C.MEDELEG_WRITABLE;
+    this.mideleg = c.mideleg & C.MIP_S_ALL;
+    this.mie = c.mie & C.MIP_ALL;
+    this.mipSoft = c.mipSoft & C.MIP_M_WRITABLE;
+    this.mtvec = c.mtvec;
+    this.stvec = c.stvec;
+    this.mepc = c.mepc & ~3;
+    this.sepc = c.sepc & ~3;
+    this.mcause = c.mcause;
+    this.scause = c.scause;
+    this.mtval = c.mtval;
+    this.stval = c.stval;
+    this.mscratch = c.mscratch;
+    this.sscratch = c.sscratch;
+    this.satp = c.satp & (C.SATP_MODE_SV32 | C.SATP_PPN_MASK);
+    this.mcounteren = c.mcounteren & 7;
+    this.scounteren = c.scounteren & 7;
+    this.mcountinhibit = c.mcountinhibit & 5;
+    this.pmpcfg.set(state.pmpcfg.slice(0, 4));
+    this.pmpaddr.set(state.pmpaddr.slice(0, 16));
+    this.instret = state.instret;
+    this.cycleOffset = state.cycleOffset;
+    this.instretOffset = state.instretOffset;
+    this.updateContexts();
   }
 
   /**

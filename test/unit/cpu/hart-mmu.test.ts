@@ -133,3 +133,28 @@ describe('Sv32 translation', () => {
     expect(hart.x[3]).toBe(99);
   });
 });
+
+describe('hart state', () => {
+  it('a saved state restored into a fresh hart continues identically, translation included', () => {
+    const program = [A.lw(3, 1, 0), A.addi(3, 3, 1), A.sw(3, 1, 0), A.jal(0, -12)];
+    const a = pagedMachine(program, C.PTE_V | C.PTE_R | C.PTE_W);
+    a.hart.x[1] = DATA_VA;
+    step(a.hart, 1 + 4 * 3);
+    const saved = JSON.parse(JSON.stringify(a.hart.saveState()));
+    const b = pagedMachine(program, C.PTE_V | C.PTE_R | C.PTE_W);
+    b.memory.writeU32(DATA, a.memory.readU32(DATA));
+    b.hart.restoreState(saved);
+    step(a.hart, 40);
+    step(b.hart, 40);
+    expect(b.hart.pc).toBe(a.hart.pc);
+    expect(Array.from(b.hart.x)).toEqual(Array.from(a.hart.x));
+    expect(b.memory.readU32(DATA)).toBe(a.memory.readU32(DATA));
+    expect(b.hart.priv).toBe(C.PRIV_S);
+  });
+
+  it('a malformed state is refused with a RangeError', () => {
+    const { hart } = testMachine([]);
+    const state = { ...hart.saveState(), x: [1, 2, 3] };
+    expect(() => hart.restoreState(state)).toThrow(RangeError);
+  });
+});
