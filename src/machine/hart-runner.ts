@@ -12,6 +12,7 @@ import {
   HART_STATE_WFI,
   HART_WAKE,
   POWER_FAIL,
+  RUN_CONTINUE,
   RUN_PAUSE,
   RUN_STOP,
   VM_EVENT,
@@ -51,58 +52,90 @@ export function reportFatal(
   if (block.buffer instanceof SharedArrayBuffer) Atomics.notify(block, VM_EVENT);
 }
 
+/** What a hart's runner should do after one {@link stepHart}. */
+export type HartStep =
+  /** Run the next step at once. */
+  | { readonly kind: 'run' }
+  /** Sleep until the hart's wake word differs from `wakeSeen` or `ms` pass (WFI, stopped, paused, pause loop). */
+  | { readonly kind: 'sleep'; readonly wakeSeen: number; readonly ms: number }
+  /** The VM stopped (or the hart failed): leave. */
+  | { readonly kind: 'exit' };
+
+const RUN: HartStep = { kind: 'run' };
+const EXIT: HartStep = { kind: 'exit' };
+
 /**
- * The life of one hart on its own thread: run slices, sleep in WFI until an interrupt line or the timer deadline
- * (Atomics.wait, never a spin), wait while stopped (HSM) or paused, and leave when the VM stops.
+ * One step in the life of a hart: honour run control (pause, stop) and HSM state, run one slice, and say whether
+ * and how long to sleep: WFI until an interrupt line or the timer deadline, stopped or paused until woken. Never
+ * blocks, so the same step serves a hart on its own thread and several harts time-sliced on one thread.
  * `onFatal` receives the message when the guest breaks the machine (a trap into the emulated firmware).
  */
-export function runHartOnThread(hart: Hart, block: Int32Array, onFatal: (message: string) => void): void {
+export function stepHart(hart: Hart, block: Int32Array, onFatal: (message: string) => void): HartStep {
   const id = hart.hartId;
   const stateIndex = hartWord(id, HART_STATE);
   const wakeIndex = hartWord(id, HART_WAKE);
-  for (;;) {
-    const control = Atomics.load(block, VM_RUN_CONTROL);
-    if (control === RUN_STOP) break;
-    const state = Atomics.load(block, stateIndex);
-    if (control === RUN_PAUSE) {
-      const seen = Atomics.load(block, wakeIndex);
-      if (state !== HART_STATE_STOPPED) Atomics.store(block, stateIndex, HART_STATE_PAUSED);
-      Atomics.wait(block, wakeIndex, seen, MAX_SLEEP_MS);
-      if (state !== HART_STATE_STOPPED) Atomics.compareExchange(block, stateIndex, HART_STATE_PAUSED, state);
-      continue;
+  const control = Atomics.load(block, VM_RUN_CONTROL);
+  if (control === RUN_STOP) return EXIT;
+  const wakeSeen = Atomics.load(block, wakeIndex);
+  const state = Atomics.load(block, stateIndex);
+  if (control === RUN_PAUSE) {
+    if (state !== HART_STATE_STOPPED && state !== HART_STATE_START_PENDING) {
+      Atomics.store(block, stateIndex, HART_STATE_PAUSED);
     }
-    if (state === HART_STATE_STOPPED || state === HART_STATE_PAUSED) {
+    return { kind: 'sleep', wakeSeen, ms: MAX_SLEEP_MS };
+  }
+  if (state === HART_STATE_PAUSED) {
+    Atomics.compareExchange(block, stateIndex, HART_STATE_PAUSED, HART_STATE_RUNNING);
+    return RUN;
+  }
+  if (state === HART_STATE_STOPPED) return { kind: 'sleep', wakeSeen, ms: MAX_SLEEP_MS };
+  if (state === HART_STATE_START_PENDING) {
+    hart.enterSupervisor(block[hartWord(id, HART_START_ADDR)], block[hartWord(id, HART_START_OPAQUE)]);
+    Atomics.store(block, stateIndex, HART_STATE_RUNNING);
+  }
+  hart.run(SLICE_INSNS);
+  publishInstret(block, id, hart.instret);
+  switch (hart.stopReason) {
+    case STOP_WFI: {
       const seen = Atomics.load(block, wakeIndex);
-      if (Atomics.load(block, stateIndex) === HART_STATE_STOPPED)
-        Atomics.wait(block, wakeIndex, seen, MAX_SLEEP_MS);
-      if (state === HART_STATE_PAUSED)
-        Atomics.compareExchange(block, stateIndex, HART_STATE_PAUSED, HART_STATE_RUNNING);
-      continue;
-    }
-    if (state === HART_STATE_START_PENDING) {
-      hart.enterSupervisor(block[hartWord(id, HART_START_ADDR)], block[hartWord(id, HART_START_OPAQUE)]);
-      Atomics.store(block, stateIndex, HART_STATE_RUNNING);
-    }
-    hart.run(SLICE_INSNS);
-    publishInstret(block, id, hart.instret);
-    const reason = hart.stopReason;
-    if (reason === STOP_WFI) {
-      const seen = Atomics.load(block, wakeIndex);
+      if (hart.interruptPending() || Atomics.load(block, VM_RUN_CONTROL) !== RUN_CONTINUE) return RUN;
+      const ms = Math.min(MAX_SLEEP_MS, sleepBudgetMs(hart));
+      if (ms <= 0) return RUN;
       Atomics.store(block, stateIndex, HART_STATE_WFI);
-      if (!hart.interruptPending() && Atomics.load(block, VM_RUN_CONTROL) === 0) {
-        const ms = Math.min(MAX_SLEEP_MS, sleepBudgetMs(hart));
-        if (ms > 0) Atomics.wait(block, wakeIndex, seen, ms);
-      }
-      Atomics.compareExchange(block, stateIndex, HART_STATE_WFI, HART_STATE_RUNNING);
-    } else if (reason === STOP_PAUSE_LOOP) {
+      return { kind: 'sleep', wakeSeen: seen, ms };
+    }
+    case STOP_PAUSE_LOOP:
       // Spinning on a lock: give the host core away briefly so a descheduled lock holder can run.
-      Atomics.wait(block, wakeIndex, Atomics.load(block, wakeIndex), PAUSE_LOOP_YIELD_MS);
-    } else if (reason === STOP_HALT) {
+      return { kind: 'sleep', wakeSeen: Atomics.load(block, wakeIndex), ms: PAUSE_LOOP_YIELD_MS };
+    case STOP_HALT:
       // HSM hart_stop or system reset: wait for a start request (the state word says which).
       Atomics.compareExchange(block, stateIndex, HART_STATE_RUNNING, HART_STATE_STOPPED);
-    } else if (reason === STOP_FATAL) {
+      return RUN;
+    case STOP_FATAL:
       reportFatal(block, id, hart.fatalMessage, onFatal);
-      break;
+      return EXIT;
+    default:
+      return RUN;
+  }
+}
+
+/** After a sleep: a hart that slept in WFI is running again. */
+export function wakeHart(hart: Hart, block: Int32Array): void {
+  Atomics.compareExchange(block, hartWord(hart.hartId, HART_STATE), HART_STATE_WFI, HART_STATE_RUNNING);
+}
+
+/**
+ * The life of one hart on its own thread: {@link stepHart} in a loop, sleeping with Atomics.wait (never a spin)
+ * when it says so, until the VM stops.
+ */
+export function runHartOnThread(hart: Hart, block: Int32Array, onFatal: (message: string) => void): void {
+  const wakeIndex = hartWord(hart.hartId, HART_WAKE);
+  for (;;) {
+    const step = stepHart(hart, block, onFatal);
+    if (step.kind === 'exit') return;
+    if (step.kind === 'sleep') {
+      Atomics.wait(block, wakeIndex, step.wakeSeen, step.ms);
+      wakeHart(hart, block);
     }
   }
 }

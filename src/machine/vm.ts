@@ -371,8 +371,14 @@ export class Vm {
       }
       const seen = Atomics.load(block, txEvent);
       if (this.board.uart.txRing.size === 0) {
-        const wait = Atomics.waitAsync(block, txEvent, seen, this.pendingInput.length > 0 ? 2 : 20);
-        if (wait.async) await wait.value;
+        const ms = this.pendingInput.length > 0 ? 2 : 20;
+        if (block.buffer instanceof SharedArrayBuffer) {
+          const wait = Atomics.waitAsync(block, txEvent, seen, ms);
+          if (wait.async) await wait.value;
+        } else {
+          // Not shared: the vCPUs run on this thread, so nothing can change while we wait; poll briefly.
+          await new Promise((resolve) => setTimeout(resolve, Math.min(ms, 4)));
+        }
       } else {
         await new Promise((resolve) => setTimeout(resolve, 0));
       }
