@@ -60,6 +60,15 @@ export const HART_INSTRET_LO = 8;
 export const HART_INSTRET_HI = 9;
 /** Hart slot: nonzero when the hart has a pending SBI IPI to turn into SSIP (consumed by the hart). */
 export const HART_SBI_IPI = 10;
+/**
+ * Hart slot: snapshot handshake. The VMM writes SNAPSHOT_SAVE while the VM is paused; the hart writes its state
+ * into its state area and answers SNAPSHOT_SAVED.
+ */
+export const HART_SNAPSHOT = 11;
+
+export const SNAPSHOT_NONE = 0;
+export const SNAPSHOT_SAVE = 1;
+export const SNAPSHOT_SAVED = 2;
 
 export const HART_STATE_STOPPED = 0;
 export const HART_STATE_RUNNING = 1;
@@ -69,6 +78,11 @@ export const HART_STATE_START_PENDING = 3;
 export const HART_STATE_PAUSED = 4;
 /** The hart's thread failed; see the VMM for the reason. */
 export const HART_STATE_CRASHED = 5;
+/** A snapshot restore: the hart loads its state from its state area, then runs. */
+export const HART_STATE_RESTORE_PENDING = 6;
+
+/** Float64 words of one hart's state area (see machine/hart-state-codec.ts). */
+export const HART_STATE_AREA_DOUBLES = 96;
 
 /** mip bit positions used on HART_LINES. */
 export const MIP_SSIP = 1 << 1;

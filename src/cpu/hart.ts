@@ -746,9 +746,12 @@ export class Hart implements SbiCallContext {
     let fetchVpn = -1;
     let fetchDelta = 0;
 
-    while (n < budget && !this.exitLoop) {
+    // `exitLoop` is only ever set on a path that also forgets the fetch page (a trap, a SYSTEM instruction, a
+    // pause-loop exit), so it is checked there instead of on every instruction.
+    while (n < budget) {
       const vpn = pc >>> 12;
       if (vpn !== fetchVpn) {
+        if (this.exitLoop) break;
         const index = vpn & TLB_MASK;
         if (this.execTag[index] === (vpn | this.fetchCtx)) {
           fetchDelta = this.execDelta[index];
@@ -1060,6 +1063,7 @@ export class Hart implements SbiCallContext {
             this.pauses = 0;
             this.stopReason = STOP_PAUSE_LOOP;
             this.exitLoop = true;
+            fetchVpn = -1;
           } else if (f3 !== 0) {
             this.illegal(pc, insn);
             pc = this.pc;

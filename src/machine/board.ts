@@ -1,5 +1,6 @@
 import {
   HART_STATE,
+  HART_STATE_AREA_DOUBLES,
   HART_STATE_RUNNING,
   HART_STATE_STOPPED,
   HART_TIMECMP_HI,
@@ -36,6 +37,8 @@ export interface BoardLayout {
   readonly plic: number;
   readonly uart: number;
   readonly sbi: number;
+  /** Float64-aligned hart state areas for snapshots (HART_STATE_AREA_DOUBLES doubles per hart). */
+  readonly hartStates: number;
   readonly words: number;
 }
 
@@ -58,7 +61,8 @@ export function planBoard(hartCount: number): BoardLayout {
   const plic = layout.alloc(Plic.words(hartCount, VIRT_PLIC_SOURCES));
   const uart = layout.alloc(Uart16550.words());
   const sbi = layout.alloc(Sbi.words());
-  return { plic, uart, sbi, words: layout.words };
+  const hartStates = layout.alloc(hartCount * HART_STATE_AREA_DOUBLES * 2);
+  return { plic, uart, sbi, hartStates, words: layout.words };
 }
 
 /** Create the shared state of a new board: control block with every hart's timer disarmed. */

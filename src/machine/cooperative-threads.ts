@@ -3,6 +3,7 @@ import type { Hart } from '../cpu/hart.ts';
 import { Board } from './board.ts';
 import type { HartThreadInit, HartThreadMessage } from './hart-thread.ts';
 import { stepHart, wakeHart } from './hart-runner.ts';
+import { hartStateArea } from './hart-state-codec.ts';
 import type { HartThreadHandle, ThreadFactory } from './vm.ts';
 
 /** Longest stretch of guest execution before the event loop gets a turn (console, timers, UI). */
@@ -13,6 +14,7 @@ const IDLE_POLL_MS = 4;
 interface Entry {
   readonly hart: Hart;
   readonly block: Int32Array;
+  readonly stateArea: Float64Array;
   readonly wakeIndex: number;
   readonly onMessage: (message: HartThreadMessage) => void;
   readonly onError: (error: Error) => void;
@@ -62,6 +64,7 @@ export class CooperativeThreads implements ThreadFactory {
     const entry: Entry = {
       hart: board.createHart(init.hartId),
       block: board.block,
+      stateArea: hartStateArea(board.block, init.board.layout.hartStates, init.hartId),
       wakeIndex: hartWord(init.hartId, HART_WAKE),
       onMessage,
       onError,
@@ -102,7 +105,7 @@ export class CooperativeThreads implements ThreadFactory {
           wakeHart(entry.hart, entry.block);
         }
         try {
-          const step = stepHart(entry.hart, entry.block, (message) =>
+          const step = stepHart(entry.hart, entry.block, entry.stateArea, (message) =>
             entry.onMessage({ type: 'fatal', hartId: entry.hart.hartId, message }),
           );
           if (step.kind === 'exit') {

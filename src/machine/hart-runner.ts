@@ -5,7 +5,9 @@ import {
   HART_START_OPAQUE,
   HART_STATE,
   HART_STATE_CRASHED,
+  HART_SNAPSHOT,
   HART_STATE_PAUSED,
+  HART_STATE_RESTORE_PENDING,
   HART_STATE_RUNNING,
   HART_STATE_START_PENDING,
   HART_STATE_STOPPED,
@@ -13,6 +15,8 @@ import {
   HART_WAKE,
   POWER_FAIL,
   RUN_CONTINUE,
+  SNAPSHOT_SAVE,
+  SNAPSHOT_SAVED,
   RUN_PAUSE,
   RUN_STOP,
   VM_EVENT,
@@ -21,6 +25,7 @@ import {
   VM_RUN_CONTROL,
   hartWord,
 } from '../common/shared-block.ts';
+import { decodeHartState, encodeHartState } from './hart-state-codec.ts';
 import { STOP_FATAL, STOP_HALT, STOP_PAUSE_LOOP, STOP_WFI, type Hart } from '../cpu/hart.ts';
 
 /** Instructions per slice: interrupts, timer and control requests are looked at between slices. */
@@ -70,7 +75,12 @@ const EXIT: HartStep = { kind: 'exit' };
  * blocks, so the same step serves a hart on its own thread and several harts time-sliced on one thread.
  * `onFatal` receives the message when the guest breaks the machine (a trap into the emulated firmware).
  */
-export function stepHart(hart: Hart, block: Int32Array, onFatal: (message: string) => void): HartStep {
+export function stepHart(
+  hart: Hart,
+  block: Int32Array,
+  stateArea: Float64Array,
+  onFatal: (message: string) => void,
+): HartStep {
   const id = hart.hartId;
   const stateIndex = hartWord(id, HART_STATE);
   const wakeIndex = hartWord(id, HART_WAKE);
@@ -79,10 +89,21 @@ export function stepHart(hart: Hart, block: Int32Array, onFatal: (message: strin
   const wakeSeen = Atomics.load(block, wakeIndex);
   const state = Atomics.load(block, stateIndex);
   if (control === RUN_PAUSE) {
-    if (state !== HART_STATE_STOPPED && state !== HART_STATE_START_PENDING) {
+    if (state === HART_STATE_RUNNING || state === HART_STATE_WFI)
       Atomics.store(block, stateIndex, HART_STATE_PAUSED);
+    const snapshotIndex = hartWord(id, HART_SNAPSHOT);
+    if (Atomics.load(block, snapshotIndex) === SNAPSHOT_SAVE) {
+      encodeHartState(hart.saveState(), stateArea);
+      Atomics.store(block, snapshotIndex, SNAPSHOT_SAVED);
+      Atomics.add(block, VM_EVENT, 1);
+      if (block.buffer instanceof SharedArrayBuffer) Atomics.notify(block, VM_EVENT);
     }
     return { kind: 'sleep', wakeSeen, ms: MAX_SLEEP_MS };
+  }
+  if (state === HART_STATE_RESTORE_PENDING) {
+    hart.restoreState(decodeHartState(stateArea));
+    Atomics.store(block, stateIndex, HART_STATE_RUNNING);
+    return RUN;
   }
   if (state === HART_STATE_PAUSED) {
     Atomics.compareExchange(block, stateIndex, HART_STATE_PAUSED, HART_STATE_RUNNING);
@@ -128,10 +149,15 @@ export function wakeHart(hart: Hart, block: Int32Array): void {
  * The life of one hart on its own thread: {@link stepHart} in a loop, sleeping with Atomics.wait (never a spin)
  * when it says so, until the VM stops.
  */
-export function runHartOnThread(hart: Hart, block: Int32Array, onFatal: (message: string) => void): void {
+export function runHartOnThread(
+  hart: Hart,
+  block: Int32Array,
+  stateArea: Float64Array,
+  onFatal: (message: string) => void,
+): void {
   const wakeIndex = hartWord(hart.hartId, HART_WAKE);
   for (;;) {
-    const step = stepHart(hart, block, onFatal);
+    const step = stepHart(hart, block, stateArea, onFatal);
     if (step.kind === 'exit') return;
     if (step.kind === 'sleep') {
       Atomics.wait(block, wakeIndex, step.wakeSeen, step.ms);

@@ -1,5 +1,6 @@
 import { Board, type BoardInit } from './board.ts';
 import { runHartOnThread } from './hart-runner.ts';
+import { hartStateArea } from './hart-state-codec.ts';
 
 /** What a vCPU thread is started with. Structured-clone safe. */
 export interface HartThreadInit {
@@ -19,6 +20,9 @@ export type HartThreadMessage =
 export function runHartThread(init: HartThreadInit, post: (message: HartThreadMessage) => void): void {
   const board = new Board(init.board);
   const hart = board.createHart(init.hartId);
-  runHartOnThread(hart, board.block, (message) => post({ type: 'fatal', hartId: init.hartId, message }));
+  const stateArea = hartStateArea(board.block, init.board.layout.hartStates, init.hartId);
+  runHartOnThread(hart, board.block, stateArea, (message) =>
+    post({ type: 'fatal', hartId: init.hartId, message }),
+  );
   post({ type: 'exit', hartId: init.hartId });
 }

@@ -2,6 +2,13 @@ import { UserError } from '../common/errors.ts';
 import {
   HART_INSTRET_HI,
   HART_INSTRET_LO,
+  HART_SNAPSHOT,
+  HART_STATE_RESTORE_PENDING,
+  SNAPSHOT_NONE,
+  SNAPSHOT_SAVE,
+  SNAPSHOT_SAVED,
+  VmClock,
+  createControlBlock,
   HART_START_ADDR,
   HART_START_OPAQUE,
   HART_STATE,
@@ -26,7 +33,9 @@ import {
 } from '../common/shared-block.ts';
 import { AddressSpace, RAM_BASE } from '../mem/address-space.ts';
 import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
-import { Board, MAX_HARTS, createBoardState, type BoardInit } from './board.ts';
+import { wallClockMs } from '../common/host.ts';
+import { Board, MAX_HARTS, createBoardState, planBoard, type BoardInit } from './board.ts';
+import type { VmSnapshot } from './snapshot.ts';
 import type { HartThreadInit, HartThreadMessage } from './hart-thread.ts';
 import { loadLinux, type LinuxBootImages } from './linux-boot.ts';
 
@@ -88,6 +97,9 @@ const VCPU_STATE_NAMES: Record<number, VcpuRunState> = {
   [HART_STATE_CRASHED]: 'crashed',
 };
 
+/** How long a snapshot waits for the vCPUs to pause and save their state. */
+const SNAPSHOT_TIMEOUT_MS = 5000;
+
 /** Most console input bytes handed to the guest at once. */
 const INPUT_CHUNK = 256;
 /** With line pacing, how long an idle guest with no prompt showing waits before it gets the next line anyway. */
@@ -148,6 +160,8 @@ export class Vm {
     frames: Int32Array,
     private readonly boardInit: BoardInit,
     private readonly factory: ThreadFactory,
+    /** The kernel command line the VM booted with (kept for snapshots). */
+    readonly bootargs: string,
   ) {
     this.frames = frames;
     this.board = new Board(boardInit);
@@ -174,7 +188,7 @@ export class Vm {
       block[hartWord(0, HART_STATE)] = HART_STATE_START_PENDING;
       for (let h = 1; h < spec.cpus; h++) block[hartWord(h, HART_STATE)] = HART_STATE_STOPPED;
       const init: BoardInit = { hartCount: spec.cpus, block, memory: memory.init, layout, firmware: true };
-      return new Vm(ram, frames, init, factory);
+      return new Vm(ram, frames, init, factory, spec.bootargs);
     } catch (error) {
       ram.free(frames);
       throw error;
@@ -196,6 +210,100 @@ export class Vm {
     }
     this.keepAlive = setInterval(() => {}, 1 << 30);
     void this.pump();
+  }
+
+  /**
+   * Capture the VM's full state (RAM, control block with every device, each vCPU's registers, guest time). The
+   * VM is paused for the copy and left as it was (running VMs resume).
+   */
+  async snapshot(): Promise<VmSnapshot> {
+    if (this.power) throw new UserError('this VM has stopped; snapshot a running or paused VM');
+    const wasPaused = this.pausedTicks !== undefined;
+    this.pause();
+    const block = this.board.block;
+    const harts = this.boardInit.hartCount;
+    const settled = (h: number): boolean => {
+      const state = Atomics.load(block, hartWord(h, HART_STATE));
+      return (
+        state === HART_STATE_PAUSED || state === HART_STATE_STOPPED || state === HART_STATE_START_PENDING
+      );
+    };
+    await this.until(() => Array.from({ length: harts }, (_, h) => settled(h)).every(Boolean), 'pause');
+    const saving: number[] = [];
+    for (let h = 0; h < harts; h++) {
+      if (Atomics.load(block, hartWord(h, HART_STATE)) !== HART_STATE_PAUSED) continue;
+      Atomics.store(block, hartWord(h, HART_SNAPSHOT), SNAPSHOT_SAVE);
+      this.board.lines.wake(h);
+      saving.push(h);
+    }
+    await this.until(
+      () => saving.every((h) => Atomics.load(block, hartWord(h, HART_SNAPSHOT)) === SNAPSHOT_SAVED),
+      'save',
+    );
+    const copy = block.slice();
+    for (let h = 0; h < harts; h++) {
+      copy[hartWord(h, HART_SNAPSHOT)] = SNAPSHOT_NONE;
+      block[hartWord(h, HART_SNAPSHOT)] = SNAPSHOT_NONE;
+      if (saving.includes(h)) copy[hartWord(h, HART_STATE)] = HART_STATE_RESTORE_PENDING;
+    }
+    copy[VM_RUN_CONTROL] = RUN_CONTINUE;
+    const ram = new Uint8Array(this.board.memory.ramSize);
+    this.board.memory.read(this.board.memory.ramBase, ram);
+    const snapshot: VmSnapshot = {
+      cpus: harts,
+      memoryMiB: this.board.memory.ramSize >> 20,
+      bootargs: this.bootargs,
+      ticks: this.pausedTicks ?? this.board.clock.ticks(),
+      block: copy,
+      ram,
+    };
+    if (!wasPaused) this.resume();
+    return snapshot;
+  }
+
+  /** Create a VM that continues from `snapshot`. Nothing runs until {@link start}. */
+  static fromSnapshot(snapshot: VmSnapshot, factory: ThreadFactory, hostRam?: HostRam): Vm {
+    validateVmShape(snapshot.cpus, snapshot.memoryMiB);
+    const layout = planBoard(snapshot.cpus);
+    if (snapshot.block.length !== layout.words || snapshot.ram.length !== snapshot.memoryMiB << 20) {
+      throw new UserError('this snapshot was taken by a different version of tabvisor; take a new snapshot');
+    }
+    const ramSize = snapshot.memoryMiB << 20;
+    const ram = hostRam ?? new HostRam(ramSize, factory.shared);
+    const frames = ram.allocate(ramSize / FRAME_SIZE);
+    try {
+      const memory = new AddressSpace({
+        ram: ram.buffer,
+        table: AddressSpace.tableFor(frames, factory.shared),
+        ramBase: RAM_BASE,
+        ramSize,
+      });
+      memory.write(RAM_BASE, snapshot.ram);
+      const block = createControlBlock(layout.words, factory.shared);
+      block.set(snapshot.block);
+      new VmClock(block, wallClockMs).setTicks(snapshot.ticks);
+      const init: BoardInit = {
+        hartCount: snapshot.cpus,
+        block,
+        memory: memory.init,
+        layout,
+        firmware: true,
+      };
+      return new Vm(ram, frames, init, factory, snapshot.bootargs);
+    } catch (error) {
+      ram.free(frames);
+      throw error;
+    }
+  }
+
+  /** Wait (polling the control block) until `done`, for at most SNAPSHOT_TIMEOUT_MS. */
+  private async until(done: () => boolean, what: string): Promise<void> {
+    const deadline = performance.now() + SNAPSHOT_TIMEOUT_MS;
+    while (!done()) {
+      if (performance.now() > deadline)
+        throw new Error(`vCPUs did not ${what} within ${SNAPSHOT_TIMEOUT_MS} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
   }
 
   /** Receive everything the guest prints on its console. Returns a function that unsubscribes. */

@@ -1,0 +1,151 @@
+import { UserError } from '../common/errors.ts';
+
+/**
+ * A VM's full state at one instant: guest RAM, the control block (device registers, rings, interrupt lines,
+ * timer compares, hart state areas) and the guest clock. Everything a VM is lives in these, which is what makes
+ * a snapshot a copy rather than a traversal.
+ */
+export interface VmSnapshot {
+  readonly cpus: number;
+  readonly memoryMiB: number;
+  readonly bootargs: string;
+  /** Guest time (10 MHz ticks) when the snapshot was taken; the restored clock continues from here. */
+  readonly ticks: number;
+  /** A copy of the control block. */
+  readonly block: Int32Array;
+  /** Guest RAM, memoryMiB MiB. */
+  readonly ram: Uint8Array;
+}
+
+/**
+ * File layout (little endian):
+ *   [0, 8)    magic "TVSNAP\0" + format byte 1
+ *   [8, 12)   u32 length of the JSON header
+ *   JSON      { cpus, memoryMiB, bootargs, ticks, blockWords, pages }
+ *   block     blockWords * 4 bytes
+ *   bitmap    one bit per 4 KiB guest page: 1 = page stored (pages that are all zero are not)
+ *   pages     the stored pages, in guest order
+ */
+const MAGIC = [0x54, 0x56, 0x53, 0x4e, 0x41, 0x50, 0x00, 0x01];
+const PAGE = 4096;
+/** Header JSON larger than this is not something we wrote. */
+const MAX_HEADER_BYTES = 64 * 1024;
+
+interface Header {
+  cpus: number;
+  memoryMiB: number;
+  bootargs: string;
+  ticks: number;
+  blockWords: number;
+  pages: number;
+}
+
+function pageIsZero(ram: Uint8Array, offset: number): boolean {
+  const words = new Int32Array(ram.buffer, ram.byteOffset + offset, PAGE / 4);
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+  return true;
+}
+
+/** Serialize a snapshot; all-zero pages are left out, so a freshly booted guest packs small. */
+export function encodeSnapshot(snapshot: VmSnapshot): Uint8Array {
+  const pageCount = snapshot.ram.length / PAGE;
+  const bitmap = new Uint8Array(Math.ceil(pageCount / 8));
+  let stored = 0;
+  for (let p = 0; p < pageCount; p++) {
+    if (!pageIsZero(snapshot.ram, p * PAGE)) {
+      bitmap[p >> 3] |= 1 << (p & 7);
+      stored++;
+    }
+  }
+  const header: Header = {
+    cpus: snapshot.cpus,
+    memoryMiB: snapshot.memoryMiB,
+    bootargs: snapshot.bootargs,
+    ticks: snapshot.ticks,
+    blockWords: snapshot.block.length,
+    pages: stored,
+  };
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const blockBytes = new Uint8Array(
+    snapshot.block.buffer,
+    snapshot.block.byteOffset,
+    snapshot.block.byteLength,
+  );
+  const out = new Uint8Array(12 + json.length + blockBytes.length + bitmap.length + stored * PAGE);
+  out.set(MAGIC, 0);
+  new DataView(out.buffer).setUint32(8, json.length, true);
+  let at = 12;
+  out.set(json, at);
+  at += json.length;
+  out.set(blockBytes, at);
+  at += blockBytes.length;
+  out.set(bitmap, at);
+  at += bitmap.length;
+  for (let p = 0; p < pageCount; p++) {
+    if (bitmap[p >> 3] & (1 << (p & 7))) {
+      out.set(snapshot.ram.subarray(p * PAGE, (p + 1) * PAGE), at);
+      at += PAGE;
+    }
+  }
+  return out;
+}
+
+function corrupt(why: string): UserError {
+  return new UserError(`this is not a usable tabvisor snapshot (${why}); take a new snapshot`);
+}
+
+/** Parse a snapshot file; every field is checked, so a corrupt or foreign file is a clear error. */
+export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
+  if (bytes.length < 12 || MAGIC.some((b, i) => bytes[i] !== b)) throw corrupt('bad magic or format');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const jsonLength = view.getUint32(8, true);
+  if (jsonLength > MAX_HEADER_BYTES || 12 + jsonLength > bytes.length) throw corrupt('header length');
+  let header: Header;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + jsonLength))) as Header;
+  } catch {
+    throw corrupt('header is not JSON');
+  }
+  const int = (v: unknown, lo: number, hi: number): boolean =>
+    Number.isInteger(v) && (v as number) >= lo && (v as number) <= hi;
+  if (
+    !int(header.cpus, 1, 64) ||
+    !int(header.memoryMiB, 1, 1 << 16) ||
+    typeof header.bootargs !== 'string' ||
+    typeof header.ticks !== 'number' ||
+    !(header.ticks >= 0) ||
+    !int(header.blockWords, 1, 1 << 24) ||
+    !int(header.pages, 0, header.memoryMiB * 256)
+  ) {
+    throw corrupt('header fields out of range');
+  }
+  const ramBytes = header.memoryMiB * 1024 * 1024;
+  const pageCount = ramBytes / PAGE;
+  const bitmapBytes = Math.ceil(pageCount / 8);
+  let at = 12 + jsonLength;
+  const expected = at + header.blockWords * 4 + bitmapBytes + header.pages * PAGE;
+  if (bytes.length !== expected) throw corrupt(`size ${bytes.length}, expected ${expected}`);
+  const block = new Int32Array(header.blockWords);
+  new Uint8Array(block.buffer).set(bytes.subarray(at, at + header.blockWords * 4));
+  at += header.blockWords * 4;
+  const bitmap = bytes.subarray(at, at + bitmapBytes);
+  at += bitmapBytes;
+  const ram = new Uint8Array(ramBytes);
+  let stored = 0;
+  for (let p = 0; p < pageCount; p++) {
+    if (bitmap[p >> 3] & (1 << (p & 7))) {
+      if (++stored > header.pages) throw corrupt('page bitmap');
+      ram.set(bytes.subarray(at, at + PAGE), p * PAGE);
+      at += PAGE;
+    }
+  }
+  if (stored !== header.pages) throw corrupt('page bitmap');
+  return {
+    cpus: header.cpus,
+    memoryMiB: header.memoryMiB,
+    bootargs: header.bootargs,
+    ticks: header.ticks,
+    block,
+    ram,
+  };
+}
