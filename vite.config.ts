@@ -8,8 +8,14 @@ const isolationHeaders = {
 };
 
 export default defineConfig({
-  server: { headers: isolationHeaders },
+  server: {
+    headers: isolationHeaders,
+    // Transform the page's and the vCPU worker's modules at startup, not one request at a time on first load.
+    warmup: { clientFiles: ['./src/ui/main.ts', './src/machine/hart.worker.ts'] },
+  },
   preview: { headers: isolationHeaders },
   worker: { format: 'es' },
+  // Pre-bundled at startup, so the first page load does not discover them and reload.
+  optimizeDeps: { include: ['@xterm/xterm', '@xterm/addon-fit'] },
   build: { target: 'es2022' },
 });

@@ -3,6 +3,9 @@
  * Each figure is the median of several runs. Nothing here asserts a time; targets are listed for reading.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { CHROMIUM } from '../test/helpers/browser.ts';
+import { browserFigures } from './browser-guest.ts';
 import { NodeGuest } from './node-guest.ts';
 
 interface Figure {
@@ -61,6 +64,28 @@ const figures: Figure[] = [
   await measure('node: boot to shell prompt, 2 vCPUs', 's', undefined, () => bootToPrompt(2)),
   await measure('node: guest MIPS, CPU-bound (md5sum), 1 vCPU', 'MIPS', '>= 100', cpuBoundMips),
 ];
+
+if (existsSync(CHROMIUM)) {
+  const browser = await browserFigures(RUNS);
+  figures.push(
+    {
+      name: 'chromium: page load to shell prompt, 2 vCPUs',
+      value: median(browser.promptSeconds),
+      unit: 's',
+      target: '<= 3.0',
+      runs: browser.promptSeconds,
+    },
+    {
+      name: 'chromium: 2 CPU-bound processes on 2 vCPUs, sequential / parallel time',
+      value: median(browser.parallelSpeedup),
+      unit: 'x',
+      target: '>= 1.7',
+      runs: browser.parallelSpeedup,
+    },
+  );
+} else {
+  console.log(`(no ${CHROMIUM}: browser figures skipped)`);
+}
 
 const rows = figures.map((f) => [
   f.name,

@@ -1,0 +1,470 @@
+/**
+ * The VMM of the page: one host RAM for every VM, VMs with a lifecycle (created, running, paused, stopped,
+ * crashed, deleted), a console each, and live figures. It uses no DOM: the page (src/ui) wires it to terminals
+ * and buttons, tests drive it through `window.tabvisor`, and it runs in Node as well with Node's threads.
+ */
+import { UserError } from '../common/errors.ts';
+import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
+import { MAX_HARTS } from './board.ts';
+import type { LinuxBootImages } from './linux-boot.ts';
+import { VmConsole, type TabvisorConsole } from './vm-console.ts';
+import {
+  MAX_MEMORY_MIB,
+  MIN_MEMORY_MIB,
+  Vm,
+  validateVmShape,
+  type PowerEvent,
+  type ThreadFactory,
+  type VcpuRunState,
+} from './vm.ts';
+
+export { MAX_HARTS, MAX_MEMORY_MIB, MIN_MEMORY_MIB };
+export type { TabvisorConsole, VcpuRunState };
+
+/** Largest host RAM: guest page tables hold host byte offsets as int32, so frames must lie below 2 GiB. */
+export const MAX_HOST_RAM_MIB = 2048;
+/** How often per-vCPU instructions per second are sampled. */
+export const STATS_INTERVAL_MS = 1000;
+/** Longest VM name. */
+export const MAX_NAME_LENGTH = 40;
+
+/**
+ * Where a VM is in its life:
+ * - `created`: memory reserved and the kernel loaded, not started (`createVM({ start: false })`);
+ * - `running`, `paused`: its vCPU threads exist;
+ * - `stopped`: stopped by `stop()` or powered off by the guest; its memory went back to host RAM;
+ * - `crashed`: a vCPU thread threw or died, or the guest broke the machine; `reason` says which;
+ * - `deleted`: gone from `tabvisor.vms`.
+ */
+export type VmState = 'created' | 'running' | 'paused' | 'stopped' | 'crashed' | 'deleted';
+
+/** What `createVM` takes. Every field is optional. */
+export interface VmConfig {
+  /** Shown in the VM list; default `vm-<id>`. Up to 40 characters, unique. */
+  readonly name?: string;
+  /** vCPUs, 1 to 8 (default 2). */
+  readonly cpus?: number;
+  /** Guest RAM in MiB, 16 to 2048 and no more than the host RAM still free (default 128). */
+  readonly memoryMiB?: number;
+  /** Kernel command line; default from the image manifest. */
+  readonly bootargs?: string;
+  /** Start at once (default true). */
+  readonly start?: boolean;
+}
+
+/** One vCPU's live figures. */
+export interface VcpuStats {
+  readonly hartId: number;
+  readonly state: VcpuRunState;
+  /** Instructions retired since the VM booted. */
+  readonly instructions: number;
+  /** Instructions per second over the last sampling interval. */
+  readonly ips: number;
+}
+
+/** A VM's live figures. */
+export interface VmStats {
+  readonly id: string;
+  readonly name: string;
+  readonly state: VmState;
+  readonly reason: string | undefined;
+  readonly cpus: number;
+  readonly memoryMiB: number;
+  /** Host RAM frames the VM holds now (memoryMiB * 256 while it has a machine, 0 once stopped). */
+  readonly hostFrames: number;
+  readonly frameBytes: number;
+  /** Live vCPU threads (workers). */
+  readonly threads: number;
+  /** Milliseconds since the current machine booted (0 without one). */
+  readonly uptimeMs: number;
+  readonly vcpus: readonly VcpuStats[];
+}
+
+/** One VM as the page API shows it. */
+export interface TabvisorVm {
+  readonly id: string;
+  readonly name: string;
+  readonly state: VmState;
+  /** Why the VM crashed or stopped, in words. */
+  readonly reason: string | undefined;
+  readonly cpus: number;
+  readonly memoryMiB: number;
+  readonly console: TabvisorConsole;
+  /** Start a created VM, or boot a stopped or crashed one afresh. */
+  start(): Promise<void>;
+  /** Park every vCPU and freeze the guest clock. */
+  pause(): Promise<void>;
+  /** Run on after `pause()`. */
+  resume(): Promise<void>;
+  /** Stop every vCPU and give the VM's memory back to host RAM. */
+  stop(): Promise<void>;
+  /** Stop, then boot afresh with the same configuration (a new transcript). */
+  reset(): Promise<void>;
+  /** Stop and remove the VM. */
+  delete(): Promise<void>;
+  stats(): VmStats;
+  /** Fault injection for tests: kill vCPU `hartId`'s thread as if it died. False when there is none. */
+  killVcpu(hartId: number): boolean;
+}
+
+/** Host RAM figures. */
+export interface HostRamStats {
+  readonly totalFrames: number;
+  readonly freeFrames: number;
+  readonly frameBytes: number;
+}
+
+/** `window.tabvisor`: the page's VMs. The page's own UI uses exactly this API. */
+export interface TabvisorApi {
+  readonly vms: readonly TabvisorVm[];
+  createVM(config?: VmConfig): Promise<TabvisorVm>;
+  /** The VM with this id or name. */
+  vm(idOrName: string): TabvisorVm | undefined;
+  hostRam(): HostRamStats;
+  /** Be told when VMs are added, removed or change state, and after each stats sample. Returns unsubscribe. */
+  onChange(listener: () => void): () => void;
+}
+
+/** What the page provides the hypervisor with. */
+export interface HypervisorOptions {
+  /** Host RAM reserved for all VMs, in MiB (at most {@link MAX_HOST_RAM_MIB}). */
+  readonly hostRamMiB: number;
+  /** vCPU threads for one boot of one VM; `label` names the VM (for thread names). */
+  readonly threads: (label: string) => ThreadFactory;
+  /** The default guest (loaded once, shared by every VM). */
+  readonly images: () => Promise<Omit<LinuxBootImages, 'bootargs'> & { readonly bootargs: string }>;
+  /** Defaults for `createVM`. */
+  readonly defaults?: { readonly cpus?: number; readonly memoryMiB?: number };
+}
+
+/**
+ * Check a VM configuration for the create form and `createVM`: returns a sentence that names the field, the
+ * limit and the value, or undefined when it is fine. Uses the same limits as the CLI ({@link validateVmShape}).
+ */
+export function checkVmConfig(
+  config: { readonly name?: string; readonly cpus: number; readonly memoryMiB: number },
+  freeMiB: number,
+  takenNames: readonly string[] = [],
+): string | undefined {
+  const { name, cpus, memoryMiB } = config;
+  if (name !== undefined) {
+    if (name.trim() === '') return 'the name must not be empty';
+    if (name.length > MAX_NAME_LENGTH) return `the name must have at most ${MAX_NAME_LENGTH} characters`;
+    if (takenNames.includes(name)) return `a VM named "${name}" exists already; choose another name`;
+  }
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_HARTS) {
+    return `vCPUs must be a whole number from 1 to ${MAX_HARTS}, not ${cpus}`;
+  }
+  if (!Number.isInteger(memoryMiB) || memoryMiB < MIN_MEMORY_MIB || memoryMiB > MAX_MEMORY_MIB) {
+    return `memory must be a whole number of MiB from ${MIN_MEMORY_MIB} to ${MAX_MEMORY_MIB}, not ${memoryMiB}`;
+  }
+  if (memoryMiB > freeMiB) {
+    return `not enough host memory: ${memoryMiB} MiB asked, ${freeMiB} MiB free; give the VM less memory or delete a VM`;
+  }
+  return undefined;
+}
+
+/** The page's VMM: owns host RAM and the VMs. */
+export class Hypervisor implements TabvisorApi {
+  readonly ram: HostRam;
+  private readonly list: ManagedVm[] = [];
+  private readonly listeners = new Set<() => void>();
+  private nextId = 1;
+  private readonly sampler: ReturnType<typeof setInterval>;
+
+  constructor(private readonly options: HypervisorOptions) {
+    const mib = options.hostRamMiB;
+    if (!Number.isInteger(mib) || mib < MIN_MEMORY_MIB || mib > MAX_HOST_RAM_MIB) {
+      throw new UserError(
+        `host RAM must be a whole number of MiB from ${MIN_MEMORY_MIB} to ${MAX_HOST_RAM_MIB}, not ${mib}`,
+      );
+    }
+    this.ram = new HostRam(mib << 20, true);
+    this.sampler = setInterval(() => {
+      for (const vm of this.list) vm.sample();
+      this.notify();
+    }, STATS_INTERVAL_MS);
+  }
+
+  /** The VMs, in creation order. */
+  get vms(): readonly TabvisorVm[] {
+    return [...this.list];
+  }
+
+  /** The VM with this id or name. */
+  vm(idOrName: string): TabvisorVm | undefined {
+    return this.list.find((vm) => vm.id === idOrName || vm.name === idOrName);
+  }
+
+  /** Host RAM figures. */
+  hostRam(): HostRamStats {
+    return { totalFrames: this.ram.frameCount, freeFrames: this.ram.freeFrames, frameBytes: FRAME_SIZE };
+  }
+
+  /** Host RAM not yet given to a VM, in MiB. */
+  freeMiB(): number {
+    return Math.floor((this.ram.freeFrames * FRAME_SIZE) / (1 << 20));
+  }
+
+  /** Check a configuration as {@link createVM} will (for forms). */
+  check(config: VmConfig): string | undefined {
+    return checkVmConfig(this.resolve(config, `vm-${this.nextId}`), this.freeMiB(), this.names());
+  }
+
+  /** Create a VM (and start it unless `config.start` is false). Rejects with a message that says what to fix. */
+  async createVM(config: VmConfig = {}): Promise<TabvisorVm> {
+    const id = String(this.nextId++);
+    const shape = this.resolve(config, `vm-${id}`);
+    const problem = checkVmConfig(shape, this.freeMiB(), this.names());
+    if (problem !== undefined) throw new UserError(problem);
+    validateVmShape(shape.cpus, shape.memoryMiB);
+    const images = await this.options.images();
+    const vm = new ManagedVm(this, id, shape.name, shape.cpus, shape.memoryMiB, {
+      ...images,
+      bootargs: config.bootargs ?? images.bootargs,
+    });
+    vm.create();
+    this.list.push(vm);
+    this.notify();
+    if (config.start !== false) await vm.start();
+    return vm;
+  }
+
+  /** Be told when anything changes. Returns a function that unsubscribes. */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Stop every VM and the sampler. */
+  async dispose(): Promise<void> {
+    clearInterval(this.sampler);
+    await Promise.all(this.list.map((vm) => vm.delete()));
+    this.listeners.clear();
+  }
+
+  /** @internal Threads for one boot of a VM. */
+  threadsFor(label: string): ThreadFactory {
+    return this.options.threads(label);
+  }
+
+  /** @internal A VM left the list. */
+  remove(vm: ManagedVm): void {
+    const at = this.list.indexOf(vm);
+    if (at >= 0) this.list.splice(at, 1);
+    this.notify();
+  }
+
+  /** @internal Tell listeners something changed. */
+  notify(): void {
+    for (const listener of this.listeners) listener();
+  }
+
+  private names(): string[] {
+    return this.list.map((vm) => vm.name);
+  }
+
+  private resolve(config: VmConfig, fallbackName: string): { name: string; cpus: number; memoryMiB: number } {
+    return {
+      name: config.name ?? fallbackName,
+      cpus: config.cpus ?? this.options.defaults?.cpus ?? 2,
+      memoryMiB: config.memoryMiB ?? this.options.defaults?.memoryMiB ?? 128,
+    };
+  }
+}
+
+/** One VM of a {@link Hypervisor}: its configuration, its console, and the machine of its current boot. */
+class ManagedVm implements TabvisorVm {
+  state: VmState = 'created';
+  reason: string | undefined;
+  readonly console: VmConsole;
+  private machine: Vm | undefined;
+  private threads: ThreadFactory | undefined;
+  private bootedAt = 0;
+  /** Lifecycle operations run one after another. */
+  private queue: Promise<void> = Promise.resolve();
+  private lastSample: { readonly at: number; readonly instret: readonly number[] } | undefined;
+  private ips: number[];
+
+  constructor(
+    private readonly owner: Hypervisor,
+    readonly id: string,
+    readonly name: string,
+    readonly cpus: number,
+    readonly memoryMiB: number,
+    private readonly images: LinuxBootImages,
+  ) {
+    this.ips = new Array<number>(cpus).fill(0);
+    this.console = new VmConsole((bytes) => this.machine?.write(bytes));
+  }
+
+  /** Reserve memory and load the guest (state `created`). Throws when host RAM cannot hold it. */
+  create(): void {
+    const threads = this.owner.threadsFor(`${this.name}/`);
+    const machine = Vm.create(
+      { cpus: this.cpus, memoryMiB: this.memoryMiB, ...this.images },
+      threads,
+      this.owner.ram,
+    );
+    this.machine = machine;
+    this.threads = threads;
+    this.lastSample = undefined;
+    this.ips.fill(0);
+    machine.onOutput((bytes) => this.console.push(bytes));
+    void machine.whenPoweredOff().then((event) => this.enqueue(() => this.onPower(machine, event)));
+  }
+
+  start(): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.state === 'running' || this.state === 'paused') return;
+      if (this.state === 'deleted') throw new UserError(`VM ${this.name} was deleted`);
+      if (this.state !== 'created') this.boot();
+      this.launch();
+    });
+  }
+
+  pause(): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.state !== 'running')
+        throw new UserError(`VM ${this.name} is ${this.state}; only a running VM pauses`);
+      this.machine?.pause();
+      this.setState('paused');
+    });
+  }
+
+  resume(): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.state !== 'paused')
+        throw new UserError(`VM ${this.name} is ${this.state}; only a paused VM resumes`);
+      this.machine?.resume();
+      this.setState('running');
+    });
+  }
+
+  stop(): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.state === 'deleted') return;
+      await this.halt('stopped by the user');
+      if (this.state !== 'stopped' && this.state !== 'crashed')
+        this.setState('stopped', 'stopped by the user');
+    });
+  }
+
+  reset(): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.state === 'deleted') throw new UserError(`VM ${this.name} was deleted`);
+      await this.halt('the VM was reset');
+      this.boot();
+      this.launch();
+    });
+  }
+
+  delete(): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.state === 'deleted') return;
+      await this.halt('the VM was deleted');
+      this.setState('deleted');
+      this.console.dispose('the VM was deleted');
+      this.owner.remove(this);
+    });
+  }
+
+  killVcpu(hartId: number): boolean {
+    const threads = this.threads as (ThreadFactory & { kill?: (hartId: number) => boolean }) | undefined;
+    return threads?.kill?.(hartId) ?? false;
+  }
+
+  stats(): VmStats {
+    const machine = this.machine;
+    const sample = machine?.stats();
+    const live = this.state === 'running' || this.state === 'paused';
+    const vcpus: VcpuStats[] = [];
+    for (let h = 0; h < this.cpus; h++) {
+      const vcpu = sample?.vcpus[h];
+      const state: VcpuRunState =
+        vcpu === undefined ? 'stopped' : live || vcpu.state === 'crashed' ? vcpu.state : 'stopped';
+      vcpus.push({
+        hartId: h,
+        state,
+        instructions: vcpu?.instret ?? 0,
+        ips: live && this.state !== 'paused' ? this.ips[h] : 0,
+      });
+    }
+    return {
+      id: this.id,
+      name: this.name,
+      state: this.state,
+      reason: this.reason,
+      cpus: this.cpus,
+      memoryMiB: this.memoryMiB,
+      hostFrames: sample?.hostFrames ?? 0,
+      frameBytes: FRAME_SIZE,
+      threads: sample?.threads ?? 0,
+      uptimeMs: machine && this.bootedAt > 0 ? performance.now() - this.bootedAt : 0,
+      vcpus,
+    };
+  }
+
+  /** @internal Take an instructions-per-second sample (the hypervisor calls this every STATS_INTERVAL_MS). */
+  sample(): void {
+    if (!this.machine || this.state !== 'running') return;
+    const now = performance.now();
+    const instret = this.machine.stats().vcpus.map((v) => v.instret);
+    const last = this.lastSample;
+    if (last) {
+      const seconds = (now - last.at) / 1000;
+      for (let h = 0; h < this.cpus; h++) this.ips[h] = Math.max(0, (instret[h] - last.instret[h]) / seconds);
+    }
+    this.lastSample = { at: now, instret };
+  }
+
+  /** A fresh machine with the same configuration: new memory, new transcript. */
+  private boot(): void {
+    this.console.reset('the VM booted again');
+    this.reason = undefined;
+    this.create();
+  }
+
+  private launch(): void {
+    this.machine?.start();
+    this.bootedAt = performance.now();
+    this.setState('running');
+  }
+
+  /** Stop the current machine (if any) and give its memory back. */
+  private async halt(reason: string): Promise<void> {
+    const machine = this.machine;
+    this.machine = undefined;
+    this.threads = undefined;
+    this.console.failWaiters(reason);
+    if (machine) await machine.stop();
+  }
+
+  private async onPower(machine: Vm, event: PowerEvent): Promise<void> {
+    if (machine !== this.machine) return; // a machine we already stopped on purpose
+    if (event.kind === 'reboot') {
+      // As QEMU does: a guest reboot starts a fresh machine with the same configuration, on the same console.
+      const unread = machine.takeUnreadInput();
+      await this.halt('the guest rebooted');
+      this.create();
+      this.machine?.write(unread);
+      this.launch();
+      return;
+    }
+    await this.halt(event.kind === 'failure' ? event.message : 'the guest powered off');
+    if (event.kind === 'failure') this.setState('crashed', event.message);
+    else this.setState('stopped', 'the guest powered off');
+  }
+
+  private setState(state: VmState, reason?: string): void {
+    this.state = state;
+    this.reason = reason;
+    this.owner.notify();
+  }
+
+  private enqueue(operation: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(operation);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * The page: checks cross-origin isolation, creates the hypervisor (host RAM, browser vCPU workers, the default
+ * guest from public/images), publishes it as `window.tabvisor`, mounts the app and boots the default VM.
+ *
+ * URL parameters: `cpus` and `mem` (MiB) shape the default VM; `hostmem` (MiB) sizes host RAM; `autostart=0`
+ * creates no VM; `isolation-worker=0` never registers the isolation service worker.
+ */
+import '@xterm/xterm/css/xterm.css';
+import './style.css';
+import { BrowserThreads } from '../machine/browser-threads.ts';
+import { Hypervisor, MAX_HOST_RAM_MIB, type TabvisorApi } from '../machine/hypervisor.ts';
+import { App } from './app.ts';
+import { loadDefaultGuest, type GuestImages } from './images.ts';
+import { diagnoseIsolation, installIsolationWorker } from './isolation.ts';
+
+declare global {
+  interface Window {
+    /** The page API (README "The page API"). Undefined until the page is ready or when it cannot run VMs. */
+    tabvisor?: TabvisorApi;
+  }
+}
+
+/** Host RAM reserved when the URL does not say (lazily committed by the OS, so unused frames cost little). */
+const DEFAULT_HOST_RAM_MIB = 1024;
+
+function intParam(params: URLSearchParams, name: string, fallback: number): number {
+  const text = params.get(name);
+  return text === null || text.trim() === '' ? fallback : Number(text);
+}
+
+function showNotice(kind: 'error' | 'info', title: string, text: string): HTMLElement {
+  const notice = document.createElement('div');
+  notice.className = `notice ${kind}`;
+  notice.id = 'notice';
+  notice.setAttribute('role', kind === 'error' ? 'alert' : 'status');
+  const heading = document.createElement('strong');
+  heading.textContent = title;
+  const body = document.createElement('p');
+  body.textContent = text;
+  notice.append(heading, body);
+  document.body.prepend(notice);
+  return notice;
+}
+
+async function main(): Promise<void> {
+  const params = new URLSearchParams(location.search);
+  const base = new URL(import.meta.env.BASE_URL, location.href);
+  const isolation = await diagnoseIsolation();
+  if (!isolation.isolated) {
+    if (params.get('isolation-worker') !== '0') {
+      const result = await installIsolationWorker(new URL('coi-serviceworker.js', base));
+      if (result === 'reloading') {
+        showNotice(
+          'info',
+          'Enabling cross-origin isolation',
+          'Reloading through the isolation service worker…',
+        );
+        return;
+      }
+    }
+    showNotice('error', 'This page cannot run VMs yet', isolation.advice);
+    document.body.dataset.isolation = 'missing';
+    document.body.dataset.missingHeaders = isolation.missing.join('\n');
+    return;
+  }
+
+  const defaults = { cpus: intParam(params, 'cpus', 2), memoryMiB: intParam(params, 'mem', 128) };
+  const hostRamMiB = intParam(params, 'hostmem', Math.min(DEFAULT_HOST_RAM_MIB, MAX_HOST_RAM_MIB));
+  let guest: Promise<GuestImages> | undefined;
+  const images = (): Promise<GuestImages> => {
+    guest ??= loadDefaultGuest(new URL('images/', base)).catch((error: unknown) => {
+      guest = undefined; // try again next time
+      throw error;
+    });
+    return guest;
+  };
+  let hv: Hypervisor;
+  try {
+    hv = new Hypervisor({
+      hostRamMiB,
+      threads: (label) => new BrowserThreads(label),
+      images,
+      defaults,
+    });
+  } catch (error) {
+    showNotice(
+      'error',
+      'Cannot reserve host RAM',
+      `${String(error)} (the hostmem URL parameter sets it, in MiB)`,
+    );
+    return;
+  }
+  const app = new App(document.body, hv, defaults);
+  window.tabvisor = hv;
+  window.addEventListener('pagehide', () => {
+    app.dispose();
+    void hv.dispose();
+  });
+  if (params.get('autostart') !== '0') {
+    try {
+      await hv.createVM(defaults);
+    } catch (error) {
+      showNotice(
+        'error',
+        'The default VM did not start',
+        error instanceof Error ? error.message : String(error),
+      );
+    }
+  }
+}
+
+void main();

@@ -1,0 +1,51 @@
+import { FitAddon } from '@xterm/addon-fit';
+import { Terminal } from '@xterm/xterm';
+import type { TabvisorConsole } from '../machine/vm-console.ts';
+
+/**
+ * One VM's console in an xterm.js terminal that fills its container: shows the guest's output (including what it
+ * printed before the pane existed), sends keystrokes and pastes to the guest, and refits when the pane resizes.
+ */
+export class TerminalPane {
+  private readonly terminal: Terminal;
+  private readonly fitAddon = new FitAddon();
+  private readonly disposers: (() => void)[] = [];
+
+  constructor(container: HTMLElement, console: TabvisorConsole) {
+    this.terminal = new Terminal({
+      cursorBlink: true,
+      fontSize: 13,
+      scrollback: 5000,
+      fontFamily: 'ui-monospace, SFMono-Regular, Menlo, Consolas, monospace',
+      theme: { background: '#101418' },
+    });
+    this.terminal.loadAddon(this.fitAddon);
+    this.terminal.open(container);
+    this.fit();
+    this.terminal.write(console.transcript());
+    this.disposers.push(console.onOutput((bytes) => this.terminal.write(bytes)));
+    this.disposers.push(console.onReset(() => this.terminal.reset()));
+    const input = this.terminal.onData((data) => console.write(data));
+    this.disposers.push(() => input.dispose());
+    const observer = new ResizeObserver(() => this.fit());
+    observer.observe(container);
+    this.disposers.push(() => observer.disconnect());
+  }
+
+  /** Size the terminal to its container (only when the container is visible). */
+  fit(): void {
+    const element = this.terminal.element;
+    if (element && element.offsetParent !== null) this.fitAddon.fit();
+  }
+
+  /** Give the terminal the keyboard focus. */
+  focus(): void {
+    this.terminal.focus();
+  }
+
+  /** Unsubscribe from the console and free the terminal. */
+  dispose(): void {
+    for (const dispose of this.disposers.splice(0)) dispose();
+    this.terminal.dispose();
+  }
+}
