@@ -3,7 +3,8 @@ import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { UserError } from '../common/errors.ts';
 import { runElf } from '../machine/run-elf.ts';
-import { Vm, validateVmShape } from '../machine/vm.ts';
+import { Vm, validateVmShape, type VmSpec } from '../machine/vm.ts';
+import { NodeFileBlockBackend } from './node-file-block-backend.ts';
 import { manifestFile, readImageFile, readManifest } from './images.ts';
 import { attachConsole } from './console.ts';
 import { nodeThreads } from './node-threads.ts';
@@ -16,7 +17,7 @@ commands:
 
 Run 'tabvisor <command> --help' for a command's options.`;
 
-const BOOT_USAGE = `usage: tabvisor boot [--kernel FILE] [--initrd FILE] [--disk FILE]... [--mem MiB] [--cpus N] [--append ARGS]
+const BOOT_USAGE = `usage: tabvisor boot [--kernel FILE] [--initrd FILE] [--disk FILE]... [--disk-ro FILE]... [--mem MiB] [--cpus N] [--append ARGS]
 
 Boots the default image from public/images when no kernel is given. The console is this terminal:
 on a TTY it runs in raw mode (Ctrl-A x quits); from a pipe, input is fed to the guest as it reads it.
@@ -25,7 +26,9 @@ Exits 0 when the guest powers off.
 options:
   --kernel FILE   Linux Image for RV32 (gzip accepted)
   --initrd FILE   initramfs (gzip accepted)
-  --disk FILE     raw disk image attached as virtio-blk (repeatable)
+  --disk FILE     raw disk image attached as virtio-blk, read-write (repeatable: /dev/vda, /dev/vdb, ...);
+                  with the default image the guest then boots from the first disk (root=/dev/vda rw)
+  --disk-ro FILE  the same, read-only
   --mem MiB       guest memory in MiB (default: the image's default, else 128)
   --cpus N        number of vCPUs, 1..8 (default 1)
   --append ARGS   kernel command line (default: the image's bootargs)
@@ -54,6 +57,7 @@ async function boot(argv: string[]): Promise<number> {
       kernel: { type: 'string' },
       initrd: { type: 'string' },
       disk: { type: 'string', multiple: true },
+      'disk-ro': { type: 'string', multiple: true },
       mem: { type: 'string' },
       cpus: { type: 'string' },
       append: { type: 'string' },
@@ -70,25 +74,44 @@ async function boot(argv: string[]): Promise<number> {
   const cpus = parsePositiveInt(values.cpus, '--cpus', 1);
   const memoryMiB = parsePositiveInt(values.mem, '--mem', manifest?.memoryMiB.default ?? 128);
   validateVmShape(cpus, memoryMiB);
-  if (values.disk && values.disk.length > 0) {
-    throw new UserError(
-      '--disk is not supported yet: virtio-blk disks arrive with the storage work (issue 5)',
-    );
-  }
+  const diskPaths = [
+    ...(values.disk ?? []).map((path) => ({ path, readOnly: false })),
+    ...(values['disk-ro'] ?? []).map((path) => ({ path, readOnly: true })),
+  ];
   const kernelPath = values.kernel ?? manifestFile(manifest!, 'kernel');
   if (kernelPath === undefined) throw new UserError('the image manifest names no kernel; pass --kernel');
-  const initrdPath = values.initrd ?? (usingDefault ? manifestFile(manifest!, 'initrd') : undefined);
+  // The default image boots from its initramfs, or from the first disk (root=/dev/vda) when one is attached.
+  const rootFromDisk = usingDefault && diskPaths.length > 0 && values.initrd === undefined;
+  const initrdPath =
+    values.initrd ?? (usingDefault && !rootFromDisk ? manifestFile(manifest!, 'initrd') : undefined);
   const kernel = await readImageFile(kernelPath, 'kernel');
   const initrd = initrdPath === undefined ? undefined : await readImageFile(initrdPath, 'initrd');
-  const bootargs = values.append ?? manifest?.bootargs ?? 'console=ttyS0 earlycon=sbi';
+  const defaultArgs = manifest?.bootargs ?? 'console=ttyS0 earlycon=sbi';
+  const bootargs = values.append ?? (rootFromDisk ? `${defaultArgs} root=/dev/vda rw` : defaultArgs);
+  const disks: NodeFileBlockBackend[] = [];
+  try {
+    for (const disk of diskPaths)
+      disks.push(await NodeFileBlockBackend.open(disk.path, { readOnly: disk.readOnly }));
+    return await runVm({
+      cpus,
+      memoryMiB,
+      kernel,
+      kernelName: basename(kernelPath),
+      initrd,
+      bootargs,
+      disks,
+    });
+  } finally {
+    for (const disk of disks) await disk.close();
+  }
+}
 
-  // A guest reboot (SBI SRST reboot) starts a fresh VM with the same configuration, as QEMU does.
+/** Run a VM with this terminal as its console until it powers off; a guest reboot starts it afresh, as QEMU does. */
+async function runVm(spec: VmSpec): Promise<number> {
   let carriedInput: Uint8Array = new Uint8Array(0);
   for (;;) {
-    const vm = Vm.create(
-      { cpus, memoryMiB, kernel, kernelName: basename(kernelPath), initrd, bootargs },
-      nodeThreads,
-    );
+    const vm = Vm.create(spec, nodeThreads);
+    vm.onDiskProblem = (message) => process.stderr.write(`\r\ntabvisor: ${message}\r\n`);
     // A script from a pipe runs as if typed at the prompt: one line whenever the guest waits for input.
     if (!process.stdin.isTTY) vm.setInputPacing('line');
     vm.write(carriedInput);
@@ -96,12 +119,11 @@ async function boot(argv: string[]): Promise<number> {
     vm.start();
     const event = await Promise.race([vm.whenPoweredOff(), console.quit]);
     console.detach();
+    await vm.stop();
     if (event === 'quit') {
-      await vm.stop();
       process.stderr.write('\r\ntabvisor: quit (Ctrl-A x)\r\n');
       return 0;
     }
-    await vm.stop();
     carriedInput = vm.takeUnreadInput();
     if (event.kind === 'reboot') continue;
     if (event.kind === 'failure') {

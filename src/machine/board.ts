@@ -27,6 +27,9 @@ import {
   virtioSlotBase,
 } from '../devices/virt-device-tree.ts';
 import { EmptyVirtioSlot } from '../devices/virtio-mmio-empty.ts';
+import { VirtioBlkDevice, type VirtioBlkOptions } from '../devices/virtio-blk.ts';
+import { VirtioMmioTransport } from '../devices/virtio-mmio.ts';
+import { UserError } from '../common/errors.ts';
 import { AddressSpace, type AddressSpaceInit } from '../mem/address-space.ts';
 
 /** The most vCPUs a VM may have (PLIC contexts, device tree and NR_CPUS in the default kernel). */
@@ -37,6 +40,8 @@ export interface BoardLayout {
   readonly plic: number;
   readonly uart: number;
   readonly sbi: number;
+  /** One virtio-mmio transport region per disk, in slot order. */
+  readonly disks: readonly number[];
   /** Float64-aligned hart state areas for snapshots (HART_STATE_AREA_DOUBLES doubles per hart). */
   readonly hartStates: number;
   readonly words: number;
@@ -53,24 +58,31 @@ export interface BoardInit {
   readonly layout: BoardLayout;
   /** True when the emulator provides the SBI firmware (Linux boot); false for bare M-mode programs. */
   readonly firmware: boolean;
+  /** virtio-blk disks in slots 1, 2, ... (their back-ends live on the VMM's I/O side only). */
+  readonly disks?: readonly VirtioBlkOptions[];
 }
 
 /** Allocate the control-block regions of the board's devices, in a fixed order. */
-export function planBoard(hartCount: number): BoardLayout {
+export function planBoard(hartCount: number, diskCount = 0): BoardLayout {
+  if (diskCount > VIRT_VIRTIO_SLOTS) {
+    throw new UserError(`a VM can have at most ${VIRT_VIRTIO_SLOTS} disks, not ${diskCount}`);
+  }
   const layout = new SharedLayout(hartCount);
   const plic = layout.alloc(Plic.words(hartCount, VIRT_PLIC_SOURCES));
   const uart = layout.alloc(Uart16550.words());
   const sbi = layout.alloc(Sbi.words());
   const hartStates = layout.alloc(hartCount * HART_STATE_AREA_DOUBLES * 2);
-  return { plic, uart, sbi, hartStates, words: layout.words };
+  const disks = Array.from({ length: diskCount }, () => layout.alloc(VirtioMmioTransport.words(1)));
+  return { plic, uart, sbi, disks, hartStates, words: layout.words };
 }
 
 /** Create the shared state of a new board: control block with every hart's timer disarmed. */
 export function createBoardState(
   hartCount: number,
   shared: boolean,
+  diskCount = 0,
 ): { block: Int32Array; layout: BoardLayout } {
-  const layout = planBoard(hartCount);
+  const layout = planBoard(hartCount, diskCount);
   const block = createControlBlock(layout.words, shared);
   for (let h = 0; h < hartCount; h++) {
     block[hartWord(h, HART_TIMECMP_LO)] = -1;
@@ -95,6 +107,8 @@ export class Board {
   readonly clint: Clint;
   readonly plic: Plic;
   readonly uart: Uart16550;
+  /** The virtio-mmio transports of the disks, slot 1 first. */
+  readonly disks: readonly VirtioMmioTransport[];
   /** The emulator's SBI firmware, when the board boots a kernel in S-mode. */
   readonly sbi: Sbi | undefined;
 
@@ -110,9 +124,18 @@ export class Board {
     this.bus.map(VIRT_CLINT_BASE, this.clint);
     this.bus.map(VIRT_PLIC_BASE, this.plic);
     this.bus.map(VIRT_UART_BASE, this.uart);
+    const disks = init.disks ?? [];
+    this.disks = disks.map((options, i) => {
+      const slot = i + 1;
+      const device = new VirtioBlkDevice(options);
+      const transport = new VirtioMmioTransport(init.block, init.layout.disks[i], device, this.plic, slot);
+      this.bus.map(virtioSlotBase(slot), transport);
+      return transport;
+    });
     // Unused virtio-mmio slots answer with device ID 0, so the guest's driver skips them.
-    for (let slot = 1; slot <= VIRT_VIRTIO_SLOTS; slot++)
+    for (let slot = disks.length + 1; slot <= VIRT_VIRTIO_SLOTS; slot++) {
       this.bus.map(virtioSlotBase(slot), new EmptyVirtioSlot());
+    }
     this.sbi = init.firmware
       ? new Sbi(init.block, init.layout.sbi, { lines: this.lines, memory: this.memory, console: this.uart })
       : undefined;

@@ -36,6 +36,8 @@ import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
 import { wallClockMs } from '../common/host.ts';
 import { Board, MAX_HARTS, createBoardState, planBoard, type BoardInit } from './board.ts';
 import type { VmSnapshot } from './snapshot.ts';
+import type { BlockBackend } from '../devices/block-backend.ts';
+import { VirtioBlkHost, virtioBlkOptionsFor } from '../devices/virtio-blk.ts';
 import type { HartThreadInit, HartThreadMessage } from './hart-thread.ts';
 import { loadLinux, type LinuxBootImages } from './linux-boot.ts';
 
@@ -59,6 +61,8 @@ export interface ThreadFactory {
 export interface VmSpec extends LinuxBootImages {
   readonly cpus: number;
   readonly memoryMiB: number;
+  /** Block back-ends attached as virtio-blk disks in slots 1, 2, ... (the guest sees /dev/vda, /dev/vdb, ...). */
+  readonly disks?: readonly BlockBackend[];
 }
 
 /** How a VM ended. */
@@ -162,9 +166,40 @@ export class Vm {
     private readonly factory: ThreadFactory,
     /** The kernel command line the VM booted with (kept for snapshots). */
     readonly bootargs: string,
+    backends: readonly BlockBackend[] = [],
   ) {
     this.frames = frames;
     this.board = new Board(boardInit);
+    this.diskHosts = backends.map(
+      (backend, i) =>
+        new VirtioBlkHost(this.board.disks[i], this.board.memory, backend, {
+          onGuestError: (reason) =>
+            this.onDiskProblem?.(`disk ${i}: the guest broke the virtio protocol: ${reason}`),
+          onBackendError: (error) =>
+            this.onDiskProblem?.(`disk ${i}: ${error instanceof Error ? error.message : String(error)}`),
+        }),
+    );
+  }
+
+  /** The I/O side of each disk (requests are served on the VMM's thread). */
+  private readonly diskHosts: VirtioBlkHost[];
+  /** Receives disk problems worth telling a person about (guest protocol errors, back-end I/O errors). */
+  onDiskProblem: ((message: string) => void) | undefined;
+
+  /** Serve one disk's requests whenever a vCPU rings its doorbell, until the VM halts. */
+  private async serveDisk(host: VirtioBlkHost): Promise<void> {
+    const block = this.board.block;
+    const doorbell = host.doorbellIndex;
+    while (this.pumping) {
+      const seen = Atomics.load(block, doorbell);
+      host.service();
+      if (block.buffer instanceof SharedArrayBuffer) {
+        const wait = Atomics.waitAsync(block, doorbell, seen, 50);
+        if (wait.async) await wait.value;
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    }
   }
 
   /** Reserve memory, build the board and load the kernel. Nothing runs until {@link start}. */
@@ -181,14 +216,23 @@ export class Vm {
         ramSize,
       });
       const plan = loadLinux(memory, spec.cpus, spec);
-      const { block, layout } = createBoardState(spec.cpus, factory.shared);
+      const backends = spec.disks ?? [];
+      const { block, layout } = createBoardState(spec.cpus, factory.shared, backends.length);
       // Hart 0 enters the kernel like any HSM start: a0 = hartid, a1 = device tree.
       block[hartWord(0, HART_START_ADDR)] = plan.entry;
       block[hartWord(0, HART_START_OPAQUE)] = plan.dtbGpa;
       block[hartWord(0, HART_STATE)] = HART_STATE_START_PENDING;
       for (let h = 1; h < spec.cpus; h++) block[hartWord(h, HART_STATE)] = HART_STATE_STOPPED;
-      const init: BoardInit = { hartCount: spec.cpus, block, memory: memory.init, layout, firmware: true };
-      return new Vm(ram, frames, init, factory, spec.bootargs);
+      const disks = backends.map((backend, i) => virtioBlkOptionsFor(backend, `tabvisor-disk${i}`));
+      const init: BoardInit = {
+        hartCount: spec.cpus,
+        block,
+        memory: memory.init,
+        layout,
+        firmware: true,
+        disks,
+      };
+      return new Vm(ram, frames, init, factory, spec.bootargs, backends);
     } catch (error) {
       ram.free(frames);
       throw error;
@@ -210,6 +254,7 @@ export class Vm {
     }
     this.keepAlive = setInterval(() => {}, 1 << 30);
     void this.pump();
+    for (const host of this.diskHosts) void this.serveDisk(host);
   }
 
   /**
@@ -218,6 +263,9 @@ export class Vm {
    */
   async snapshot(): Promise<VmSnapshot> {
     if (this.power) throw new UserError('this VM has stopped; snapshot a running or paused VM');
+    if (this.diskHosts.length > 0) {
+      throw new UserError('snapshots of VMs with disks are not supported yet; snapshot a VM without disks');
+    }
     const wasPaused = this.pausedTicks !== undefined;
     this.pause();
     const block = this.board.block;
@@ -377,11 +425,7 @@ export class Vm {
 
   /** Stop every vCPU and release the VM's memory. */
   async stop(): Promise<void> {
-    Atomics.store(this.board.block, VM_RUN_CONTROL, RUN_STOP);
-    for (let h = 0; h < this.boardInit.hartCount; h++) this.board.lines.wake(h);
-    await Promise.all(this.threads.map((t) => t.terminate()));
-    this.threads.length = 0;
-    this.pumping = false;
+    await this.haltThreads();
     if (!this.framesFreed) {
       this.framesFreed = true;
       this.hostRam.free(this.frames);
@@ -499,5 +543,7 @@ export class Vm {
     await Promise.all(this.threads.map((t) => t.terminate()));
     this.threads.length = 0;
     this.pumping = false;
+    // Requests already handed to a back-end finish (a write the guest was told nothing about yet may still land).
+    await Promise.all(this.diskHosts.map((host) => host.close()));
   }
 }
