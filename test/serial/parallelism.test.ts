@@ -1,12 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { nodeThreads } from '../../src/cli/node-threads.ts';
-import { maybeGunzip } from '../../src/machine/gzip.ts';
 import { Vm } from '../../src/machine/vm.ts';
-
-const images = new URL('../../public/images/', import.meta.url);
-const image = async (name: string): Promise<Uint8Array> =>
-  maybeGunzip(new Uint8Array(await readFile(new URL(name, images))));
+import { defaultSpec, watchConsole } from '../helpers/guest.ts';
 
 /**
  * Runs alone (vitest.serial.config.ts, after the main suite), because it needs the host's cores to itself.
@@ -16,31 +11,11 @@ const image = async (name: string): Promise<Uint8Array> =>
  */
 describe('real parallelism', () => {
   it('two CPU-bound guest processes on a 2-vCPU guest run on two host cores at once', async () => {
-    const vm = Vm.create(
-      {
-        cpus: 2,
-        memoryMiB: 64,
-        kernel: await image('Image.gz'),
-        kernelName: 'Image.gz',
-        initrd: await image('initramfs.cpio.gz'),
-        bootargs: 'console=ttyS0 earlycon=sbi',
-      },
-      nodeThreads,
-    );
-    let text = '';
-    vm.onOutput((bytes) => (text += new TextDecoder().decode(bytes)));
-    const waitFor = async (needle: string): Promise<void> => {
-      const deadline = Date.now() + 60_000;
-      while (!text.includes(needle)) {
-        if (Date.now() > deadline) throw new Error(`no '${needle}' in:\n${text.slice(-1500)}`);
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
-    };
+    const vm = Vm.create(await defaultSpec(2), nodeThreads);
+    const { waitFor, type } = watchConsole(vm);
     vm.start();
     await waitFor(':/root# ');
-    vm.write(
-      new TextEncoder().encode('(while :; do :; done) & (while :; do :; done) & echo LOOPS-STARTED\n'),
-    );
+    type('(while :; do :; done) & (while :; do :; done) & echo LOOPS-STARTED');
     await waitFor('LOOPS-STARTED\r\n');
     await new Promise((resolve) => setTimeout(resolve, 300));
     const cpuBefore = process.cpuUsage();
@@ -48,7 +23,7 @@ describe('real parallelism', () => {
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const cpu = process.cpuUsage(cpuBefore);
     const ratio = (cpu.user + cpu.system) / 1000 / (performance.now() - wallBefore);
-    vm.write(new TextEncoder().encode('kill %1 %2; poweroff\n'));
+    type('kill %1 %2; poweroff');
     await vm.whenPoweredOff();
     expect(ratio).toBeGreaterThan(1.5);
   });

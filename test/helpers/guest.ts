@@ -1,0 +1,47 @@
+import { readFile } from 'node:fs/promises';
+import { maybeGunzip } from '../../src/machine/gzip.ts';
+import type { Vm, VmSpec } from '../../src/machine/vm.ts';
+
+const images = new URL('../../public/images/', import.meta.url);
+
+/** A file of the default guest image (public/images), decompressed. */
+export async function defaultImage(name: string): Promise<Uint8Array> {
+  return maybeGunzip(new Uint8Array(await readFile(new URL(name, images))));
+}
+
+/** A spec that boots the default kernel and initramfs with `cpus` vCPUs and `memoryMiB` of RAM. */
+export async function defaultSpec(cpus: number, memoryMiB = 64): Promise<VmSpec> {
+  return {
+    cpus,
+    memoryMiB,
+    kernel: await defaultImage('Image.gz'),
+    kernelName: 'Image.gz',
+    initrd: await defaultImage('initramfs.cpio.gz'),
+    bootargs: 'console=ttyS0 earlycon=sbi',
+  };
+}
+
+/** A VM's console output, with a wait for text to appear in it. */
+export interface ConsoleWatch {
+  text(): string;
+  waitFor(needle: string, timeoutMs?: number): Promise<void>;
+  type(line: string): void;
+}
+
+/** Watch `vm`'s console from now on. */
+export function watchConsole(vm: Vm): ConsoleWatch {
+  let text = '';
+  const decoder = new TextDecoder();
+  vm.onOutput((bytes) => (text += decoder.decode(bytes, { stream: true })));
+  return {
+    text: () => text,
+    waitFor: async (needle, timeoutMs = 60_000) => {
+      const deadline = Date.now() + timeoutMs;
+      while (!text.includes(needle)) {
+        if (Date.now() > deadline) throw new Error(`no '${needle}' in the console:\n${text.slice(-1500)}`);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    },
+    type: (line) => vm.write(new TextEncoder().encode(line + '\n')),
+  };
+}
