@@ -17,5 +17,9 @@ export default defineConfig({
   worker: { format: 'es' },
   // Pre-bundled at startup, so the first page load does not discover them and reload.
   optimizeDeps: { include: ['@xterm/xterm', '@xterm/addon-fit'] },
-  build: { target: 'es2022' },
+  build: {
+    target: 'es2022',
+    // The app and the embedding example (/examples/, README "Embedding").
+    rolldownOptions: { input: { main: 'index.html', examples: 'examples/index.html' } },
+  },
 });

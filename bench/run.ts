@@ -6,7 +6,11 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { CHROMIUM } from '../test/helpers/browser.ts';
 import { browserFigures } from './browser-guest.ts';
+import { browserDiskFigures } from './browser-disk.ts';
+import { embedFigures, librarySize } from './embed.ts';
 import { NodeGuest } from './node-guest.ts';
+import { nodeNetworkFigures } from './network.ts';
+import { browserNetworkFigures } from './browser-network.ts';
 
 interface Figure {
   readonly name: string;
@@ -65,6 +69,24 @@ const figures: Figure[] = [
   await measure('node: guest MIPS, CPU-bound (md5sum), 1 vCPU', 'MIPS', '>= 100', cpuBoundMips),
 ];
 
+const nodeNet = await nodeNetworkFigures(RUNS);
+figures.push(
+  {
+    name: 'node: ping RTT between two VMs on one switch (avg of 10)',
+    value: median(nodeNet.rttMs),
+    unit: 'ms',
+    target: '< 2 (one page)',
+    runs: nodeNet.rttMs,
+  },
+  {
+    name: 'node: VM-to-VM TCP throughput (nc, 10 MiB), 1 vCPU each',
+    value: median(nodeNet.tcpMBps),
+    unit: 'MB/s',
+    target: '>= 20 (one page)',
+    runs: nodeNet.tcpMBps,
+  },
+);
+
 if (existsSync(CHROMIUM)) {
   const browser = await browserFigures(RUNS);
   figures.push(
@@ -83,9 +105,87 @@ if (existsSync(CHROMIUM)) {
       runs: browser.parallelSpeedup,
     },
   );
+  // Two 1-vCPU VMs on one network: in one page, and in two tabs joined by the BroadcastChannel uplink.
+  const net = await browserNetworkFigures(RUNS);
+  for (const [where, figure, rttTarget, tcpTarget] of [
+    ['one page', net.onePage, '< 2', '>= 20'],
+    ['two tabs', net.twoTabs, undefined, '>= 10'],
+  ] as const) {
+    figures.push(
+      {
+        name: `chromium net (${where}): ping RTT`,
+        value: median(figure.rttMs),
+        unit: 'ms',
+        target: rttTarget,
+        runs: figure.rttMs,
+      },
+      {
+        name: `chromium net (${where}): TCP nc 10 MiB`,
+        value: median(figure.tcpMBps),
+        unit: 'MB/s',
+        target: tcpTarget,
+        runs: figure.tcpMBps,
+      },
+    );
+  }
+  // The example docs page (two <tabvisor-vm>): navigation start until both VMs ran a first command.
+  const embed = await embedFigures(RUNS);
+  const embedRows: [string, number[], string | undefined][] = [
+    ['cold boot, parallel (isolated)', embed.parallelCold, undefined],
+    ['snapshot start, parallel (isolated)', embed.parallelSnapshot, '< 0.5'],
+    ['cold boot, single worker (no COOP/COEP)', embed.singleCold, undefined],
+    ['snapshot start, single worker (no COOP/COEP)', embed.singleSnapshot, '< 0.5'],
+  ];
+  for (const [what, runs, target] of embedRows) {
+    figures.push({
+      name: `chromium embed: page load to usable shell, ${what}`,
+      value: median(runs),
+      unit: 's',
+      target,
+      runs,
+    });
+  }
+  // Guest dd on a raw scratch disk, O_DIRECT, the write flushed (bench/browser-disk.ts): report only.
+  const disk = await browserDiskFigures();
+  for (const [kind, { writeMBps, readMBps }] of Object.entries(disk)) {
+    const opfs = kind === 'opfs';
+    figures.push(
+      {
+        name: `chromium disk (${kind}): guest dd write to /dev/vdb, direct + fsync`,
+        value: writeMBps,
+        unit: 'MB/s',
+        target: opfs ? '>= 50' : undefined,
+        runs: [writeMBps],
+      },
+      {
+        name: `chromium disk (${kind}): guest dd read from /dev/vdb, direct`,
+        value: readMBps,
+        unit: 'MB/s',
+        target: opfs ? '>= 100' : undefined,
+        runs: [readMBps],
+      },
+    );
+  }
 } else {
   console.log(`(no ${CHROMIUM}: browser figures skipped)`);
 }
+
+const lib = await librarySize();
+figures.push(
+  {
+    name: 'library: tabvisor.js gzip',
+    value: lib.entryGzipBytes / 1024,
+    unit: 'KiB',
+    target: '< 200 KB',
+    runs: [lib.entryGzipBytes / 1024],
+  },
+  {
+    name: 'library: tabvisor.js + worker chunks gzip',
+    value: lib.totalGzipBytes / 1024,
+    unit: 'KiB',
+    runs: [lib.totalGzipBytes / 1024],
+  },
+);
 
 const rows = figures.map((f) => [
   f.name,

@@ -28,6 +28,7 @@ import {
 } from '../devices/virt-device-tree.ts';
 import { EmptyVirtioSlot } from '../devices/virtio-mmio-empty.ts';
 import { VirtioBlkDevice, type VirtioBlkOptions } from '../devices/virtio-blk.ts';
+import { VirtioNetDevice, type VirtioNetOptions } from '../devices/virtio-net.ts';
 import { VirtioMmioTransport } from '../devices/virtio-mmio.ts';
 import { UserError } from '../common/errors.ts';
 import { AddressSpace, type AddressSpaceInit } from '../mem/address-space.ts';
@@ -42,6 +43,8 @@ export interface BoardLayout {
   readonly sbi: number;
   /** One virtio-mmio transport region per disk, in slot order. */
   readonly disks: readonly number[];
+  /** One virtio-mmio transport region per NIC, in slot order (NICs sit in the slots after the disks). */
+  readonly nics?: readonly number[];
   /** Float64-aligned hart state areas for snapshots (HART_STATE_AREA_DOUBLES doubles per hart). */
   readonly hartStates: number;
   readonly words: number;
@@ -60,12 +63,19 @@ export interface BoardInit {
   readonly firmware: boolean;
   /** virtio-blk disks in slots 1, 2, ... (their back-ends live on the VMM's I/O side only). */
   readonly disks?: readonly VirtioBlkOptions[];
+  /** virtio-net NICs in the slots after the disks (their I/O side lives on the VMM's thread only). */
+  readonly nics?: readonly VirtioNetOptions[];
 }
 
 /** Allocate the control-block regions of the board's devices, in a fixed order. */
-export function planBoard(hartCount: number, diskCount = 0): BoardLayout {
+export function planBoard(hartCount: number, diskCount = 0, nicCount = 0): BoardLayout {
   if (diskCount > VIRT_VIRTIO_SLOTS) {
     throw new UserError(`a VM can have at most ${VIRT_VIRTIO_SLOTS} disks, not ${diskCount}`);
+  }
+  if (diskCount + nicCount > VIRT_VIRTIO_SLOTS) {
+    throw new UserError(
+      `a VM has ${VIRT_VIRTIO_SLOTS} virtio slots for disks and NICs together, not ${diskCount} + ${nicCount}; remove a disk or a NIC`,
+    );
   }
   const layout = new SharedLayout(hartCount);
   const plic = layout.alloc(Plic.words(hartCount, VIRT_PLIC_SOURCES));
@@ -73,7 +83,9 @@ export function planBoard(hartCount: number, diskCount = 0): BoardLayout {
   const sbi = layout.alloc(Sbi.words());
   const hartStates = layout.alloc(hartCount * HART_STATE_AREA_DOUBLES * 2);
   const disks = Array.from({ length: diskCount }, () => layout.alloc(VirtioMmioTransport.words(1)));
-  return { plic, uart, sbi, disks, hartStates, words: layout.words };
+  if (nicCount === 0) return { plic, uart, sbi, disks, hartStates, words: layout.words };
+  const nics = Array.from({ length: nicCount }, () => layout.alloc(VirtioMmioTransport.words(2)));
+  return { plic, uart, sbi, disks, nics, hartStates, words: layout.words };
 }
 
 /** Create the shared state of a new board: control block with every hart's timer disarmed. */
@@ -81,8 +93,9 @@ export function createBoardState(
   hartCount: number,
   shared: boolean,
   diskCount = 0,
+  nicCount = 0,
 ): { block: Int32Array; layout: BoardLayout } {
-  const layout = planBoard(hartCount, diskCount);
+  const layout = planBoard(hartCount, diskCount, nicCount);
   const block = createControlBlock(layout.words, shared);
   for (let h = 0; h < hartCount; h++) {
     block[hartWord(h, HART_TIMECMP_LO)] = -1;
@@ -109,6 +122,8 @@ export class Board {
   readonly uart: Uart16550;
   /** The virtio-mmio transports of the disks, slot 1 first. */
   readonly disks: readonly VirtioMmioTransport[];
+  /** The virtio-mmio transports of the NICs, in slot order after the disks. */
+  readonly nics: readonly VirtioMmioTransport[];
   /** The emulator's SBI firmware, when the board boots a kernel in S-mode. */
   readonly sbi: Sbi | undefined;
 
@@ -132,8 +147,17 @@ export class Board {
       this.bus.map(virtioSlotBase(slot), transport);
       return transport;
     });
+    const nics = init.nics ?? [];
+    const nicLayout = init.layout.nics ?? [];
+    this.nics = nics.map((options, i) => {
+      const slot = disks.length + i + 1;
+      const device = new VirtioNetDevice(options);
+      const transport = new VirtioMmioTransport(init.block, nicLayout[i], device, this.plic, slot);
+      this.bus.map(virtioSlotBase(slot), transport);
+      return transport;
+    });
     // Unused virtio-mmio slots answer with device ID 0, so the guest's driver skips them.
-    for (let slot = disks.length + 1; slot <= VIRT_VIRTIO_SLOTS; slot++) {
+    for (let slot = disks.length + nics.length + 1; slot <= VIRT_VIRTIO_SLOTS; slot++) {
       this.bus.map(virtioSlotBase(slot), new EmptyVirtioSlot());
     }
     this.sbi = init.firmware

@@ -4,10 +4,22 @@
  * and buttons, tests drive it through `window.tabvisor`, and it runs in Node as well with Node's threads.
  */
 import { UserError } from '../common/errors.ts';
+import type { BlockBackend } from '../devices/block-backend.ts';
 import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
 import { MAX_HARTS } from './board.ts';
 import type { LinuxBootImages } from './linux-boot.ts';
+import { runCommand, type RunOptions, type RunResult } from './run-command.ts';
+import { decodeSnapshot, encodeSnapshot } from './snapshot.ts';
 import { VmConsole, type TabvisorConsole } from './vm-console.ts';
+import {
+  MAX_NICS,
+  NetworkHub,
+  resolveNic,
+  type NetworkEnvironment,
+  type NicConfig,
+  type ResolvedNic,
+  type TabvisorNetwork,
+} from './networks.ts';
 import {
   MAX_MEMORY_MIB,
   MIN_MEMORY_MIB,
@@ -16,10 +28,18 @@ import {
   type PowerEvent,
   type ThreadFactory,
   type VcpuRunState,
+  type VmNic,
 } from './vm.ts';
 
 export { MAX_HARTS, MAX_MEMORY_MIB, MIN_MEMORY_MIB };
-export type { TabvisorConsole, VcpuRunState };
+export type { RunOptions, RunResult, TabvisorConsole, VcpuRunState };
+export type { NicConfig, ResolvedNic, TabvisorNetwork };
+
+/** What a VM boots: the guest images, its command line, and optionally a boot snapshot (encodeSnapshot bytes) to start from instead of booting cold. */
+export type GuestBoot = Omit<LinuxBootImages, 'bootargs'> & {
+  readonly bootargs: string;
+  readonly snapshot?: Uint8Array;
+};
 
 /** Largest host RAM: guest page tables hold host byte offsets as int32, so frames must lie below 2 GiB. */
 export const MAX_HOST_RAM_MIB = 2048;
@@ -50,6 +70,20 @@ export interface VmConfig {
   readonly bootargs?: string;
   /** Start at once (default true). */
   readonly start?: boolean;
+  /** NICs (virtio-net, eth0 first), each a port of its network's switch; default none. At most 4. */
+  readonly nics?: readonly NicConfig[];
+}
+
+/** A VM's disks as the page's storage opened them for it (see {@link HypervisorOptions.disks}). */
+export interface VmDiskSet {
+  /** Attached at every boot in this order as /dev/vda, /dev/vdb, ... (read at each boot: it may grow). */
+  readonly backends: readonly BlockBackend[];
+  /** Boot from the first disk (`root=/dev/vda rw`, no initramfs). */
+  readonly rootOnFirstDisk: boolean;
+  /** A disk problem worth telling a person about (guest protocol error, full quota, I/O error). */
+  onProblem?(message: string): void;
+  /** The VM is gone: flush and close the disks; `erase` (the VM was deleted) also deletes their storage. */
+  close(erase: boolean): Promise<void>;
 }
 
 /** One vCPU's live figures. */
@@ -77,6 +111,8 @@ export interface VmStats {
   readonly threads: number;
   /** Milliseconds since the current machine booted (0 without one). */
   readonly uptimeMs: number;
+  /** How the current machine started: booted cold, or restored from a boot snapshot. */
+  readonly bootedFrom: 'cold' | 'snapshot';
   readonly vcpus: readonly VcpuStats[];
 }
 
@@ -90,6 +126,11 @@ export interface TabvisorVm {
   readonly cpus: number;
   readonly memoryMiB: number;
   readonly console: TabvisorConsole;
+  /**
+   * The VM's NICs with their defaults filled in; NIC n is switch port `<vm name>/eth<n>`. Optional so that a
+   * VMM without networking (a worker-hosted one) still implements the API.
+   */
+  readonly nics?: readonly ResolvedNic[];
   /** Start a created VM, or boot a stopped or crashed one afresh. */
   start(): Promise<void>;
   /** Park every vCPU and freeze the guest clock. */
@@ -105,6 +146,13 @@ export interface TabvisorVm {
   stats(): VmStats;
   /** Fault injection for tests: kill vCPU `hartId`'s thread as if it died. False when there is none. */
   killVcpu(hartId: number): boolean;
+  /**
+   * Type `command` at the guest's shell, wait for it to finish and resolve with its output and exit status
+   * (see {@link runCommand}). Runs on one VM queue up one after another.
+   */
+  run(command: string, options?: RunOptions): Promise<RunResult>;
+  /** Save the running or paused VM's full state as a snapshot file (encodeSnapshot); the VM runs on. */
+  snapshot(): Promise<Uint8Array>;
 }
 
 /** Host RAM figures. */
@@ -123,6 +171,10 @@ export interface TabvisorApi {
   hostRam(): HostRamStats;
   /** Be told when VMs are added, removed or change state, and after each stats sample. Returns unsubscribe. */
   onChange(listener: () => void): () => void;
+  /** The names of the networks this page's NICs joined (optional: a VMM without networking lacks it). */
+  networks?(): string[];
+  /** A network's switch (ports, MAC table, counters, DHCP, capture); undefined until a NIC joined it. */
+  network?(name: string): TabvisorNetwork | undefined;
 }
 
 /** What the page provides the hypervisor with. */
@@ -132,9 +184,18 @@ export interface HypervisorOptions {
   /** vCPU threads for one boot of one VM; `label` names the VM (for thread names). */
   readonly threads: (label: string) => ThreadFactory;
   /** The default guest (loaded once, shared by every VM). */
-  readonly images: () => Promise<Omit<LinuxBootImages, 'bootargs'> & { readonly bootargs: string }>;
+  readonly images: (config: VmConfig) => Promise<GuestBoot>;
+  /** Host RAM on a SharedArrayBuffer (default true); false runs VMs only with threads that share no memory. */
+  readonly sharedMemory?: boolean;
   /** Defaults for `createVM`. */
   readonly defaults?: { readonly cpus?: number; readonly memoryMiB?: number };
+  /** Other tabs and DHCP leader election (the page passes `pageNetworkEnvironment()`); default: none. */
+  readonly network?: NetworkEnvironment;
+  /**
+   * Open VM `id`'s own disks (the page's storage scopes them by id); undefined or no hook: no disks. Called
+   * once per VM at `createVM`; the set is closed when the VM is deleted or the hypervisor disposed.
+   */
+  readonly disks?: (vm: { readonly id: string; readonly name: string }) => Promise<VmDiskSet | undefined>;
 }
 
 /**
@@ -171,6 +232,8 @@ export class Hypervisor implements TabvisorApi {
   private readonly listeners = new Set<() => void>();
   private nextId = 1;
   private readonly sampler: ReturnType<typeof setInterval>;
+  /** @internal The page's networks: a switch per name, uplinks to other tabs, DHCP servers. */
+  readonly networkHub: NetworkHub;
 
   constructor(private readonly options: HypervisorOptions) {
     const mib = options.hostRamMiB;
@@ -179,7 +242,8 @@ export class Hypervisor implements TabvisorApi {
         `host RAM must be a whole number of MiB from ${MIN_MEMORY_MIB} to ${MAX_HOST_RAM_MIB}, not ${mib}`,
       );
     }
-    this.ram = new HostRam(mib << 20, true);
+    this.ram = new HostRam(mib << 20, options.sharedMemory ?? true);
+    this.networkHub = new NetworkHub(options.network);
     this.sampler = setInterval(() => {
       for (const vm of this.list) vm.sample();
       this.notify();
@@ -218,12 +282,35 @@ export class Hypervisor implements TabvisorApi {
     const problem = checkVmConfig(shape, this.freeMiB(), this.names());
     if (problem !== undefined) throw new UserError(problem);
     validateVmShape(shape.cpus, shape.memoryMiB);
-    const images = await this.options.images();
-    const vm = new ManagedVm(this, id, shape.name, shape.cpus, shape.memoryMiB, {
-      ...images,
-      bootargs: config.bootargs ?? images.bootargs,
-    });
-    vm.create();
+    const nicConfigs = config.nics ?? [];
+    if (nicConfigs.length > MAX_NICS)
+      throw new UserError(`a VM has at most ${MAX_NICS} NICs, not ${nicConfigs.length}; remove one`);
+    const nics = nicConfigs.map((nic, i) => resolveNic(nic, i));
+    const images = await this.options.images(config);
+    const disks = await this.options.disks?.({ id, name: shape.name });
+    // A root disk replaces the initramfs, as the CLI's --disk does with the default image.
+    const rootArgs = disks?.rootOnFirstDisk ? ' root=/dev/vda rw' : '';
+    const vm = new ManagedVm(
+      this,
+      id,
+      shape.name,
+      shape.cpus,
+      shape.memoryMiB,
+      {
+        ...images,
+        ...(disks?.rootOnFirstDisk ? { initrd: undefined } : {}),
+        bootargs: config.bootargs ?? `${images.bootargs}${rootArgs}`,
+      },
+      nics,
+    );
+    vm.diskSet = disks;
+    try {
+      vm.create();
+    } catch (error) {
+      vm.disposeNics();
+      await disks?.close(false);
+      throw error;
+    }
     this.list.push(vm);
     this.notify();
     if (config.start !== false) await vm.start();
@@ -239,8 +326,20 @@ export class Hypervisor implements TabvisorApi {
   /** Stop every VM and the sampler. */
   async dispose(): Promise<void> {
     clearInterval(this.sampler);
+    for (const vm of this.list) vm.eraseDisksOnDelete = false; // the page is closing: keep the VMs' disks
     await Promise.all(this.list.map((vm) => vm.delete()));
+    this.networkHub.dispose();
     this.listeners.clear();
+  }
+
+  /** The names of the networks this page's NICs joined. */
+  networks(): string[] {
+    return this.networkHub.names();
+  }
+
+  /** A network's switch as this tab sees it; undefined until a NIC joined it. */
+  network(name: string): TabvisorNetwork | undefined {
+    return this.networkHub.view(name);
   }
 
   /** @internal Threads for one boot of a VM. */
@@ -283,6 +382,10 @@ class ManagedVm implements TabvisorVm {
   private bootedAt = 0;
   /** Lifecycle operations run one after another. */
   private queue: Promise<void> = Promise.resolve();
+  /** `run` calls, one after another. */
+  private runs: Promise<unknown> = Promise.resolve();
+  /** How the current machine started: booted from the kernel, or restored from the boot snapshot. */
+  bootedFrom: 'cold' | 'snapshot' = 'cold';
   private lastSample: { readonly at: number; readonly instret: readonly number[] } | undefined;
   private ips: number[];
 
@@ -292,25 +395,51 @@ class ManagedVm implements TabvisorVm {
     readonly name: string,
     readonly cpus: number,
     readonly memoryMiB: number,
-    private readonly images: LinuxBootImages,
+    private readonly images: GuestBoot,
+    readonly nics: readonly ResolvedNic[] = [],
   ) {
     this.ips = new Array<number>(cpus).fill(0);
     this.console = new VmConsole((bytes) => this.machine?.write(bytes));
+    this.nicPorts = nics.map((nic, i) => owner.networkHub.nic(`${name}/eth${i}`, nic));
   }
 
-  /** Reserve memory and load the guest (state `created`). Throws when host RAM cannot hold it. */
-  create(): void {
+  /** @internal The VM's disks (opened once, attached at every boot). */
+  diskSet: VmDiskSet | undefined;
+  /** @internal Whether `delete()` deletes the disks' storage too (false while the page closes). */
+  eraseDisksOnDelete = true;
+
+  /** One switch port per NIC for the VM's whole life; each boot's card is plugged into it. */
+  private readonly nicPorts: (VmNic & { dispose(): void })[];
+
+  /** @internal Remove the VM's switch ports (it was deleted, or never created). */
+  disposeNics(): void {
+    for (const port of this.nicPorts.splice(0)) port.dispose();
+  }
+
+  /**
+   * Reserve memory and load the guest (state `created`), from the boot snapshot when there is one and
+   * `fromSnapshot` allows it. Throws when host RAM cannot hold it.
+   */
+  create(fromSnapshot = true): void {
     const threads = this.owner.threadsFor(`${this.name}/`);
-    const machine = Vm.create(
-      { cpus: this.cpus, memoryMiB: this.memoryMiB, ...this.images },
-      threads,
-      this.owner.ram,
-    );
+    // A boot snapshot holds a board without NICs: a VM with NICs boots cold.
+    const disks = this.diskSet?.backends ?? [];
+    const restored =
+      fromSnapshot && this.nicPorts.length === 0 && disks.length === 0 ? this.restore(threads) : undefined;
+    this.bootedFrom = restored ? 'snapshot' : 'cold';
+    const machine =
+      restored ??
+      Vm.create(
+        { cpus: this.cpus, memoryMiB: this.memoryMiB, ...this.images, nics: this.nicPorts, disks },
+        threads,
+        this.owner.ram,
+      );
     this.machine = machine;
     this.threads = threads;
     this.lastSample = undefined;
     this.ips.fill(0);
     machine.onOutput((bytes) => this.console.push(bytes));
+    machine.onDiskProblem = (message) => this.diskSet?.onProblem?.(`VM ${this.name}: ${message}`);
     void machine.whenPoweredOff().then((event) => this.enqueue(() => this.onPower(machine, event)));
   }
 
@@ -364,9 +493,50 @@ class ManagedVm implements TabvisorVm {
       if (this.state === 'deleted') return;
       await this.halt('the VM was deleted');
       this.setState('deleted');
+      this.disposeNics();
+      await this.diskSet?.close(this.eraseDisksOnDelete);
       this.console.dispose('the VM was deleted');
       this.owner.remove(this);
     });
+  }
+
+  run(command: string, options?: RunOptions): Promise<RunResult> {
+    const run = this.runs.then(() => runCommand(this.console, command, options));
+    this.runs = run.catch(() => undefined);
+    return run;
+  }
+
+  snapshot(): Promise<Uint8Array> {
+    return new Promise<Uint8Array>((resolve, reject) => {
+      void this.enqueue(async () => {
+        const machine = this.machine;
+        if (!machine || (this.state !== 'running' && this.state !== 'paused')) {
+          throw new UserError(`VM ${this.name} is ${this.state}; only a running or paused VM has a snapshot`);
+        }
+        resolve(encodeSnapshot(await machine.snapshot()));
+      }).catch(reject);
+    });
+  }
+
+  /** A machine from the boot snapshot, or undefined (with a note on the console) when it cannot be used. */
+  private restore(threads: ThreadFactory): Vm | undefined {
+    const bytes = this.images.snapshot;
+    if (!bytes) return undefined;
+    try {
+      const snapshot = decodeSnapshot(bytes);
+      if (snapshot.cpus !== this.cpus || snapshot.memoryMiB !== this.memoryMiB) {
+        throw new UserError(
+          `it was taken with ${snapshot.cpus} vCPUs and ${snapshot.memoryMiB} MiB, this VM has ${this.cpus} and ${this.memoryMiB} MiB`,
+        );
+      }
+      return Vm.fromSnapshot(snapshot, threads, this.owner.ram);
+    } catch (error) {
+      const why = error instanceof Error ? error.message : String(error);
+      this.console.push(
+        new TextEncoder().encode(`[tabvisor] boot snapshot not used: ${why}; booting cold\r\n`),
+      );
+      return undefined;
+    }
   }
 
   killVcpu(hartId: number): boolean {
@@ -401,6 +571,7 @@ class ManagedVm implements TabvisorVm {
       frameBytes: FRAME_SIZE,
       threads: sample?.threads ?? 0,
       uptimeMs: machine && this.bootedAt > 0 ? performance.now() - this.bootedAt : 0,
+      bootedFrom: this.bootedFrom,
       vcpus,
     };
   }
@@ -427,6 +598,8 @@ class ManagedVm implements TabvisorVm {
 
   private launch(): void {
     this.machine?.start();
+    // A boot snapshot is taken at a shell prompt, which the new transcript lacks: an Enter prints a fresh one.
+    if (this.bootedFrom === 'snapshot') this.machine?.write(Uint8Array.of(0x0a));
     this.bootedAt = performance.now();
     this.setState('running');
   }
@@ -446,7 +619,7 @@ class ManagedVm implements TabvisorVm {
       // As QEMU does: a guest reboot starts a fresh machine with the same configuration, on the same console.
       const unread = machine.takeUnreadInput();
       await this.halt('the guest rebooted');
-      this.create();
+      this.create(false);
       this.machine?.write(unread);
       this.launch();
       return;

@@ -15,6 +15,11 @@ export interface VmSnapshot {
   readonly block: Int32Array;
   /** Guest RAM, memoryMiB MiB. */
   readonly ram: Uint8Array;
+  /**
+   * Set by {@link decodeSnapshot}: one bit per 4 KiB page of `ram`, 1 = the page may hold data, 0 = all zero.
+   * A restore copies only the marked pages (host frames come zeroed).
+   */
+  readonly storedPages?: Uint8Array;
 }
 
 /**
@@ -147,5 +152,6 @@ export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
     ticks: header.ticks,
     block,
     ram,
+    storedPages: bitmap.slice(),
   };
 }

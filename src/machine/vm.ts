@@ -38,6 +38,7 @@ import { Board, MAX_HARTS, createBoardState, planBoard, type BoardInit } from '.
 import type { VmSnapshot } from './snapshot.ts';
 import type { BlockBackend } from '../devices/block-backend.ts';
 import { VirtioBlkHost, virtioBlkOptionsFor } from '../devices/virtio-blk.ts';
+import { VirtioNetHost, type NetBackend } from '../devices/virtio-net.ts';
 import type { HartThreadInit, HartThreadMessage } from './hart-thread.ts';
 import { loadLinux, type LinuxBootImages } from './linux-boot.ts';
 
@@ -63,6 +64,19 @@ export interface VmSpec extends LinuxBootImages {
   readonly memoryMiB: number;
   /** Block back-ends attached as virtio-blk disks in slots 1, 2, ... (the guest sees /dev/vda, /dev/vdb, ...). */
   readonly disks?: readonly BlockBackend[];
+  /** virtio-net NICs in the virtio slots after the disks (the guest sees eth0, eth1, ...). */
+  readonly nics?: readonly VmNic[];
+}
+
+/**
+ * A NIC of a VM: its MAC and how each boot's card is wired to a network. `plug` is called when a machine
+ * starts, with the card's receive side (`deliver` answers false when the guest has no free receive buffer, as
+ * a switch port's sink does); it returns where the guest's transmitted frames go and how to unplug the card
+ * when that machine halts.
+ */
+export interface VmNic {
+  readonly mac: string;
+  plug(receiver: { deliver(frame: Uint8Array): boolean }): { readonly backend: NetBackend; unplug(): void };
 }
 
 /** How a VM ended. */
@@ -167,6 +181,7 @@ export class Vm {
     /** The kernel command line the VM booted with (kept for snapshots). */
     readonly bootargs: string,
     backends: readonly BlockBackend[] = [],
+    private readonly nics: readonly VmNic[] = [],
   ) {
     this.frames = frames;
     this.board = new Board(boardInit);
@@ -179,6 +194,39 @@ export class Vm {
             this.onDiskProblem?.(`disk ${i}: ${error instanceof Error ? error.message : String(error)}`),
         }),
     );
+    this.nicHosts = nics.map((_, i) => {
+      const backend: NetBackend = { send: (frame) => this.nicBackends[i]?.send(frame) };
+      return new VirtioNetHost(this.board.nics[i], this.board.memory, backend, {
+        onGuestError: (reason) =>
+          this.onDiskProblem?.(`NIC ${i}: the guest broke the virtio protocol: ${reason}`),
+      });
+    });
+  }
+
+  /** The I/O side of each NIC (frames are moved on the VMM's thread). */
+  private readonly nicHosts: VirtioNetHost[];
+  /** Where each NIC's transmitted frames go while the machine runs (set by `plug`). */
+  private readonly nicBackends: (NetBackend | undefined)[] = [];
+  private readonly nicUnplugs: (() => void)[] = [];
+
+  /** Move one NIC's transmitted frames whenever a vCPU rings its doorbell, until the VM halts. */
+  private async serveNic(host: VirtioNetHost): Promise<void> {
+    const block = this.board.block;
+    const doorbell = host.doorbellIndex;
+    while (this.pumping) {
+      const seen = Atomics.load(block, doorbell);
+      if (host.service()) {
+        // A full batch was sent: let the event loop (other NICs, the console) run, then carry on.
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        continue;
+      }
+      if (block.buffer instanceof SharedArrayBuffer) {
+        const wait = Atomics.waitAsync(block, doorbell, seen, 50);
+        if (wait.async) await wait.value;
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    }
   }
 
   /** The I/O side of each disk (requests are served on the VMM's thread). */
@@ -217,7 +265,8 @@ export class Vm {
       });
       const plan = loadLinux(memory, spec.cpus, spec);
       const backends = spec.disks ?? [];
-      const { block, layout } = createBoardState(spec.cpus, factory.shared, backends.length);
+      const nics = spec.nics ?? [];
+      const { block, layout } = createBoardState(spec.cpus, factory.shared, backends.length, nics.length);
       // Hart 0 enters the kernel like any HSM start: a0 = hartid, a1 = device tree.
       block[hartWord(0, HART_START_ADDR)] = plan.entry;
       block[hartWord(0, HART_START_OPAQUE)] = plan.dtbGpa;
@@ -231,8 +280,9 @@ export class Vm {
         layout,
         firmware: true,
         disks,
+        nics: nics.map((nic) => ({ mac: nic.mac })),
       };
-      return new Vm(ram, frames, init, factory, spec.bootargs, backends);
+      return new Vm(ram, frames, init, factory, spec.bootargs, backends, nics);
     } catch (error) {
       ram.free(frames);
       throw error;
@@ -255,6 +305,18 @@ export class Vm {
     this.keepAlive = setInterval(() => {}, 1 << 30);
     void this.pump();
     for (const host of this.diskHosts) void this.serveDisk(host);
+    this.nics.forEach((nic, i) => {
+      const host = this.nicHosts[i];
+      const plugged = nic.plug({ deliver: (frame) => host.deliver(frame) });
+      this.nicBackends[i] = plugged.backend;
+      this.nicUnplugs.push(() => plugged.unplug());
+      void this.serveNic(host);
+    });
+  }
+
+  /** Counters of each NIC's I/O side (frames and bytes each way, drops), in slot order. */
+  nicStats(): readonly VirtioNetHost['stats'][] {
+    return this.nicHosts.map((host) => host.stats);
   }
 
   /**
@@ -265,6 +327,9 @@ export class Vm {
     if (this.power) throw new UserError('this VM has stopped; snapshot a running or paused VM');
     if (this.diskHosts.length > 0) {
       throw new UserError('snapshots of VMs with disks are not supported yet; snapshot a VM without disks');
+    }
+    if (this.nicHosts.length > 0) {
+      throw new UserError('snapshots of VMs with NICs are not supported yet; snapshot a VM without NICs');
     }
     const wasPaused = this.pausedTicks !== undefined;
     this.pause();
@@ -326,7 +391,16 @@ export class Vm {
         ramBase: RAM_BASE,
         ramSize,
       });
-      memory.write(RAM_BASE, snapshot.ram);
+      const stored = snapshot.storedPages;
+      if (stored === undefined) memory.write(RAM_BASE, snapshot.ram);
+      else {
+        // Frames come zeroed: copy only the pages that hold data (a booted guest's RAM is mostly zero).
+        for (let page = 0; page < ramSize / FRAME_SIZE; page++) {
+          if ((stored[page >> 3] & (1 << (page & 7))) === 0) continue;
+          const at = page * FRAME_SIZE;
+          memory.write(RAM_BASE + at, snapshot.ram.subarray(at, at + FRAME_SIZE));
+        }
+      }
       const block = createControlBlock(layout.words, factory.shared);
       block.set(snapshot.block);
       new VmClock(block, wallClockMs).setTicks(snapshot.ticks);
@@ -543,6 +617,8 @@ export class Vm {
     await Promise.all(this.threads.map((t) => t.terminate()));
     this.threads.length = 0;
     this.pumping = false;
+    for (const unplug of this.nicUnplugs.splice(0)) unplug();
+    this.nicBackends.length = 0;
     // Requests already handed to a back-end finish (a write the guest was told nothing about yet may still land).
     await Promise.all(this.diskHosts.map((host) => host.close()));
   }

@@ -8,6 +8,7 @@ import {
   type VmStats,
 } from '../machine/hypervisor.ts';
 import { TerminalPane } from './terminal-pane.ts';
+import { NetworkView, nicFields } from './network-view.ts';
 
 type Attributes = Record<string, string | number | boolean>;
 
@@ -69,6 +70,7 @@ export class App {
   private readonly cards: HTMLElement;
   private readonly hostFigure: HTMLElement;
   private readonly unsubscribe: () => void;
+  private readonly networkView: NetworkView;
 
   constructor(
     root: HTMLElement,
@@ -79,6 +81,7 @@ export class App {
     this.list = el('ul', { class: 'vm-list', id: 'vm-list' });
     this.cards = el('section', { class: 'cards', id: 'consoles' });
     const form = this.createForm(defaults);
+    this.networkView = new NetworkView(hv);
     root.append(
       el(
         'header',
@@ -87,7 +90,12 @@ export class App {
         el('span', { class: 'tagline' }, 'RISC-V VMs in this tab, one worker per vCPU'),
         this.hostFigure,
       ),
-      el('main', { class: 'layout' }, el('aside', { class: 'side' }, form, this.list), this.cards),
+      el(
+        'main',
+        { class: 'layout' },
+        el('aside', { class: 'side' }, form, this.list, this.networkView.element),
+        this.cards,
+      ),
     );
     this.unsubscribe = hv.onChange(() => this.render());
     this.render();
@@ -96,6 +104,7 @@ export class App {
   /** Remove listeners and terminals. */
   dispose(): void {
     this.unsubscribe();
+    this.networkView.dispose();
     for (const view of this.views.values()) view.terminal.dispose();
     this.views.clear();
   }
@@ -111,6 +120,7 @@ export class App {
     });
     const error = el('p', { class: 'form-error', id: 'create-error', role: 'alert' });
     const submit = el('button', { type: 'submit', id: 'create-vm' }, 'Create VM');
+    const nic = nicFields();
     const form = el(
       'form',
       { class: 'create', id: 'create-form', novalidate: true },
@@ -118,6 +128,7 @@ export class App {
       el('label', {}, 'Name', name),
       el('label', {}, `vCPUs (1-${MAX_HARTS})`, cpus),
       el('label', {}, `Memory, MiB (${MIN_MEMORY_MIB}-${MAX_MEMORY_MIB})`, memory),
+      nic.element,
       submit,
       error,
     );
@@ -127,6 +138,7 @@ export class App {
         name: name.value.trim() === '' ? undefined : name.value.trim(),
         cpus: Number(cpus.value),
         memoryMiB: Number(memory.value),
+        nics: nic.read(),
       };
       const problem = this.hv.check(config);
       error.textContent = problem ?? '';

@@ -8,10 +8,13 @@
 import '@xterm/xterm/css/xterm.css';
 import './style.css';
 import { BrowserThreads } from '../machine/browser-threads.ts';
-import { Hypervisor, MAX_HOST_RAM_MIB, type TabvisorApi } from '../machine/hypervisor.ts';
+import { Hypervisor, MAX_HOST_RAM_MIB, type NicConfig, type TabvisorApi } from '../machine/hypervisor.ts';
 import { App } from './app.ts';
 import { loadDefaultGuest, type GuestImages } from './images.ts';
+import { pageNetworkEnvironment } from '../machine/networks.ts';
 import { diagnoseIsolation, installIsolationWorker } from './isolation.ts';
+import { DiskPanel } from './disk-panel.ts';
+import { PageStorage } from './page-storage.ts';
 
 declare global {
   interface Window {
@@ -74,6 +77,19 @@ async function main(): Promise<void> {
     });
     return guest;
   };
+  // Disks: OPFS, or IndexedDB (`?storage=indexeddb`, or no OPFS sync handles); `?storage=none` attaches none.
+  let storage: PageStorage | undefined;
+  if (params.get('storage') !== 'none') {
+    try {
+      storage = await PageStorage.start(new URL('images/', base), params.get('storage'));
+    } catch (error) {
+      showNotice(
+        'error',
+        'VM disks are unavailable',
+        `${String(error)}; VMs boot from the initramfs, without disks`,
+      );
+    }
+  }
   let hv: Hypervisor;
   try {
     hv = new Hypervisor({
@@ -81,6 +97,8 @@ async function main(): Promise<void> {
       threads: (label) => new BrowserThreads(label),
       images,
       defaults,
+      network: pageNetworkEnvironment(),
+      disks: storage?.hook,
     });
   } catch (error) {
     showNotice(
@@ -91,14 +109,39 @@ async function main(): Promise<void> {
     return;
   }
   const app = new App(document.body, hv, defaults);
+  const diskPanel = storage ? new DiskPanel(document.body, hv, storage) : undefined;
+  const pageStorage = storage;
+  const stopSaving = pageStorage ? hv.onChange(() => pageStorage.save(hv)) : () => {};
   window.tabvisor = hv;
   window.addEventListener('pagehide', () => {
+    stopSaving(); // closing the page removes its VMs from the list, not from the saved configurations
     app.dispose();
+    diskPanel?.dispose();
     void hv.dispose();
   });
-  if (params.get('autostart') !== '0') {
+  // The VMs of the last visit come back with their disks (the ones that were running start again).
+  for (const saved of storage?.savedVms ?? []) {
     try {
-      await hv.createVM(defaults);
+      const config = {
+        name: saved.name,
+        cpus: saved.cpus,
+        memoryMiB: saved.memoryMiB,
+        nics: saved.nics as NicConfig[] | undefined,
+        start: saved.running && params.get('autostart') !== '0',
+      };
+      await storage?.restore(saved, () => hv.createVM(config));
+    } catch (error) {
+      showNotice(
+        'error',
+        `VM ${saved.name} could not be restored`,
+        error instanceof Error ? error.message : String(error),
+      );
+    }
+  }
+  if (params.get('autostart') !== '0' && (storage?.savedVms.length ?? 0) === 0) {
+    try {
+      // The default VM has one NIC: network 'default', access VLAN 1 (DHCP gives it 10.0.1.x).
+      await hv.createVM({ ...defaults, nics: [{}] });
     } catch (error) {
       showNotice(
         'error',

@@ -1,0 +1,105 @@
+/**
+ * Network figures for `npm run bench`: two VMs (1 vCPU each) on one in-process switch (the page's code path
+ * without the BroadcastChannel), addresses by DHCP. Ping round-trip time as the guest's ping reports it, and
+ * TCP throughput of an `nc` stream: 10 MiB of frames into the receiving NIC (headers included), timed on the host.
+ */
+import { nodeThreads } from '../src/cli/node-threads.ts';
+import { NetworkHub, resolveNic } from '../src/machine/networks.ts';
+import { Vm } from '../src/machine/vm.ts';
+import { defaultSpec, watchConsole, type ConsoleWatch } from '../test/helpers/guest.ts';
+
+/** Bytes sent per throughput run. */
+const STREAM_BYTES = 10 << 20;
+
+async function ask(c: ConsoleWatch, tag: string, command: string, timeoutMs = 120_000): Promise<string> {
+  const before = c.text().length;
+  c.type(`echo ${tag.slice(0, 1)}''${tag.slice(1)}=$(${command})-END`); // the quotes keep the echoed command line from matching
+  const pattern = new RegExp(`${tag}=([^\\r\\n]*)-END`);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const match = pattern.exec(c.text().slice(before));
+    if (match) return match[1];
+    if (Date.now() > deadline) throw new Error(`no ${tag} answer:\n${c.text().slice(-1500)}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+const ADDRESS =
+  "for i in $(seq 1 60); do ip -4 addr show eth0 | grep -q 'inet ' && break; sleep 0.5; done; " +
+  "ip -4 addr show eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p'";
+
+/** Median ping RTT (ms) and TCP throughput (MB/s) runs between two VMs on one in-process switch. */
+export async function nodeNetworkFigures(runs: number): Promise<{ rttMs: number[]; tcpMBps: number[] }> {
+  const hub = new NetworkHub();
+  const vms: Vm[] = [];
+  const consoles: ConsoleWatch[] = [];
+  for (const name of ['sender', 'receiver']) {
+    const nic = hub.nic(
+      `${name}/eth0`,
+      resolveNic({ network: 'bench', mode: { kind: 'access', vlan: 1 } }, 0),
+    );
+    const vm = Vm.create({ ...(await defaultSpec(1, 64)), nics: [nic] }, nodeThreads);
+    const console = watchConsole(vm);
+    vm.start();
+    vms.push(vm);
+    consoles.push(console);
+  }
+  try {
+    await Promise.all(consoles.map((c) => c.waitFor('# ', 60_000)));
+    const [sender, receiver] = consoles;
+    await ask(sender, 'ADDR', ADDRESS);
+    const target = await ask(receiver, 'ADDR', ADDRESS);
+    const rttMs: number[] = [];
+    const tcpMBps: number[] = [];
+    await ask(sender, 'WARM', `ping -c 2 ${target} >/dev/null; echo warm`);
+    for (let i = 0; i < runs; i++) {
+      const avg = await ask(
+        sender,
+        'RTT',
+        `ping -c 10 -i 0.2 ${target} | sed -n 's|.*= [0-9.]*/\\([0-9.]*\\)/.*|\\1|p'`,
+      );
+      rttMs.push(Number(avg));
+      const port = 5000 + i;
+      // The receiver discards the stream; the run ends when its NIC has taken STREAM_BYTES of frames (busybox
+      // nc keeps the connection open after its input ends, so nothing in the guest marks the end).
+      receiver.type(`nc -l -p ${port} > /dev/null`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const rx0 = vms[1].nicStats()[0].rxBytes;
+      const start = performance.now();
+      const instret0 = vms.map((vm) => vm.stats().vcpus[0].instret);
+      sender.type(
+        `dd if=/dev/zero bs=65536 count=${(STREAM_BYTES >> 16) + 4} 2>/dev/null | nc ${target} ${port}`,
+      );
+      const deadline = Date.now() + Number(process.env.BENCH_NC_TIMEOUT_MS ?? 120_000);
+      while (vms[1].nicStats()[0].rxBytes - rx0 < STREAM_BYTES) {
+        if (Date.now() > deadline)
+          throw new Error(
+            `nc stream did not finish:\n${receiver.text().slice(-300)}\n--- sender:\n${sender.text().slice(-600)}`,
+          );
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      const seconds = (performance.now() - start) / 1000;
+      if (process.env.BENCH_DEBUG) {
+        const mips = vms.map((vm, k) =>
+          ((vm.stats().vcpus[0].instret - instret0[k]) / seconds / 1e6).toFixed(0),
+        );
+        console.log(
+          `stream ${seconds.toFixed(2)} s, guest MIPS sender/receiver ${mips.join('/')}`,
+          vms.map((vm) => vm.nicStats()[0]),
+        );
+      }
+      tcpMBps.push(STREAM_BYTES / 1e6 / seconds);
+      // Interrupt both nc processes (Ctrl-C) and wait for the prompts.
+      for (const c of [sender, receiver]) c.type('\x03');
+      await Promise.all([sender, receiver].map((c) => ask(c, 'IDLE', 'echo idle', 20_000)));
+    }
+    return { rttMs, tcpMBps };
+  } finally {
+    await Promise.all(vms.map((vm) => vm.stop()));
+    hub.dispose();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  console.log(await nodeNetworkFigures(Number(process.env.BENCH_RUNS ?? 3)));
+}

@@ -1,0 +1,348 @@
+import type { AccessSize } from './mmio.ts';
+import type { AddressSpace } from '../mem/address-space.ts';
+import type { BufferSegment, DescriptorChain } from './virtqueue.ts';
+import type { VirtioDeviceModel, VirtioMmioTransport } from './virtio-mmio.ts';
+import { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, featureBit } from './virtio-mmio.ts';
+
+/** Device ID of a network card (virtio 1.2, section 5). */
+export const VIRTIO_ID_NET = 1;
+
+/** Feature bits we offer (5.1.3). No checksum or segmentation offloads: the guest computes checksums. */
+export const VIRTIO_NET_F_MTU = 3n;
+export const VIRTIO_NET_F_MAC = 5n;
+export const VIRTIO_NET_F_STATUS = 16n;
+
+/**
+ * struct virtio_net_config (5.1.4), byte offsets (multi-byte fields little-endian):
+ *   u8 mac[6] @0; le16 status @6; le16 max_virtqueue_pairs @8; le16 mtu @10; then speed/duplex and RSS fields
+ *   of features not offered (read 0).
+ */
+export const VIRTIO_NET_CONFIG_MAC = 0;
+export const VIRTIO_NET_CONFIG_STATUS = 6;
+export const VIRTIO_NET_CONFIG_MAX_VIRTQUEUE_PAIRS = 8;
+export const VIRTIO_NET_CONFIG_MTU = 10;
+/** Bytes of configuration space we define (through mtu). */
+export const VIRTIO_NET_CONFIG_SIZE = 12;
+/** `status` bit (5.1.4): the link is up. */
+export const VIRTIO_NET_S_LINK_UP = 1;
+
+/**
+ * struct virtio_net_hdr (5.1.6), the VERSION_1 layout, 12 bytes: u8 flags @0; u8 gso_type @1; le16 hdr_len @2;
+ * le16 gso_size @4; le16 csum_start @6; le16 csum_offset @8; le16 num_buffers @10. It precedes every frame on
+ * both queues.
+ */
+export const VIRTIO_NET_HDR_FLAGS = 0;
+export const VIRTIO_NET_HDR_GSO_TYPE = 1;
+export const VIRTIO_NET_HDR_NUM_BUFFERS = 10;
+export const VIRTIO_NET_HDR_SIZE = 12;
+
+/** Queue indexes (5.1.2): receiveq1 and transmitq1; no control queue (VIRTIO_NET_F_CTRL_VQ not offered). */
+export const VIRTIO_NET_RX_QUEUE = 0;
+export const VIRTIO_NET_TX_QUEUE = 1;
+
+/** The MTU we announce (VIRTIO_NET_F_MTU): standard Ethernet. */
+export const VIRTIO_NET_MTU = 1500;
+/** Ethernet header: destination, source, EtherType. */
+const ETH_HEADER_BYTES = 14;
+/** One 802.1Q tag, which a guest's VLAN subinterface adds on top of a full-MTU payload. */
+const VLAN_TAG_BYTES = 4;
+
+/**
+ * Guest-facing bounds (STYLE.md rule 4). Each is enforced on every chain, so a hostile driver cannot make the
+ * host allocate or loop without bound.
+ */
+/** QueueNumMax of both queues: 256 entries, as QEMU; Linux fills the rx queue with that many buffers. */
+export const VIRTIO_NET_QUEUE_SIZE = 256;
+/**
+ * The largest frame (without FCS) the device sends or receives: MTU payload + Ethernet header + one VLAN tag,
+ * 1518 bytes. Without GSO features a driver never builds a larger one (5.1.6.2); a longer tx chain is dropped
+ * before anything is copied, so the host allocates at most this much per frame.
+ */
+export const VIRTIO_NET_MAX_FRAME_BYTES = VIRTIO_NET_MTU + ETH_HEADER_BYTES + VLAN_TAG_BYTES;
+/**
+ * Chains the host takes from the transmit queue per {@link VirtioNetHost.service} call before it yields to the
+ * event loop ({@link VirtioNetHost.service} then answers "more"): a guest refilling the queue as fast as the
+ * host drains it cannot keep the VMM thread busy forever.
+ */
+export const VIRTIO_NET_TX_BATCH = VIRTIO_NET_QUEUE_SIZE;
+
+/** Plain data every thread needs to build the same network device (structured-clone safe). */
+export interface VirtioNetOptions {
+  /** The card's unicast MAC address, `xx:xx:xx:xx:xx:xx` (hex, any case). */
+  readonly mac: string;
+}
+
+/** Parse `xx:xx:xx:xx:xx:xx` into 6 bytes; undefined unless it is a unicast address other than all zeros. */
+export function parseUnicastMac(text: string): Uint8Array | undefined {
+  const match = /^([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2})$/i.exec(
+    text,
+  );
+  if (match === null) return undefined;
+  const bytes = Uint8Array.from(match.slice(1), (hex) => parseInt(hex, 16));
+  if ((bytes[0] & 1) !== 0 || bytes.every((b) => b === 0)) return undefined;
+  return bytes;
+}
+
+/**
+ * A virtio network device (5.1): identity, features, the receive and transmit queues and the configuration
+ * space (MAC, link up, MTU 1500). Pure declaration, the same in every thread; frames move in
+ * {@link VirtioNetHost} on the I/O thread.
+ *
+ * Features offered: VERSION_1, INDIRECT_DESC, MAC, STATUS, MTU. No offloads, no mergeable rx buffers, no
+ * control queue, one queue pair.
+ */
+export class VirtioNetDevice implements VirtioDeviceModel {
+  readonly deviceId = VIRTIO_ID_NET;
+  readonly features =
+    featureBit(VIRTIO_F_VERSION_1) |
+    featureBit(VIRTIO_F_INDIRECT_DESC) |
+    featureBit(VIRTIO_NET_F_MAC) |
+    featureBit(VIRTIO_NET_F_STATUS) |
+    featureBit(VIRTIO_NET_F_MTU);
+  readonly queueSizeMax: readonly number[] = [VIRTIO_NET_QUEUE_SIZE, VIRTIO_NET_QUEUE_SIZE];
+  readonly options: VirtioNetOptions;
+  /** The MAC as bytes. */
+  readonly mac: Uint8Array;
+  private readonly config: Uint8Array;
+
+  constructor(options: VirtioNetOptions) {
+    const mac = parseUnicastMac(options.mac);
+    if (mac === undefined) {
+      throw new RangeError(
+        `a virtio-net MAC is a unicast address written xx:xx:xx:xx:xx:xx (first byte even, not all zeros), not "${options.mac}"`,
+      );
+    }
+    this.options = options;
+    this.mac = mac;
+    const config = new Uint8Array(VIRTIO_NET_CONFIG_SIZE);
+    const view = new DataView(config.buffer);
+    config.set(mac, VIRTIO_NET_CONFIG_MAC);
+    view.setUint16(VIRTIO_NET_CONFIG_STATUS, VIRTIO_NET_S_LINK_UP, true);
+    view.setUint16(VIRTIO_NET_CONFIG_MAX_VIRTQUEUE_PAIRS, 1, true);
+    view.setUint16(VIRTIO_NET_CONFIG_MTU, VIRTIO_NET_MTU, true);
+    this.config = config;
+  }
+
+  readConfig(configOffset: number, size: AccessSize): number {
+    let value = 0;
+    for (let i = size - 1; i >= 0; i--) {
+      const at = configOffset + i;
+      value = (value << 8) | (at >= 0 && at < this.config.length ? this.config[at] : 0);
+    }
+    return value >>> 0;
+  }
+
+  writeConfig(_configOffset: number, _size: AccessSize, _value: number): void {
+    // 5.1.4: without VIRTIO_NET_F_CTRL_MAC_ADDR the driver does not write the MAC; every field is read-only.
+  }
+}
+
+/**
+ * Where the device's transmitted frames go (STYLE.md rule 2): a switch port, a capture, a test. The frame is a
+ * fresh array the receiver owns; `send` is called outside every device lock, so it may deliver frames back
+ * into this or another device synchronously.
+ */
+export interface NetBackend {
+  send(frame: Uint8Array): void;
+}
+
+/** Hooks through which the host reports what went wrong; the VMM logs them. */
+export interface VirtioNetHostOptions {
+  /** The guest broke the virtqueue protocol; the device now needs a reset. */
+  onGuestError?(reason: string): void;
+}
+
+/** Counters of one network device (for views and tests). */
+export interface VirtioNetStats {
+  txFrames: number;
+  txBytes: number;
+  /** Transmit chains dropped: header missing, frame shorter than an Ethernet header or longer than the cap, device-writable parts, or buffers outside RAM. */
+  txDropped: number;
+  rxFrames: number;
+  rxBytes: number;
+  /** Frames refused because the guest had no receive buffer (or the device was not live): the switch counts them busy. */
+  rxNoBuffer: number;
+  /** Frames dropped because the guest's receive buffer was too small for header + frame. */
+  rxTooSmall: number;
+}
+
+/**
+ * The I/O-thread side of one virtio-net device. Transmit: the VMM calls {@link service} when the transport's
+ * doorbell changes; each chain's header is stripped and the frame handed to the {@link NetBackend} as a fresh
+ * array. Receive: {@link deliver} (the switch's `PortSink.deliver`) copies a frame into the next free receive
+ * buffer behind a header and raises the interrupt, or answers false when the guest has no buffer.
+ *
+ * No guest input makes the host throw. Malformed transmit chains are returned unsent (used length 0) and
+ * counted; a broken ring or a receive buffer outside RAM puts the device in DEVICE_NEEDS_RESET.
+ */
+export class VirtioNetHost {
+  readonly device: VirtioNetDevice;
+  readonly stats: VirtioNetStats = {
+    txFrames: 0,
+    txBytes: 0,
+    txDropped: 0,
+    rxFrames: 0,
+    rxBytes: 0,
+    rxNoBuffer: 0,
+    rxTooSmall: 0,
+  };
+  /** True when the last {@link service} stopped at {@link VIRTIO_NET_TX_BATCH} with chains still waiting. */
+  private txBacklog = false;
+
+  constructor(
+    readonly transport: VirtioMmioTransport,
+    private readonly memory: AddressSpace,
+    private readonly backend: NetBackend,
+    private readonly options: VirtioNetHostOptions = {},
+  ) {
+    if (!(transport.device instanceof VirtioNetDevice))
+      throw new TypeError('the transport does not hold a virtio-net device');
+    this.device = transport.device;
+  }
+
+  /** Control-block index of the doorbell: when its value changes, call {@link service}. */
+  get doorbellIndex(): number {
+    return this.transport.doorbellIndex;
+  }
+
+  /**
+   * Take the guest's notifications and transmit what is queued. Returns true when transmit chains are still
+   * waiting (the batch limit was reached): call again after yielding, without waiting for the doorbell.
+   * Receive notifications need no work: new buffers are used as frames arrive.
+   */
+  service(): boolean {
+    const notified = this.transport.takeNotifications();
+    if ((notified & (1 << VIRTIO_NET_TX_QUEUE)) !== 0 || this.txBacklog) this.transmit();
+    return this.txBacklog;
+  }
+
+  /**
+   * Receive one frame for the guest (PortSink semantics): true when it was copied into a receive buffer (or
+   * dropped because that buffer was too small, as a NIC drops it), false when the guest has no free buffer or
+   * the device is not live. The frame is only read.
+   */
+  deliver(frame: Uint8Array): boolean {
+    const length = frame.length;
+    if (length < ETH_HEADER_BYTES || length > VIRTIO_NET_MAX_FRAME_BYTES) {
+      this.stats.rxTooSmall++;
+      return true;
+    }
+    let problem: string | undefined;
+    const taken = this.transport.withLiveQueue(this.memory, VIRTIO_NET_RX_QUEUE, undefined, (live) => {
+      const popped = live.ring.pop();
+      if (popped.kind === 'empty') return false;
+      if (popped.kind === 'broken') {
+        problem = popped.reason;
+        live.fail(popped.reason);
+        return false;
+      }
+      const chain = popped.chain;
+      const needed = VIRTIO_NET_HDR_SIZE + length;
+      if (!chain.writable.every((s) => s.inRam)) {
+        problem = 'virtio-net receive buffer outside RAM';
+        live.fail(problem);
+        return false;
+      }
+      if (chain.readableBytes !== 0 || chain.writableBytes < needed) {
+        // 5.1.6.3: receive buffers are device-writable and large enough; a wrong one gets nothing written.
+        this.stats.rxTooSmall++;
+        live.ring.pushUsed(chain.head, 0);
+        return true;
+      }
+      const header = new Uint8Array(VIRTIO_NET_HDR_SIZE);
+      // 5.1.6.4.1: without VIRTIO_NET_F_MRG_RXBUF the device sets num_buffers to 1; everything else is 0
+      // (no checksum or GSO information).
+      header[VIRTIO_NET_HDR_NUM_BUFFERS] = 1;
+      scatter(this.memory, chain.writable, 0, header);
+      scatter(this.memory, chain.writable, VIRTIO_NET_HDR_SIZE, frame);
+      live.ring.pushUsed(chain.head, needed);
+      this.stats.rxFrames++;
+      this.stats.rxBytes += length;
+      return true;
+    });
+    if (problem !== undefined) this.options.onGuestError?.(problem);
+    if (taken !== true) {
+      this.stats.rxNoBuffer++;
+      return false;
+    }
+    return true;
+  }
+
+  /** Take up to a batch of transmit chains under the lock, then hand the frames to the backend outside it. */
+  private transmit(): void {
+    const frames: Uint8Array[] = [];
+    let problem: string | undefined;
+    this.txBacklog = false;
+    this.transport.withLiveQueue(this.memory, VIRTIO_NET_TX_QUEUE, undefined, (live) => {
+      for (let taken = 0; ; taken++) {
+        if (taken === VIRTIO_NET_TX_BATCH) {
+          this.txBacklog = true;
+          return;
+        }
+        const popped = live.ring.pop();
+        if (popped.kind === 'empty') return;
+        if (popped.kind === 'broken') {
+          problem = popped.reason;
+          live.fail(popped.reason);
+          return;
+        }
+        const frame = this.gatherFrame(popped.chain);
+        live.ring.pushUsed(popped.chain.head, 0);
+        if (frame === undefined) this.stats.txDropped++;
+        else frames.push(frame);
+      }
+    });
+    if (problem !== undefined) this.options.onGuestError?.(problem);
+    // Outside the lock: the backend may deliver frames straight back into this device's receive queue.
+    for (const frame of frames) {
+      this.stats.txFrames++;
+      this.stats.txBytes += frame.length;
+      this.backend.send(frame);
+    }
+  }
+
+  /** The frame of a transmit chain (header stripped), or undefined when the chain is not a valid one. */
+  private gatherFrame(chain: DescriptorChain): Uint8Array | undefined {
+    // 5.1.6.2: transmit buffers are device-readable only: header, then the frame.
+    if (chain.writableBytes !== 0) return undefined;
+    const length = chain.readableBytes - VIRTIO_NET_HDR_SIZE;
+    if (length < ETH_HEADER_BYTES || length > VIRTIO_NET_MAX_FRAME_BYTES) return undefined;
+    const out = new Uint8Array(length);
+    let skip = VIRTIO_NET_HDR_SIZE;
+    let at = 0;
+    for (const segment of chain.readable) {
+      if (skip >= segment.length) {
+        skip -= segment.length;
+        continue;
+      }
+      if (!segment.inRam) return undefined;
+      const take = segment.length - skip;
+      if (!this.memory.read((segment.gpa + skip) >>> 0, out.subarray(at, at + take))) return undefined;
+      at += take;
+      skip = 0;
+    }
+    return out;
+  }
+}
+
+/** Copy `data` into the concatenation of `segments` (checked to be RAM) starting at byte `start`. */
+function scatter(
+  memory: AddressSpace,
+  segments: readonly BufferSegment[],
+  start: number,
+  data: Uint8Array,
+): void {
+  let skip = start;
+  let at = 0;
+  for (const segment of segments) {
+    if (at === data.length) return;
+    if (skip >= segment.length) {
+      skip -= segment.length;
+      continue;
+    }
+    const take = Math.min(segment.length - skip, data.length - at);
+    memory.write((segment.gpa + skip) >>> 0, data.subarray(at, at + take));
+    at += take;
+    skip = 0;
+  }
+}

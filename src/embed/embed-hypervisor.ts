@@ -1,0 +1,112 @@
+/**
+ * The page's one hypervisor for every embedded VM (all `<tabvisor-vm>` elements and `createVM` calls share it):
+ * with cross-origin isolation, the page VMM with one worker per vCPU over one shared host RAM; without it, one
+ * worker per VM with every vCPU time-sliced inside ({@link WorkerHypervisor}). Both show the same
+ * {@link TabvisorApi}.
+ */
+import { BrowserThreads } from '../machine/browser-threads.ts';
+import { pageNetworkEnvironment } from '../machine/networks.ts';
+import { Hypervisor, type TabvisorApi, type TabvisorVm } from '../machine/hypervisor.ts';
+import { resolveGuest, snapshotKey, storeSnapshot, type EmbedVmConfig } from './guest.ts';
+import { WorkerHypervisor } from './worker-hypervisor.ts';
+
+/** How the page runs VMs: `parallel` (a worker per vCPU, shared memory) or `single-worker` (no isolation). */
+export type EmbedMode = 'parallel' | 'single-worker';
+
+/** Host RAM reserved for embedded VMs, in MiB (committed by the OS only when touched). */
+const EMBED_HOST_RAM_MIB = 1024;
+/** How often a cold-booted VM in snapshot `auto` mode checks for its first shell prompt. */
+const PROMPT_POLL_MS = 100;
+/** How long it may take to get there before no snapshot is saved. */
+const PROMPT_WAIT_MS = 120_000;
+const PROMPT_AT_END = /[#$] $/;
+
+let shared:
+  { readonly api: TabvisorApi; readonly mode: EmbedMode; readonly dispose: () => Promise<void> } | undefined;
+
+/** Which mode this page runs VMs in. */
+export function embedMode(): EmbedMode {
+  return globalThis.crossOriginIsolated === true ? 'parallel' : 'single-worker';
+}
+
+/** The page's shared hypervisor (created on first use); {@link embedMode} says how it runs VMs. */
+export function hypervisor(): TabvisorApi {
+  if (!shared) {
+    const mode = embedMode();
+    if (mode === 'parallel') {
+      const hv = new Hypervisor({
+        hostRamMiB: EMBED_HOST_RAM_MIB,
+        threads: (label) => new BrowserThreads(label),
+        network: pageNetworkEnvironment(),
+        images: async (config) => {
+          const { cpus = 2, memoryMiB = 128 } = config;
+          return resolveGuest(config as EmbedVmConfig, cpus, memoryMiB);
+        },
+      });
+      shared = { api: hv, mode, dispose: () => hv.dispose() };
+    } else {
+      const hv = new WorkerHypervisor({
+        guest: (config, cpus, memoryMiB) => resolveGuest(config as EmbedVmConfig, cpus, memoryMiB),
+      });
+      shared = { api: hv, mode, dispose: () => hv.dispose() };
+    }
+  }
+  return shared.api;
+}
+
+/**
+ * Create a VM on the page's shared hypervisor (`import { createVM } from 'tabvisor'`). Takes everything
+ * `window.tabvisor.createVM` takes, plus the guest image and boot snapshot ({@link EmbedVmConfig}). In snapshot
+ * `auto` mode (the default), a VM that booted cold saves a boot snapshot at its first shell prompt, so the next
+ * VM with the same image and shape (in this browser) starts from it.
+ */
+export async function createVM(config: EmbedVmConfig = {}): Promise<TabvisorVm> {
+  const vm = await hypervisor().createVM(config);
+  // A VM with NICs or disks always boots cold (a snapshot holds neither), so it saves none either.
+  const plain = (config.nics?.length ?? 0) === 0;
+  if ((config.snapshot ?? 'auto') === 'auto' && plain && vm.stats().bootedFrom === 'cold') {
+    saves.set(vm, saveBootSnapshot(vm, config));
+  }
+  return vm;
+}
+
+/** Boot snapshots being saved, per VM (true once stored). */
+const saves = new WeakMap<TabvisorVm, Promise<boolean>>();
+
+/**
+ * Resolves when the VM's boot snapshot (snapshot `auto` mode, cold boot) has been saved (true) or will not be
+ * (false); at once for other VMs. Wait for it before typing, so the snapshot holds an idle shell.
+ */
+export function bootSnapshotSaved(vm: TabvisorVm): Promise<boolean> {
+  return saves.get(vm) ?? Promise.resolve(false);
+}
+
+/** Wait for the VM's first shell prompt (without consuming console matches) and save a boot snapshot. */
+async function saveBootSnapshot(vm: TabvisorVm, config: EmbedVmConfig): Promise<boolean> {
+  const deadline = performance.now() + PROMPT_WAIT_MS;
+  while (performance.now() < deadline) {
+    if (vm.state === 'deleted' || vm.state === 'stopped' || vm.state === 'crashed') return false;
+    const text = vm.console.transcript();
+    if (vm.state === 'running' && PROMPT_AT_END.test(text)) {
+      try {
+        const bytes = await vm.snapshot();
+        // Keep it only if nothing happened meanwhile (the snapshot must be at an idle prompt).
+        if (vm.console.transcript() !== text) return false;
+        await storeSnapshot(snapshotKey(config, vm.cpus, vm.memoryMiB, config.bootargs ?? ''), bytes);
+        return true;
+      } catch {
+        // No snapshot this time: the next VM boots cold again.
+        return false;
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, PROMPT_POLL_MS));
+  }
+  return false;
+}
+
+/** Delete every embedded VM and forget the shared hypervisor (tests, page teardown). */
+export async function disposeHypervisor(): Promise<void> {
+  const current = shared;
+  shared = undefined;
+  await current?.dispose();
+}

@@ -1,0 +1,118 @@
+/**
+ * One VM hosted in a dedicated worker, for pages that are not cross-origin isolated: the worker runs a whole
+ * {@link Hypervisor} with host RAM on an ordinary ArrayBuffer and every vCPU time-sliced on its own thread
+ * ({@link CooperativeThreads}), plus the console pump. The page drives it through {@link VmHostApi} (comlink) and
+ * receives {@link VmHostEvent}s on the same port: console output batched every {@link OUTPUT_FLUSH_MS}, transcript
+ * resets and status. This module also runs in-process (tests).
+ */
+import { CooperativeThreads } from '../machine/cooperative-threads.ts';
+import { pageNetworkEnvironment } from '../machine/networks.ts';
+import {
+  Hypervisor,
+  MIN_MEMORY_MIB,
+  type GuestBoot,
+  type TabvisorVm,
+  type VmConfig,
+  type VmState,
+  type VmStats,
+} from '../machine/hypervisor.ts';
+
+/** Console output is sent to the page at most this often (one message per batch, never one per byte). */
+export const OUTPUT_FLUSH_MS = 8;
+
+/** A message from the VM host to the page (posted alongside comlink's replies, which carry an `id`). */
+export type VmHostEvent =
+  | { readonly tabvisor: 'output'; readonly bytes: Uint8Array }
+  | { readonly tabvisor: 'reset' }
+  | {
+      readonly tabvisor: 'status';
+      readonly state: VmState;
+      readonly reason: string | undefined;
+      readonly stats: VmStats;
+    };
+
+/** The VM host's control API (comlink, version 1). */
+export interface VmHostApi {
+  /** Create the hosted VM; resolves with its identity. */
+  create(
+    id: string,
+    config: VmConfig,
+    guest: GuestBoot,
+  ): Promise<{ readonly name: string; readonly cpus: number; readonly memoryMiB: number }>;
+  start(): Promise<void>;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  stop(): Promise<void>;
+  reset(): Promise<void>;
+  delete(): Promise<void>;
+  write(bytes: Uint8Array): void;
+  snapshot(): Promise<Uint8Array>;
+}
+
+/** Build the host; `post` sends events to the page. */
+export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[]) => void): VmHostApi {
+  let hv: Hypervisor | undefined;
+  let vm: TabvisorVm | undefined;
+  let pending: Uint8Array[] = [];
+  let flushTimer: ReturnType<typeof setTimeout> | undefined;
+  const flush = (): void => {
+    flushTimer = undefined;
+    if (pending.length === 0) return;
+    const total = pending.reduce((n, b) => n + b.length, 0);
+    const bytes = new Uint8Array(total);
+    let at = 0;
+    for (const chunk of pending) {
+      bytes.set(chunk, at);
+      at += chunk.length;
+    }
+    pending = [];
+    post({ tabvisor: 'output', bytes }, [bytes.buffer]);
+  };
+  const need = (): TabvisorVm => {
+    if (!vm) throw new Error('the VM host has no VM yet; call create first');
+    return vm;
+  };
+  return {
+    async create(id, config, guest) {
+      const memoryMiB = config.memoryMiB ?? 128;
+      hv = new Hypervisor({
+        hostRamMiB: Math.max(memoryMiB, MIN_MEMORY_MIB),
+        sharedMemory: false,
+        // NICs join the page's networks through the same BroadcastChannel uplink other tabs use.
+        network: pageNetworkEnvironment(),
+        threads: () => new CooperativeThreads(false),
+        images: async () => guest,
+      });
+      hv.onChange(() => {
+        if (!vm) return;
+        flush();
+        post({ tabvisor: 'status', state: vm.state, reason: vm.reason, stats: { ...vm.stats(), id } });
+      });
+      const created = await hv.createVM({ ...config, start: false });
+      vm = created;
+      created.console.onOutput((bytes) => {
+        pending.push(bytes.slice());
+        flushTimer ??= setTimeout(flush, OUTPUT_FLUSH_MS);
+      });
+      created.console.onReset(() => {
+        flush();
+        post({ tabvisor: 'reset' });
+      });
+      return { name: created.name, cpus: created.cpus, memoryMiB: created.memoryMiB };
+    },
+    start: () => need().start(),
+    pause: () => need().pause(),
+    resume: () => need().resume(),
+    stop: () => need().stop(),
+    reset: () => need().reset(),
+    async delete() {
+      await vm?.delete();
+      await hv?.dispose();
+      flush();
+    },
+    write(bytes) {
+      need().console.write(new TextDecoder().decode(bytes));
+    },
+    snapshot: () => need().snapshot(),
+  };
+}

@@ -1,0 +1,261 @@
+/**
+ * The page side of single-worker mode (no cross-origin isolation): a {@link TabvisorApi} whose VMs each live in one
+ * dedicated worker ({@link VmHostApi}). The console's transcript and `waitFor` live here, fed by batched output
+ * events, so scripts see the same API as in parallel mode.
+ */
+import { releaseProxy, wrap, type Remote } from 'comlink';
+import { UserError } from '../common/errors.ts';
+import {
+  MAX_HOST_RAM_MIB,
+  checkVmConfig,
+  type GuestBoot,
+  type HostRamStats,
+  type RunOptions,
+  type RunResult,
+  type TabvisorApi,
+  type TabvisorVm,
+  type VmConfig,
+  type VmState,
+  type VmStats,
+} from '../machine/hypervisor.ts';
+import { runCommand } from '../machine/run-command.ts';
+import { VmConsole } from '../machine/vm-console.ts';
+import type { VmHostApi, VmHostEvent } from './vm-host.ts';
+
+const FRAME_BYTES = 4096;
+
+/** Options of a {@link WorkerHypervisor}. */
+export interface WorkerHypervisorOptions {
+  /** The guest (and boot snapshot) for a VM configuration. */
+  readonly guest: (config: VmConfig, cpus: number, memoryMiB: number) => Promise<GuestBoot>;
+  /** Memory all VMs of the page may use together, in MiB (each VM has its own ArrayBuffer). */
+  readonly budgetMiB?: number;
+  readonly defaults?: { readonly cpus?: number; readonly memoryMiB?: number };
+}
+
+/** VMs in one worker each, all vCPUs time-sliced there over an ordinary ArrayBuffer. */
+export class WorkerHypervisor implements TabvisorApi {
+  private readonly list: RemoteVm[] = [];
+  private readonly listeners = new Set<() => void>();
+  private nextId = 1;
+  private readonly budgetMiB: number;
+
+  constructor(private readonly options: WorkerHypervisorOptions) {
+    this.budgetMiB = options.budgetMiB ?? 1024;
+  }
+
+  get vms(): readonly TabvisorVm[] {
+    return [...this.list];
+  }
+
+  vm(idOrName: string): TabvisorVm | undefined {
+    return this.list.find((vm) => vm.id === idOrName || vm.name === idOrName);
+  }
+
+  hostRam(): HostRamStats {
+    const used = this.list.reduce((n, vm) => n + vm.memoryMiB, 0);
+    const frames = (mib: number): number => (mib * (1 << 20)) / FRAME_BYTES;
+    return {
+      totalFrames: frames(this.budgetMiB),
+      freeFrames: frames(this.budgetMiB - used),
+      frameBytes: FRAME_BYTES,
+    };
+  }
+
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async createVM(config: VmConfig = {}): Promise<TabvisorVm> {
+    const id = String(this.nextId++);
+    const shape = {
+      name: config.name ?? `vm-${id}`,
+      cpus: config.cpus ?? this.options.defaults?.cpus ?? 2,
+      memoryMiB: config.memoryMiB ?? this.options.defaults?.memoryMiB ?? 128,
+    };
+    const freeMiB =
+      Math.min(MAX_HOST_RAM_MIB, this.budgetMiB) - this.list.reduce((n, vm) => n + vm.memoryMiB, 0);
+    const problem = checkVmConfig(
+      shape,
+      freeMiB,
+      this.list.map((vm) => vm.name),
+    );
+    if (problem !== undefined) throw new UserError(problem);
+    const guest = await this.options.guest(config, shape.cpus, shape.memoryMiB);
+    const worker = new Worker(new URL('./vm-host.worker.ts', import.meta.url), {
+      type: 'module',
+      name: `${shape.name}/vcpus`,
+    });
+    const vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
+    this.list.push(vm);
+    try {
+      await vm.host.create(id, { ...config, ...shape, start: false }, guest);
+    } catch (error) {
+      vm.dispose();
+      this.remove(vm);
+      throw error;
+    }
+    this.notify();
+    if (config.start !== false) await vm.start();
+    return vm;
+  }
+
+  /** Delete every VM (terminating their workers). */
+  async dispose(): Promise<void> {
+    await Promise.all(this.list.map((vm) => vm.delete()));
+    this.listeners.clear();
+  }
+
+  /** @internal */
+  remove(vm: RemoteVm): void {
+    const at = this.list.indexOf(vm);
+    if (at >= 0) this.list.splice(at, 1);
+    this.notify();
+  }
+
+  /** @internal */
+  notify(): void {
+    for (const listener of this.listeners) listener();
+  }
+}
+
+/** A VM in its own worker, as the page API shows it. */
+class RemoteVm implements TabvisorVm {
+  state: VmState = 'created';
+  reason: string | undefined;
+  readonly console: VmConsole;
+  readonly host: Remote<VmHostApi>;
+  private latest: VmStats;
+  private runs: Promise<unknown> = Promise.resolve();
+  private disposed = false;
+
+  constructor(
+    private readonly owner: WorkerHypervisor,
+    readonly id: string,
+    readonly name: string,
+    readonly cpus: number,
+    readonly memoryMiB: number,
+    private readonly worker: Worker,
+  ) {
+    this.host = wrap<VmHostApi>(worker);
+    this.console = new VmConsole((bytes) => {
+      if (!this.disposed) void this.host.write(bytes);
+    });
+    this.latest = {
+      id,
+      name,
+      state: 'created',
+      reason: undefined,
+      cpus,
+      memoryMiB,
+      hostFrames: 0,
+      frameBytes: FRAME_BYTES,
+      threads: 0,
+      uptimeMs: 0,
+      bootedFrom: 'cold',
+      vcpus: Array.from({ length: cpus }, (_, hartId) => ({
+        hartId,
+        state: 'stopped',
+        instructions: 0,
+        ips: 0,
+      })),
+    };
+    worker.addEventListener('message', (event: MessageEvent<VmHostEvent | { id?: unknown }>) => {
+      const data = event.data as Partial<VmHostEvent> | undefined;
+      if (!data || typeof data !== 'object' || !('tabvisor' in data)) return;
+      this.onEvent(data as VmHostEvent);
+    });
+    worker.addEventListener('error', (event: ErrorEvent) => {
+      event.preventDefault();
+      this.setState('crashed', `its worker failed: ${event.message || 'it did not load'}`);
+      this.console.failWaiters(this.reason ?? 'crashed');
+    });
+  }
+
+  private onEvent(event: VmHostEvent): void {
+    if (event.tabvisor === 'output') this.console.push(event.bytes);
+    else if (event.tabvisor === 'reset') this.console.reset('the VM booted again');
+    else {
+      this.latest = { ...event.stats, id: this.id, name: this.name };
+      if (event.state !== this.state) {
+        if (event.state !== 'running' && event.state !== 'paused')
+          this.console.failWaiters(event.reason ?? event.state);
+        this.setState(event.state === 'deleted' ? this.state : event.state, event.reason);
+      } else {
+        this.owner.notify();
+      }
+    }
+  }
+
+  private setState(state: VmState, reason?: string): void {
+    this.state = state;
+    this.reason = reason;
+    this.owner.notify();
+  }
+
+  start(): Promise<void> {
+    return this.call(() => this.host.start());
+  }
+
+  pause(): Promise<void> {
+    return this.call(() => this.host.pause());
+  }
+
+  resume(): Promise<void> {
+    return this.call(() => this.host.resume());
+  }
+
+  stop(): Promise<void> {
+    return this.call(() => this.host.stop());
+  }
+
+  reset(): Promise<void> {
+    return this.call(() => this.host.reset());
+  }
+
+  async delete(): Promise<void> {
+    if (this.disposed) return;
+    await this.host.delete().catch(() => undefined);
+    this.dispose();
+    this.console.dispose('the VM was deleted');
+    this.setState('deleted');
+    this.owner.remove(this);
+  }
+
+  stats(): VmStats {
+    return {
+      ...this.latest,
+      state: this.state,
+      reason: this.reason,
+      threads: this.state === 'running' || this.state === 'paused' ? 1 : 0,
+    };
+  }
+
+  killVcpu(): boolean {
+    return false;
+  }
+
+  run(command: string, options?: RunOptions): Promise<RunResult> {
+    const run = this.runs.then(() => runCommand(this.console, command, options));
+    this.runs = run.catch(() => undefined);
+    return run;
+  }
+
+  snapshot(): Promise<Uint8Array> {
+    return this.call(() => this.host.snapshot());
+  }
+
+  /** Terminate the worker and drop the comlink proxy. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.host[releaseProxy]();
+    this.worker.terminate();
+  }
+
+  private async call<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.disposed) throw new UserError(`VM ${this.name} was deleted`);
+    return operation();
+  }
+}

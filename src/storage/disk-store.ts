@@ -1,0 +1,29 @@
+/**
+ * Where a page keeps VM disks: OPFS (the default) or IndexedDB (the fallback). Disks are named by VM id and
+ * index only; no caller hands storage a path, so a VM's backends can only be its own disks (DESIGN.md
+ * section 1, storage).
+ */
+import type { BlockBackend } from '../devices/block-backend.ts';
+
+/** A disk that belongs to one VM; close it once its device is idle. */
+export interface StoredDisk extends BlockBackend {
+  /** Flush and let go of the disk (OPFS: release the file's lock). */
+  close(): Promise<void>;
+  /** Set the stored size to `sizeBytes` (zeroes beyond the old end; cut beyond the new one). */
+  resize(sizeBytes: number): Promise<void>;
+}
+
+/** One kind of persistent disk storage. */
+export interface DiskStore {
+  /** 'opfs' or 'indexeddb' (shown to the user). */
+  readonly kind: string;
+  /**
+   * Open disk `index` of VM `vmId`, creating it (all zeroes) when missing and growing it to `sizeBytes` when
+   * smaller. `sizeBytes` 0 opens an existing disk as it is.
+   */
+  openDisk(vmId: string, index: number, sizeBytes: number): Promise<StoredDisk>;
+  /** Remove every disk of VM `vmId` (they must be closed). */
+  deleteVm(vmId: string): Promise<void>;
+  /** Release what the store holds (the worker). */
+  dispose(): void;
+}

@@ -1,0 +1,214 @@
+/**
+ * VM disks in the origin private file system, through sync access handles held by a dedicated storage worker
+ * (`storage.worker.ts`). The page side sends one message per disk request (protocol: `storage-protocol.ts`).
+ *
+ * - `flush()` resolves only after the worker's `handle.flush()` returned (the worker answers in order, so the
+ *   flush also follows every write that completed before it).
+ * - A disk locked by another tab (`NoModificationAllowedError` from `createSyncAccessHandle`) is a
+ *   {@link UserError} that says to close the other tab.
+ * - A full quota (`QuotaExceededError`) fails that request (the guest gets an I/O error) with a message that
+ *   says how to free space; nothing already written is touched.
+ */
+import { UserError } from '../common/errors.ts';
+import { BLOCK_SECTOR_SIZE, BlockIoError } from '../devices/block-backend.ts';
+import type { DiskStore, StoredDisk } from './disk-store.ts';
+import {
+  STORAGE_PROTOCOL_VERSION,
+  checkDiskName,
+  type StorageFailure,
+  type StorageRequestBody,
+  type StorageResponse,
+} from './storage-protocol.ts';
+
+/** Requests one OPFS disk accepts at once (they queue in the worker, which runs them one by one). */
+export const OPFS_QUEUE_DEPTH = 16;
+/** How long to keep retrying a locked file: a reloaded page's old worker may still be letting go of it. */
+const LOCK_RETRY_MS = 3000;
+
+/** The storage worker as the page sees it (a `Worker`, or an in-process server in tests). */
+export interface StoragePort {
+  postMessage(message: unknown, transfer: Transferable[]): void;
+  addEventListener(type: 'message', listener: (event: MessageEvent) => void): void;
+  addEventListener(type: 'error', listener: (event: ErrorEvent) => void): void;
+  terminate(): void;
+}
+
+type Reply = Extract<StorageResponse, { ok: true }>;
+
+/** The message to show when a disk request failed for a reason a person can act on. */
+export function describeStorageFailure(failure: StorageFailure, what: string): string {
+  if (failure.name === 'QuotaExceededError') {
+    return (
+      `${what}: the browser's storage quota for this site is full; the write was refused and nothing ` +
+      'written before was lost. Free space by deleting a VM or a disk, or grant persistent storage'
+    );
+  }
+  if (failure.name === 'NoModificationAllowedError') {
+    return (
+      `${what} is open in another tab of this site (OPFS allows one writer per file); ` +
+      'close that tab, or its VM, and reload this one'
+    );
+  }
+  return `${what}: ${failure.name}: ${failure.message}`;
+}
+
+class StorageRequestError extends Error {
+  constructor(readonly failure: StorageFailure) {
+    super(`${failure.name}: ${failure.message}`);
+  }
+}
+
+/** OPFS disks through one storage worker. Create it with {@link OpfsDiskStore.start}. */
+export class OpfsDiskStore implements DiskStore {
+  readonly kind = 'opfs';
+  private readonly pending = new Map<number, { resolve(reply: Reply): void; reject(error: Error): void }>();
+  private nextId = 1;
+  private broken: Error | undefined;
+
+  private constructor(
+    private readonly worker: StoragePort,
+    private readonly lockRetryMs = LOCK_RETRY_MS,
+  ) {
+    worker.addEventListener('message', (event: MessageEvent) => this.receive(event.data as StorageResponse));
+    worker.addEventListener('error', (event) => {
+      event.preventDefault();
+      this.fail(new Error(`the storage worker failed: ${event.message}`));
+    });
+  }
+
+  /**
+   * Start the storage worker and check that it has OPFS sync access handles. Resolves undefined when it has
+   * not (then use IndexedDB).
+   */
+  static async start(): Promise<OpfsDiskStore | undefined> {
+    if (typeof Worker === 'undefined') return undefined;
+    const worker = new Worker(new URL('./storage.worker.ts', import.meta.url), {
+      type: 'module',
+      name: 'tabvisor-storage',
+    });
+    const store = new OpfsDiskStore(worker);
+    try {
+      const reply = await store.call({ op: 'probe' });
+      if (reply.value === true) return store;
+    } catch {
+      // fall through: no OPFS here
+    }
+    store.dispose();
+    return undefined;
+  }
+
+  /** A store over an already running storage port (tests run the server in-process); no probe. */
+  static connect(port: StoragePort, options: { readonly lockRetryMs?: number } = {}): OpfsDiskStore {
+    return new OpfsDiskStore(port, options.lockRetryMs);
+  }
+
+  async openDisk(vmId: string, index: number, sizeBytes: number): Promise<StoredDisk> {
+    checkDiskName(vmId, index);
+    const what = `disk ${index} of VM ${vmId}`;
+    const deadline = performance.now() + this.lockRetryMs;
+    for (;;) {
+      try {
+        const reply = await this.call({ op: 'open', vmId, disk: index, sizeBytes });
+        return new OpfsBlockBackend(this, reply.value as number, reply.size as number, what);
+      } catch (error) {
+        if (error instanceof StorageRequestError) {
+          if (error.failure.name === 'NoModificationAllowedError' && performance.now() < deadline) {
+            await new Promise((resolve) => setTimeout(resolve, 100));
+            continue;
+          }
+          throw new UserError(describeStorageFailure(error.failure, what));
+        }
+        throw error;
+      }
+    }
+  }
+
+  async deleteVm(vmId: string): Promise<void> {
+    checkDiskName(vmId, 0);
+    await this.call({ op: 'delete-vm', vmId });
+  }
+
+  dispose(): void {
+    this.fail(new Error('the storage worker was stopped'));
+    this.worker.terminate();
+  }
+
+  /** @internal One request to the worker. */
+  call(body: StorageRequestBody, transfer: Transferable[] = []): Promise<Reply> {
+    if (this.broken) return Promise.reject(this.broken);
+    const id = this.nextId++;
+    return new Promise<Reply>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ ...body, v: STORAGE_PROTOCOL_VERSION, id }, transfer);
+    });
+  }
+
+  private receive(response: StorageResponse): void {
+    const waiter = this.pending.get(response.id);
+    if (!waiter) return;
+    this.pending.delete(response.id);
+    if (response.ok) waiter.resolve(response);
+    else waiter.reject(new StorageRequestError(response.error));
+  }
+
+  private fail(error: Error): void {
+    this.broken = error;
+    for (const waiter of this.pending.values()) waiter.reject(error);
+    this.pending.clear();
+  }
+}
+
+/** One open OPFS disk (a handle number in the storage worker). */
+export class OpfsBlockBackend implements StoredDisk {
+  readonly readOnly = false;
+  readonly queueDepth = OPFS_QUEUE_DEPTH;
+  private closed = false;
+
+  /** @internal Made by {@link OpfsDiskStore.openDisk}. */
+  constructor(
+    private readonly store: OpfsDiskStore,
+    private readonly handle: number,
+    public sizeBytes: number,
+    private readonly what: string,
+  ) {
+    if (sizeBytes % BLOCK_SECTOR_SIZE !== 0) this.sizeBytes = sizeBytes - (sizeBytes % BLOCK_SECTOR_SIZE);
+  }
+
+  async read(offset: number, dst: Uint8Array): Promise<void> {
+    const reply = await this.request({ op: 'read', handle: this.handle, offset, length: dst.length });
+    if (!reply.bytes || reply.bytes.length !== dst.length) throw new BlockIoError(`${this.what}: short read`);
+    dst.set(reply.bytes);
+  }
+
+  async write(offset: number, src: Uint8Array): Promise<void> {
+    const bytes = src.slice(); // a copy we can transfer (src may be a view of shared guest memory)
+    await this.request({ op: 'write', handle: this.handle, offset, bytes }, [bytes.buffer]);
+  }
+
+  async flush(): Promise<void> {
+    await this.request({ op: 'flush', handle: this.handle });
+  }
+
+  async resize(sizeBytes: number): Promise<void> {
+    await this.request({ op: 'truncate', handle: this.handle, sizeBytes });
+    this.sizeBytes = sizeBytes;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.store.call({ op: 'close', handle: this.handle });
+  }
+
+  private async request(body: StorageRequestBody, transfer: Transferable[] = []): Promise<Reply> {
+    if (this.closed) throw new BlockIoError(`${this.what} is closed`);
+    try {
+      return await this.store.call(body, transfer);
+    } catch (error) {
+      if (error instanceof StorageRequestError) {
+        throw new BlockIoError(describeStorageFailure(error.failure, this.what), { cause: error });
+      }
+      throw new BlockIoError(`${this.what}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+}

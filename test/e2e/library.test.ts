@@ -1,0 +1,92 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { BrowserContext } from 'playwright-core';
+import { preview } from 'vite';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROOT, browserAvailable, launchChromium } from '../helpers/browser.ts';
+import { buildLibrary } from '../helpers/library.ts';
+
+const enabled = browserAvailable();
+
+const PAGE = `<!doctype html>
+<html><head><link rel="icon" href="data:," /></head><body>
+<tabvisor-vm id="tagged" cpus="1" memory="64" snapshot="none"></tabvisor-vm>
+<script type="module">
+  import * as tabvisor from '../../cdn/tabvisor/0.1.0/tabvisor.js';
+  window.lib = tabvisor;
+</script>
+</body></html>`;
+
+describe.skipIf(!enabled)(
+  'the library build (dist-lib) served from an arbitrary path of a plain static host',
+  () => {
+    let site = '';
+    let server: Awaited<ReturnType<typeof preview>> | undefined;
+    let browser: { context: BrowserContext; close: () => Promise<void> } | undefined;
+    let url = '';
+
+    beforeAll(async () => {
+      site = mkdtempSync(join(tmpdir(), 'tabvisor-site-'));
+      const lib = join(site, 'cdn/tabvisor/0.1.0');
+      const sizes = await buildLibrary(lib);
+      console.log(
+        `library JS gzip: entry ${(sizes.entryGzipBytes / 1024).toFixed(1)} KiB, with workers ${(sizes.totalGzipBytes / 1024).toFixed(1)} KiB`,
+      );
+      mkdirSync(join(site, 'docs/page'), { recursive: true });
+      writeFileSync(join(site, 'docs/page/index.html'), PAGE);
+      // No COOP/COEP: a static host that was not configured (configFile false reads no vite.config.ts).
+      server = await preview({
+        root: ROOT,
+        configFile: false,
+        logLevel: 'warn',
+        build: { outDir: site },
+        preview: { host: '127.0.0.1', port: 0, strictPort: false, open: false },
+      });
+      const address = server.httpServer.address();
+      if (!address || typeof address === 'string') throw new Error('no TCP address');
+      url = `http://127.0.0.1:${address.port}/docs/page/`;
+      browser = await launchChromium();
+    });
+
+    afterAll(async () => {
+      await browser?.close();
+      await server?.close();
+      if (site) rmSync(site, { recursive: true, force: true });
+    });
+
+    it('boots the tag and a createVM() VM with worker and image URLs resolved next to the module', async () => {
+      const page = await browser!.context.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (error) => errors.push(String(error)));
+      page.on('response', (response) => {
+        if (response.status() >= 400) errors.push(`${response.status()} ${response.url()}`);
+      });
+      page.on('console', (message) => {
+        if (message.type() === 'error') errors.push(message.text());
+      });
+      await page.goto(url);
+      await page
+        .waitForFunction(() => 'lib' in window, undefined, { timeout: 10_000 })
+        .catch(() => undefined);
+      expect(errors).toEqual([]);
+      const result = await page.evaluate(async () => {
+        const lib = (window as unknown as { lib: typeof import('../../src/embed/index.ts') }).lib;
+        const tagged = document.getElementById('tagged') as HTMLElementTagNameMap['tabvisor-vm'];
+        const fromTag = await tagged.run('uname -m', { timeoutMs: 90_000 });
+        const vm = await lib.createVM({ name: 'scripted', cpus: 2, memoryMiB: 64, snapshot: 'none' });
+        const fromApi = await vm.run('nproc', { timeoutMs: 90_000 });
+        return { mode: lib.embedMode(), fromTag, fromApi, names: lib.vms().map((v) => v.name) };
+      });
+      expect(result).toEqual({
+        mode: 'single-worker',
+        fromTag: { output: 'riscv32\n', exitStatus: 0 },
+        fromApi: { output: '2\n', exitStatus: 0 },
+        names: ['vm-1', 'scripted'],
+      });
+      expect(page.workers().every((w) => w.url().includes('/cdn/tabvisor/0.1.0/assets/'))).toBe(true);
+      await page.close();
+      expect(errors).toEqual([]);
+    });
+  },
+);

@@ -1,0 +1,287 @@
+import { describe, expect, it } from 'vitest';
+import { SharedLayout, createControlBlock } from '../../../src/common/shared-block.ts';
+import {
+  VIRTIO_F_VERSION_1,
+  VIRTIO_MMIO_CONFIG,
+  VIRTIO_MMIO_INT_VRING,
+  VIRTIO_STATUS_DEVICE_NEEDS_RESET,
+  VirtioMmioTransport,
+  featureBit,
+} from '../../../src/devices/virtio-mmio.ts';
+import {
+  VIRTIO_ID_NET,
+  VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MTU,
+  VIRTIO_NET_F_STATUS,
+  VIRTIO_NET_HDR_SIZE,
+  VIRTIO_NET_MAX_FRAME_BYTES,
+  VIRTIO_NET_QUEUE_SIZE,
+  VIRTIO_NET_RX_QUEUE,
+  VIRTIO_NET_TX_BATCH,
+  VIRTIO_NET_TX_QUEUE,
+  VirtioNetDevice,
+  VirtioNetHost,
+  parseUnicastMac,
+} from '../../../src/devices/virtio-net.ts';
+import { VIRTQ_DESC_F_NEXT } from '../../../src/devices/virtqueue.ts';
+import { RecordingIrq, TestGuestRam, VirtioTestDriver } from '../../helpers/virtio-driver.ts';
+
+const MAC = '52:54:00:12:34:56';
+
+function setup(options: { queueSize?: number } = {}) {
+  const layout = new SharedLayout(1);
+  const base = layout.alloc(VirtioMmioTransport.words(2));
+  const block = createControlBlock(layout.words, true);
+  const irq = new RecordingIrq();
+  // Two objects over one region, as on a hart thread and on the I/O thread.
+  const hartView = new VirtioMmioTransport(block, base, new VirtioNetDevice({ mac: MAC }), irq, 1);
+  const ioView = new VirtioMmioTransport(block, base, new VirtioNetDevice({ mac: MAC }), irq, 1);
+  const ram = new TestGuestRam(4 << 20);
+  const sent: Uint8Array[] = [];
+  const guestErrors: string[] = [];
+  const host = new VirtioNetHost(
+    ioView,
+    ram.memory,
+    { send: (frame) => sent.push(frame) },
+    {
+      onGuestError: (reason) => guestErrors.push(reason),
+    },
+  );
+  const driver = new VirtioTestDriver(hartView, ram);
+  driver.initialize({ queueCount: 2, queueSize: options.queueSize });
+  host.service();
+  return { host, driver, ram, irq, sent, guestErrors };
+}
+
+type Setup = ReturnType<typeof setup>;
+
+/** An Ethernet frame of `length` bytes: broadcast destination, the test MAC as source, payload pattern. */
+function frame(length: number, seed = 1): Uint8Array {
+  const bytes = new Uint8Array(length);
+  bytes.fill(0xff, 0, 6);
+  bytes.set(parseUnicastMac(MAC) ?? [], 6);
+  bytes[12] = 0x08;
+  for (let i = 14; i < length; i++) bytes[i] = (i * seed) & 0xff;
+  return bytes;
+}
+
+/** Queue a frame for transmission as Linux does: header and frame in one readable buffer. */
+function transmit(s: Setup, payload: Uint8Array): void {
+  const bytes = new Uint8Array(VIRTIO_NET_HDR_SIZE + payload.length);
+  bytes.set(payload, VIRTIO_NET_HDR_SIZE);
+  s.driver.queues[VIRTIO_NET_TX_QUEUE].add([{ bytes }]);
+}
+
+/** Post a receive buffer of `length` writable bytes; returns its guest address. */
+function postRx(s: Setup, length = VIRTIO_NET_HDR_SIZE + VIRTIO_NET_MAX_FRAME_BYTES): number {
+  const gpa = s.ram.alloc(length, 16);
+  s.driver.queues[VIRTIO_NET_RX_QUEUE].add([{ gpa, length, writable: true }]);
+  return gpa;
+}
+
+describe('virtio-net device model', () => {
+  it('is a network device offering VERSION_1, MAC, STATUS and MTU, with an rx and a tx queue', () => {
+    const s = setup();
+    expect(s.driver.probe()).toBe(VIRTIO_ID_NET);
+    const features = s.driver.deviceFeatures();
+    for (const bit of [VIRTIO_F_VERSION_1, VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MTU])
+      expect(features & featureBit(bit)).not.toBe(0n);
+    // No checksum, GSO, mergeable-buffer or control-queue features.
+    for (const bit of [0n, 1n, 7n, 11n, 15n, 17n]) expect(features & featureBit(bit)).toBe(0n);
+    expect(s.driver.queues).toHaveLength(2);
+  });
+
+  it('configuration space holds the MAC, link up and MTU 1500', () => {
+    const s = setup();
+    const mac = Array.from({ length: 6 }, (_, i) => s.driver.transport.read(VIRTIO_MMIO_CONFIG + i, 1));
+    expect(mac).toEqual([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+    expect(s.driver.transport.read(VIRTIO_MMIO_CONFIG + 6, 2)).toBe(1);
+    expect(s.driver.transport.read(VIRTIO_MMIO_CONFIG + 8, 2)).toBe(1);
+    expect(s.driver.transport.read(VIRTIO_MMIO_CONFIG + 10, 2)).toBe(1500);
+  });
+
+  it('refuses a multicast, all-zero or malformed MAC with the expected form', () => {
+    for (const mac of ['01:00:5e:00:00:01', '00:00:00:00:00:00', '52:54:00:12:34', 'zz:54:00:12:34:56'])
+      expect(() => new VirtioNetDevice({ mac })).toThrow(/xx:xx:xx:xx:xx:xx/);
+  });
+});
+
+describe('virtio-net transmit', () => {
+  it('strips the 12-byte header and hands each frame to the backend as a fresh array', () => {
+    const s = setup();
+    const a = frame(60, 3);
+    const b = frame(VIRTIO_NET_MAX_FRAME_BYTES, 5);
+    transmit(s, a);
+    transmit(s, b);
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    expect(s.host.service()).toBe(false);
+    expect(s.sent).toEqual([a, b]);
+    expect(s.sent[0].buffer).not.toBe(s.ram.memory.u8.buffer);
+    const used = s.driver.queues[VIRTIO_NET_TX_QUEUE].takeUsed();
+    expect(used).toHaveLength(2);
+    expect(s.driver.handleInterrupt() & VIRTIO_MMIO_INT_VRING).toBe(VIRTIO_MMIO_INT_VRING);
+    expect(s.host.stats).toMatchObject({
+      txFrames: 2,
+      txBytes: 60 + VIRTIO_NET_MAX_FRAME_BYTES,
+      txDropped: 0,
+    });
+  });
+
+  it('a header and frame split over several descriptors arrive whole', () => {
+    const s = setup();
+    const payload = frame(200, 7);
+    const bytes = new Uint8Array(VIRTIO_NET_HDR_SIZE + payload.length);
+    bytes.set(payload, VIRTIO_NET_HDR_SIZE);
+    s.driver.queues[VIRTIO_NET_TX_QUEUE].add([
+      { bytes: bytes.subarray(0, 5) },
+      { bytes: bytes.subarray(5, 40) },
+      { bytes: bytes.subarray(40) },
+    ]);
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    s.host.service();
+    expect(s.sent).toEqual([payload]);
+  });
+
+  it('hostile: frames beyond 1518 bytes, runts, headerless and device-writable chains are dropped, the queue lives on', () => {
+    const s = setup();
+    transmit(s, frame(VIRTIO_NET_MAX_FRAME_BYTES + 1));
+    transmit(s, frame(13));
+    s.driver.queues[VIRTIO_NET_TX_QUEUE].add([{ bytes: new Uint8Array(8) }]);
+    s.driver.queues[VIRTIO_NET_TX_QUEUE].add([{ bytes: new Uint8Array(80) }, { writableLength: 16 }]);
+    const good = frame(64);
+    transmit(s, good);
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    s.host.service();
+    expect(s.sent).toEqual([good]);
+    expect(s.host.stats.txDropped).toBe(4);
+    expect(s.driver.queues[VIRTIO_NET_TX_QUEUE].takeUsed()).toHaveLength(5);
+    expect(s.driver.status() & VIRTIO_STATUS_DEVICE_NEEDS_RESET).toBe(0);
+  });
+
+  it('hostile: a frame whose buffer lies outside RAM is dropped, not read', () => {
+    const s = setup();
+    const q = s.driver.queues[VIRTIO_NET_TX_QUEUE];
+    q.add([{ gpa: 0x7000_0000, length: 100, writable: false }]);
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    s.host.service();
+    expect(s.sent).toEqual([]);
+    expect(s.host.stats.txDropped).toBe(1);
+  });
+
+  it('hostile: a looping descriptor chain fails the device instead of hanging the host', () => {
+    const s = setup({ queueSize: 8 });
+    const q = s.driver.queues[VIRTIO_NET_TX_QUEUE];
+    const gpa = s.ram.alloc(64);
+    q.writeDescriptor(0, { addr: gpa, len: 64, flags: VIRTQ_DESC_F_NEXT, next: 1 });
+    q.writeDescriptor(1, { addr: gpa, len: 64, flags: VIRTQ_DESC_F_NEXT, next: 0 });
+    q.publish(0);
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    s.host.service();
+    expect(s.sent).toEqual([]);
+    expect(s.driver.status() & VIRTIO_STATUS_DEVICE_NEEDS_RESET).toBe(VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+    expect(s.guestErrors.join()).toMatch(/longer than/);
+  });
+
+  it(`a guest refilling the queue is served ${VIRTIO_NET_TX_BATCH} chains at a time, and the rest on the next call`, () => {
+    const s = setup();
+    const q = s.driver.queues[VIRTIO_NET_TX_QUEUE];
+    for (let i = 0; i < VIRTIO_NET_QUEUE_SIZE; i++) transmit(s, frame(60));
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    // A full batch: the host stops there and asks to be called again without a doorbell.
+    expect(s.host.service()).toBe(true);
+    expect(s.sent).toHaveLength(VIRTIO_NET_TX_BATCH);
+    q.takeUsed();
+    transmit(s, frame(60));
+    expect(s.host.service()).toBe(false);
+    expect(s.sent).toHaveLength(VIRTIO_NET_QUEUE_SIZE + 1);
+  });
+
+  it('sending from the backend back into the device (a synchronous reply) does not deadlock', () => {
+    const s = setup();
+    const replies: boolean[] = [];
+    const echo = new VirtioNetHost(s.host.transport, s.ram.memory, {
+      send: (f) => replies.push(echo.deliver(f)),
+    });
+    postRx(s);
+    transmit(s, frame(60));
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    echo.service();
+    expect(replies).toEqual([true]);
+  });
+});
+
+describe('virtio-net receive', () => {
+  it('copies a frame behind a zeroed header with num_buffers 1 and interrupts', () => {
+    const s = setup();
+    const gpa = postRx(s);
+    s.driver.notify(VIRTIO_NET_RX_QUEUE);
+    s.host.service();
+    const f = frame(98, 9);
+    expect(s.host.deliver(f)).toBe(true);
+    const used = s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed();
+    expect(used).toEqual([{ id: expect.any(Number) as number, len: VIRTIO_NET_HDR_SIZE + 98 }]);
+    const header = s.ram.get(gpa, VIRTIO_NET_HDR_SIZE);
+    expect(Array.from(header)).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    expect(s.ram.get(gpa + VIRTIO_NET_HDR_SIZE, 98)).toEqual(f);
+    expect(s.driver.handleInterrupt() & VIRTIO_MMIO_INT_VRING).toBe(VIRTIO_MMIO_INT_VRING);
+    expect(s.host.stats).toMatchObject({ rxFrames: 1, rxBytes: 98 });
+  });
+
+  it('a frame scatters across a chain of small writable buffers', () => {
+    const s = setup();
+    const parts = [7, 20, 2000].map((length) => ({ gpa: s.ram.alloc(length), length, writable: true }));
+    s.driver.queues[VIRTIO_NET_RX_QUEUE].add(parts);
+    const f = frame(300, 11);
+    expect(s.host.deliver(f)).toBe(true);
+    const joined = new Uint8Array(VIRTIO_NET_HDR_SIZE + 300);
+    let at = 0;
+    for (const p of parts) {
+      const take = Math.min(p.length, joined.length - at);
+      joined.set(s.ram.get(p.gpa, take), at);
+      at += take;
+    }
+    expect(joined.subarray(VIRTIO_NET_HDR_SIZE)).toEqual(f);
+  });
+
+  it('answers false (busy) when the guest has posted no buffer, and true again once it has', () => {
+    const s = setup();
+    expect(s.host.deliver(frame(60))).toBe(false);
+    expect(s.host.stats.rxNoBuffer).toBe(1);
+    postRx(s);
+    expect(s.host.deliver(frame(60))).toBe(true);
+    expect(s.host.deliver(frame(60))).toBe(false);
+  });
+
+  it('answers false before the driver is ready (no DRIVER_OK)', () => {
+    const s = setup();
+    s.driver.reset();
+    expect(s.host.deliver(frame(60))).toBe(false);
+  });
+
+  it('hostile: a buffer too small for header and frame gets nothing written and is returned empty', () => {
+    const s = setup();
+    const gpa = postRx(s, VIRTIO_NET_HDR_SIZE + 50);
+    s.ram.memory.write(gpa, new Uint8Array(62).fill(0xaa));
+    expect(s.host.deliver(frame(60))).toBe(true);
+    expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()[0].len).toBe(0);
+    expect(s.ram.get(gpa, 62).every((b) => b === 0xaa)).toBe(true);
+    expect(s.host.stats.rxTooSmall).toBe(1);
+  });
+
+  it('hostile: a receive buffer outside RAM fails the device and nothing is written', () => {
+    const s = setup();
+    s.driver.queues[VIRTIO_NET_RX_QUEUE].add([{ gpa: 0x7000_0000, length: 2000, writable: true }]);
+    expect(s.host.deliver(frame(60))).toBe(false);
+    expect(s.driver.status() & VIRTIO_STATUS_DEVICE_NEEDS_RESET).toBe(VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+    expect(s.guestErrors).toHaveLength(1);
+  });
+
+  it('frames beyond the 1518-byte cap are never copied to the guest', () => {
+    const s = setup();
+    postRx(s, 4000);
+    expect(s.host.deliver(frame(VIRTIO_NET_MAX_FRAME_BYTES + 1))).toBe(true);
+    expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()).toHaveLength(0);
+    expect(s.host.deliver(frame(VIRTIO_NET_MAX_FRAME_BYTES))).toBe(true);
+    expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()).toHaveLength(1);
+  });
+});
