@@ -92,6 +92,23 @@ export const MIP_MTIP = 1 << 7;
 export const MIP_SEIP = 1 << 9;
 export const MIP_MEIP = 1 << 11;
 
+/**
+ * True when `buffer` is shared memory. Pages that are not cross-origin isolated have no SharedArrayBuffer
+ * global at all, so a bare `instanceof SharedArrayBuffer` would throw there.
+ */
+export function isSharedBuffer(buffer: ArrayBufferLike): boolean {
+  const Shared = (globalThis as { SharedArrayBuffer?: SharedArrayBufferConstructor }).SharedArrayBuffer;
+  return Shared !== undefined && buffer instanceof Shared;
+}
+
+/**
+ * Wake whoever waits on `block[index]`. Atomics.notify on memory that is not shared wakes nobody and returns 0
+ * (there can be no waiter), so this is safe in every mode.
+ */
+export function notifyWord(block: Int32Array, index: number): void {
+  Atomics.notify(block, index);
+}
+
 /** Index of word `word` in hart `hart`'s slot. */
 export function hartWord(hart: number, word: number): number {
   return HART_BASE + hart * HART_WORDS + word;
@@ -161,7 +178,7 @@ export class HartLines {
   wake(hart: number): void {
     const index = hartWord(hart, HART_WAKE);
     Atomics.add(this.block, index, 1);
-    if (this.block.buffer instanceof SharedArrayBuffer) Atomics.notify(this.block, index);
+    notifyWord(this.block, index);
   }
 
   /** Write hart `hart`'s timer compare value and wake it so it re-arms its sleep deadline. */

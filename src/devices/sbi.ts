@@ -21,6 +21,7 @@ import {
   VM_POWER_CODE,
   VM_RUN_CONTROL,
   hartWord,
+  notifyWord,
 } from '../common/shared-block.ts';
 import { SpinLock } from '../common/spin-lock.ts';
 
@@ -310,7 +311,7 @@ export class Sbi implements Firmware {
       Atomics.store(block, VM_POWER_CODE, code | 0);
     }
     Atomics.add(block, VM_EVENT, 1);
-    if (block.buffer instanceof SharedArrayBuffer) Atomics.notify(block, VM_EVENT);
+    notifyWord(block, VM_EVENT);
     Atomics.store(block, VM_RUN_CONTROL, RUN_STOP);
     for (let hart = 0; hart < this.hartCount; hart++) this.lines.wake(hart);
     ctx.stopAfterCall();

@@ -1,6 +1,7 @@
 import type { AccessSize, IrqSink, MmioDevice } from './mmio.ts';
 import { ByteRing } from '../common/byte-ring.ts';
 import { SpinLock } from '../common/spin-lock.ts';
+import { notifyWord } from '../common/shared-block.ts';
 
 /**
  * 16550A register offsets (National Semiconductor PC16550D datasheet, "Register Description"; reg-shift 0, so
@@ -358,7 +359,7 @@ export class Uart16550 implements MmioDevice {
     if (!this.txRing.push(byte)) return false;
     if (wasEmpty) {
       Atomics.add(this.block, this.txEventIndex, 1);
-      if (this.block.buffer instanceof SharedArrayBuffer) Atomics.notify(this.block, this.txEventIndex);
+      notifyWord(this.block, this.txEventIndex);
     }
     return true;
   }

@@ -1,6 +1,7 @@
 import type { AccessSize, IrqSink, MmioDevice } from './mmio.ts';
 import type { AddressSpace } from '../mem/address-space.ts';
 import { SpinLock } from '../common/spin-lock.ts';
+import { notifyWord } from '../common/shared-block.ts';
 import {
   TABVISOR_VIRTIO_VENDOR_ID,
   VIRTIO_MAGIC,
@@ -539,7 +540,7 @@ export class VirtioMmioTransport implements MmioDevice {
   private ringDoorbell(queues: number): void {
     Atomics.or(this.block, this.base + NOTIFY_PENDING, queues);
     Atomics.add(this.block, this.base + DOORBELL, 1);
-    if (this.block.buffer instanceof SharedArrayBuffer) Atomics.notify(this.block, this.base + DOORBELL);
+    notifyWord(this.block, this.base + DOORBELL);
   }
 
   private raiseLocked(bits: number): void {

@@ -24,6 +24,7 @@ import {
   VM_POWER_CODE,
   VM_RUN_CONTROL,
   hartWord,
+  notifyWord,
 } from '../common/shared-block.ts';
 import { decodeHartState, encodeHartState } from './hart-state-codec.ts';
 import { STOP_FATAL, STOP_HALT, STOP_PAUSE_LOOP, STOP_WFI, type Hart } from '../cpu/hart.ts';
@@ -54,7 +55,7 @@ export function reportFatal(
   Atomics.store(block, VM_POWER, POWER_FAIL);
   Atomics.store(block, VM_RUN_CONTROL, RUN_STOP);
   Atomics.add(block, VM_EVENT, 1);
-  if (block.buffer instanceof SharedArrayBuffer) Atomics.notify(block, VM_EVENT);
+  notifyWord(block, VM_EVENT);
 }
 
 /** What a hart's runner should do after one {@link stepHart}. */
@@ -96,7 +97,7 @@ export function stepHart(
       encodeHartState(hart.saveState(), stateArea);
       Atomics.store(block, snapshotIndex, SNAPSHOT_SAVED);
       Atomics.add(block, VM_EVENT, 1);
-      if (block.buffer instanceof SharedArrayBuffer) Atomics.notify(block, VM_EVENT);
+      notifyWord(block, VM_EVENT);
     }
     return { kind: 'sleep', wakeSeen, ms: MAX_SLEEP_MS };
   }

@@ -30,6 +30,7 @@ import {
   VM_POWER_CODE,
   VM_RUN_CONTROL,
   hartWord,
+  isSharedBuffer,
 } from '../common/shared-block.ts';
 import { AddressSpace, RAM_BASE } from '../mem/address-space.ts';
 import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
@@ -220,7 +221,7 @@ export class Vm {
         await new Promise((resolve) => setTimeout(resolve, 0));
         continue;
       }
-      if (block.buffer instanceof SharedArrayBuffer) {
+      if (isSharedBuffer(block.buffer)) {
         const wait = Atomics.waitAsync(block, doorbell, seen, 50);
         if (wait.async) await wait.value;
       } else {
@@ -241,7 +242,7 @@ export class Vm {
     while (this.pumping) {
       const seen = Atomics.load(block, doorbell);
       host.service();
-      if (block.buffer instanceof SharedArrayBuffer) {
+      if (isSharedBuffer(block.buffer)) {
         const wait = Atomics.waitAsync(block, doorbell, seen, 50);
         if (wait.async) await wait.value;
       } else {
@@ -598,7 +599,7 @@ export class Vm {
       const seen = Atomics.load(block, txEvent);
       if (this.board.uart.txRing.size === 0) {
         const ms = this.pendingInput.length > 0 ? 2 : 20;
-        if (block.buffer instanceof SharedArrayBuffer) {
+        if (isSharedBuffer(block.buffer)) {
           const wait = Atomics.waitAsync(block, txEvent, seen, ms);
           if (wait.async) await wait.value;
         } else {
