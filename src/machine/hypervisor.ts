@@ -157,8 +157,12 @@ export interface TabvisorVm {
 
 /** Host RAM figures. */
 export interface HostRamStats {
+  /** Frames host RAM may grow to (the configured maximum). */
   readonly totalFrames: number;
+  /** Frames neither in use nor beyond the maximum. */
   readonly freeFrames: number;
+  /** Frames the host has committed so far (host RAM grows on demand). */
+  readonly committedFrames?: number;
   readonly frameBytes: number;
 }
 
@@ -242,7 +246,8 @@ export class Hypervisor implements TabvisorApi {
         `host RAM must be a whole number of MiB from ${MIN_MEMORY_MIB} to ${MAX_HOST_RAM_MIB}, not ${mib}`,
       );
     }
-    this.ram = new HostRam(mib << 20, options.sharedMemory ?? true);
+    // Reserve the maximum, commit nothing yet: host RAM grows as VMs are created.
+    this.ram = new HostRam(0, options.sharedMemory ?? true, mib << 20);
     this.networkHub = new NetworkHub(options.network);
     this.sampler = setInterval(() => {
       for (const vm of this.list) vm.sample();
@@ -262,7 +267,12 @@ export class Hypervisor implements TabvisorApi {
 
   /** Host RAM figures. */
   hostRam(): HostRamStats {
-    return { totalFrames: this.ram.frameCount, freeFrames: this.ram.freeFrames, frameBytes: FRAME_SIZE };
+    return {
+      totalFrames: this.ram.maxFrameCount,
+      freeFrames: this.ram.freeFrames,
+      committedFrames: this.ram.frameCount,
+      frameBytes: FRAME_SIZE,
+    };
   }
 
   /** Host RAM not yet given to a VM, in MiB. */

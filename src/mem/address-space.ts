@@ -35,9 +35,12 @@ export class AddressSpace {
     this.table = init.table;
     this.ramBase = init.ramBase >>> 0;
     this.ramSize = init.ramSize;
-    this.u8 = new Uint8Array(init.ram);
-    this.u16 = new Uint16Array(init.ram, 0, init.ram.byteLength >> 1);
-    this.i32 = new Int32Array(init.ram, 0, init.ram.byteLength >> 2);
+    // Fixed-length views over the buffer as it is now (host RAM may be growable; this VM's frames are already
+    // inside it, and fixed-length views keep the interpreter's element accesses cheap).
+    const bytes = init.ram.byteLength;
+    this.u8 = new Uint8Array(init.ram, 0, bytes);
+    this.u16 = new Uint16Array(init.ram, 0, bytes >> 1);
+    this.i32 = new Int32Array(init.ram, 0, bytes >> 2);
   }
 
   /** Build the page table for `frames` (host frame numbers in guest order), in shared memory if `shared`. */

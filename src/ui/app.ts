@@ -163,7 +163,8 @@ export class App {
     const host = this.hv.hostRam();
     const usedMiB = ((host.totalFrames - host.freeFrames) * host.frameBytes) >> 20;
     const totalMiB = (host.totalFrames * host.frameBytes) >> 20;
-    this.hostFigure.textContent = `host RAM ${usedMiB} / ${totalMiB} MiB in use (${host.freeFrames} frames free)`;
+    const committedMiB = ((host.committedFrames ?? host.totalFrames) * host.frameBytes) >> 20;
+    this.hostFigure.textContent = `host RAM ${usedMiB} MiB in use, ${committedMiB} MiB committed, ${totalMiB} MiB maximum`;
     const vms = this.hv.vms;
     for (const [id, view] of this.views) {
       if (vms.some((vm) => vm.id === id)) continue;
