@@ -254,16 +254,7 @@ export class Vm {
   /** Reserve memory, build the board and load the kernel. Nothing runs until {@link start}. */
   static create(spec: VmSpec, factory: ThreadFactory, hostRam?: HostRam): Vm {
     validateVmShape(spec.cpus, spec.memoryMiB);
-    const ramSize = spec.memoryMiB << 20;
-    const ram = hostRam ?? new HostRam(ramSize, factory.shared);
-    const frames = ram.allocate(ramSize / FRAME_SIZE);
-    try {
-      const memory = new AddressSpace({
-        ram: ram.buffer,
-        table: AddressSpace.tableFor(frames, factory.shared),
-        ramBase: RAM_BASE,
-        ramSize,
-      });
+    return Vm.withGuestMemory(spec.memoryMiB, factory, hostRam, (ram, frames, memory) => {
       const plan = loadLinux(memory, spec.cpus, spec);
       const backends = spec.disks ?? [];
       const nics = spec.nics ?? [];
@@ -284,6 +275,25 @@ export class Vm {
         nics: nics.map((nic) => ({ mac: nic.mac })),
       };
       return new Vm(ram, frames, init, factory, spec.bootargs, backends, nics);
+    });
+  }
+
+  /**
+   * Reserve `memoryMiB` of guest RAM (frames of `hostRam`, or of a host RAM of its own) and hand it to `build`;
+   * if `build` throws, the frames go back before the error travels on.
+   */
+  private static withGuestMemory(
+    memoryMiB: number,
+    factory: ThreadFactory,
+    hostRam: HostRam | undefined,
+    build: (ram: HostRam, frames: Int32Array, memory: AddressSpace) => Vm,
+  ): Vm {
+    const ramSize = memoryMiB << 20;
+    const ram = hostRam ?? new HostRam(ramSize, factory.shared);
+    const frames = ram.allocate(ramSize / FRAME_SIZE);
+    try {
+      const table = AddressSpace.tableFor(frames, factory.shared);
+      return build(ram, frames, new AddressSpace({ ram: ram.buffer, table, ramBase: RAM_BASE, ramSize }));
     } catch (error) {
       ram.free(frames);
       throw error;
@@ -383,15 +393,7 @@ export class Vm {
       throw new UserError('this snapshot was taken by a different version of tabvisor; take a new snapshot');
     }
     const ramSize = snapshot.memoryMiB << 20;
-    const ram = hostRam ?? new HostRam(ramSize, factory.shared);
-    const frames = ram.allocate(ramSize / FRAME_SIZE);
-    try {
-      const memory = new AddressSpace({
-        ram: ram.buffer,
-        table: AddressSpace.tableFor(frames, factory.shared),
-        ramBase: RAM_BASE,
-        ramSize,
-      });
+    return Vm.withGuestMemory(snapshot.memoryMiB, factory, hostRam, (ram, frames, memory) => {
       const stored = snapshot.storedPages;
       if (stored === undefined) memory.write(RAM_BASE, snapshot.ram);
       else {
@@ -413,10 +415,7 @@ export class Vm {
         firmware: true,
       };
       return new Vm(ram, frames, init, factory, snapshot.bootargs);
-    } catch (error) {
-      ram.free(frames);
-      throw error;
-    }
+    });
   }
 
   /** Wait (polling the control block) until `done`, for at most SNAPSHOT_TIMEOUT_MS. */
