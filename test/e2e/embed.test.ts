@@ -183,4 +183,44 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
     await page.close();
     expect(pageErrors).toEqual([]);
   });
+
+  it('without COOP/COEP: two tags on one network and VLAN, each VM in its own worker, get DHCP addresses and ping each other', async () => {
+    const page = await open(plain!.url);
+    await page.evaluate(() => {
+      for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
+      for (const id of ['lan-a', 'lan-b']) {
+        const el = document.createElement('tabvisor-vm');
+        el.id = id;
+        el.setAttribute('cpus', '1');
+        el.setAttribute('memory', '64');
+        el.setAttribute('network', 'docs-lan');
+        el.setAttribute('vlan', '7');
+        el.setAttribute('snapshot', 'none');
+        document.body.append(el);
+      }
+    });
+    expect(await waitForVms(page)).toEqual(['single-worker', 'single-worker']);
+    // The guest's init runs udhcpc in the background; poll until eth0 has its lease. (Commands stay short: the
+    // guest console is 80 columns, and run() strips the echoed command only when it fits on one line.)
+    const addressOf = async (id: string): Promise<string> => {
+      for (let attempt = 0; attempt < 30; attempt++) {
+        const { output } = await run(page, id, 'ip -4 -o a s eth0');
+        const address = /inet (\d+\.\d+\.\d+\.\d+)/.exec(output)?.[1];
+        if (address) return address;
+        await run(page, id, 'sleep 1');
+      }
+      return 'no address';
+    };
+    const a = await addressOf('lan-a');
+    const b = await addressOf('lan-b');
+    expect(a).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    expect(b).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    expect(a).not.toBe(b);
+    const ping = await run(page, 'lan-a', `ping -c 2 -W 5 ${b}`);
+    expect(ping.exitStatus).toBe(0);
+    expect(ping.output).toContain('2 packets received');
+    expect(await removeAllAndCountWorkers(page)).toBe(0);
+    await page.close();
+    expect(pageErrors).toEqual([]);
+  });
 });
