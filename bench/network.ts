@@ -6,27 +6,16 @@
 import { nodeThreads } from '../src/cli/node-threads.ts';
 import { NetworkHub, resolveNic } from '../src/machine/networks.ts';
 import { Vm } from '../src/machine/vm.ts';
-import { defaultSpec, watchConsole, type ConsoleWatch } from '../test/helpers/guest.ts';
+import {
+  ask,
+  defaultSpec,
+  watchConsole,
+  WAIT_FOR_ADDRESS,
+  type ConsoleWatch,
+} from '../test/helpers/guest.ts';
 
 /** Bytes sent per throughput run. */
 const STREAM_BYTES = 10 << 20;
-
-async function ask(c: ConsoleWatch, tag: string, command: string, timeoutMs = 120_000): Promise<string> {
-  const before = c.text().length;
-  c.type(`echo ${tag.slice(0, 1)}''${tag.slice(1)}=$(${command})-END`); // the quotes keep the echoed command line from matching
-  const pattern = new RegExp(`${tag}=([^\\r\\n]*)-END`);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const match = pattern.exec(c.text().slice(before));
-    if (match) return match[1];
-    if (Date.now() > deadline) throw new Error(`no ${tag} answer:\n${c.text().slice(-1500)}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
-
-const ADDRESS =
-  "for i in $(seq 1 60); do ip -4 addr show eth0 | grep -q 'inet ' && break; sleep 0.5; done; " +
-  "ip -4 addr show eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p'";
 
 /** Median ping RTT (ms) and TCP throughput (MB/s) runs between two VMs on one in-process switch. */
 export async function nodeNetworkFigures(runs: number): Promise<{ rttMs: number[]; tcpMBps: number[] }> {
@@ -47,8 +36,8 @@ export async function nodeNetworkFigures(runs: number): Promise<{ rttMs: number[
   try {
     await Promise.all(consoles.map((c) => c.waitFor('# ', 60_000)));
     const [sender, receiver] = consoles;
-    await ask(sender, 'ADDR', ADDRESS);
-    const target = await ask(receiver, 'ADDR', ADDRESS);
+    await ask(sender, 'ADDR', WAIT_FOR_ADDRESS);
+    const target = await ask(receiver, 'ADDR', WAIT_FOR_ADDRESS);
     const rttMs: number[] = [];
     const tcpMBps: number[] = [];
     await ask(sender, 'WARM', `ping -c 2 ${target} >/dev/null; echo warm`);

@@ -9,23 +9,7 @@ import {
 } from '../machine/hypervisor.ts';
 import { TerminalPane } from './terminal-pane.ts';
 import { NetworkView, nicFields } from './network-view.ts';
-
-type Attributes = Record<string, string | number | boolean>;
-
-/** Create an element with attributes and children. */
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attributes: Attributes = {},
-  ...children: (Node | string)[]
-): HTMLElementTagNameMap[K] {
-  const element = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (value === false) continue;
-    element.setAttribute(name, value === true ? '' : String(value));
-  }
-  element.append(...children);
-  return element;
-}
+import { el } from './dom.ts';
 
 /** The lifecycle buttons, and in which states each is enabled. */
 const ACTIONS: readonly {

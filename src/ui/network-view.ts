@@ -4,22 +4,7 @@
  */
 import type { NicConfig, TabvisorApi } from '../machine/hypervisor.ts';
 import type { NetworkCapture, NetworkPortView } from '../machine/networks.ts';
-
-type Attributes = Record<string, string | number | boolean>;
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attributes: Attributes = {},
-  ...children: (Node | string)[]
-): HTMLElementTagNameMap[K] {
-  const element = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (value === false) continue;
-    element.setAttribute(name, value === true ? '' : String(value));
-  }
-  element.append(...children);
-  return element;
-}
+import { el } from './dom.ts';
 
 function describeMode(port: NetworkPortView): string {
   const mode = port.mode;

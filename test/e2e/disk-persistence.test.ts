@@ -3,24 +3,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, browserAvailable, buildApp, serveApp } from '../helpers/browser.ts';
+import { CHROMIUM, CHROMIUM_ARGS, browserAvailable, buildApp, serveApp } from '../helpers/browser.ts';
 
 const enabled = browserAvailable();
 const BOOT_TIMEOUT_MS = 90_000;
-/** The launch arguments of test/helpers/browser.ts, on a profile that outlives the browser. */
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-quic',
-];
 
 function launch(profile: string): Promise<BrowserContext> {
-  return chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
+  return chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
 }
 
 /** Process ids whose command line names this (unique, temporary) profile: the browser we launched on it. */

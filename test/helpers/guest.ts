@@ -45,3 +45,30 @@ export function watchConsole(vm: Vm): ConsoleWatch {
     type: (line) => vm.write(new TextEncoder().encode(line + '\n')),
   };
 }
+
+/**
+ * Run a shell line on a guest console and return the text between `<tag>=` and `-END` it prints. The tag is
+ * typed with an empty quote inside, so the echoed command line never matches.
+ */
+export async function ask(
+  c: ConsoleWatch,
+  tag: string,
+  command: string,
+  timeoutMs = 60_000,
+): Promise<string> {
+  const before = c.text().length;
+  c.type(`echo ${tag.slice(0, 1)}''${tag.slice(1)}=$(${command})-END`);
+  const pattern = new RegExp(`${tag}=([^\\r\\n]*)-END`);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const match = pattern.exec(c.text().slice(before));
+    if (match) return match[1];
+    if (Date.now() > deadline) throw new Error(`no ${tag} answer:\n${c.text().slice(-1500)}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** A shell line that waits (up to 30 s) for eth0 to get its DHCP lease, then prints its IPv4 address. */
+export const WAIT_FOR_ADDRESS =
+  "for i in $(seq 1 60); do ip -4 addr show eth0 | grep -q 'inet ' && break; sleep 0.5; done; " +
+  "ip -4 addr show eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p'";

@@ -3,7 +3,7 @@ import { nodeThreads } from '../../src/cli/node-threads.ts';
 import { NetworkHub, resolveNic } from '../../src/machine/networks.ts';
 import type { PortMode } from '../../src/net/switch.ts';
 import { Vm } from '../../src/machine/vm.ts';
-import { defaultSpec, watchConsole, type ConsoleWatch } from '../helpers/guest.ts';
+import { ask, defaultSpec, watchConsole, WAIT_FOR_ADDRESS, type ConsoleWatch } from '../helpers/guest.ts';
 
 const hub = new NetworkHub();
 const vms: Vm[] = [];
@@ -22,24 +22,6 @@ async function boot(name: string, mode: PortMode): Promise<{ vm: Vm; console: Co
   await console.waitFor('# ', 60_000);
   return { vm, console };
 }
-
-/** Run a shell line and return the text between `<tag>=` and `-END` it prints. */
-async function ask(c: ConsoleWatch, tag: string, command: string, timeoutMs = 60_000): Promise<string> {
-  const before = c.text().length;
-  c.type(`echo ${tag.slice(0, 1)}''${tag.slice(1)}=$(${command})-END`); // the quotes keep the echoed command line from matching
-  const pattern = new RegExp(`${tag}=([^\\r\\n]*)-END`);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const match = pattern.exec(c.text().slice(before));
-    if (match) return match[1];
-    if (Date.now() > deadline) throw new Error(`no ${tag} answer:\n${c.text().slice(-1500)}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-const WAIT_FOR_ADDRESS =
-  "for i in $(seq 1 40); do ip -4 addr show eth0 | grep -q 'inet ' && break; sleep 0.5; done; " +
-  "ip -4 addr show eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p'";
 
 describe('virtio-net in Node: VMs on one switch with a DHCP server', () => {
   it('two VMs on VLAN 10 get addresses by DHCP and ping each other; a VM on VLAN 20 cannot reach them', async () => {
