@@ -337,6 +337,15 @@ export class VirtioMmioTransport implements MmioDevice {
     return Atomics.load(this.block, this.base + STATUS);
   }
 
+  /**
+   * The features the driver accepted, once it set FEATURES_OK (the device accepted them then); 0 before and
+   * after a reset. Read without the lock: the words change only while the driver renegotiates.
+   */
+  negotiatedFeatures(): bigint {
+    if ((Atomics.load(this.block, this.base + STATUS) & VIRTIO_STATUS_FEATURES_OK) === 0) return 0n;
+    return this.driverFeatures();
+  }
+
   /** Device resets the driver has made (statistics, tests). */
   get resetCount(): number {
     return Atomics.load(this.block, this.base + RESET_COUNT);

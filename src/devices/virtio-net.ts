@@ -1,3 +1,4 @@
+import type { FrameOffload, GsoKind, OffloadSupport } from '../common/frame-offload.ts';
 import type { AccessSize } from './mmio.ts';
 import type { AddressSpace } from '../mem/address-space.ts';
 import type { BufferSegment, DescriptorChain } from './virtqueue.ts';
@@ -7,9 +8,20 @@ import { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, featureBit } from './virtio
 /** Device ID of a network card (virtio 1.2, section 5). */
 export const VIRTIO_ID_NET = 1;
 
-/** Feature bits we offer (5.1.3). No checksum or segmentation offloads: the guest computes checksums. */
+/**
+ * Feature bits we offer (5.1.3). Checksum offload both ways, TSO for TCP over IPv4 and IPv6 both ways (the
+ * switch finishes frames for receivers that do not take them, see src/net/offload.ts), mergeable receive
+ * buffers (so a 64 KiB receive needs no 64 KiB buffers), MAC, link status and MTU.
+ */
+export const VIRTIO_NET_F_CSUM = 0n;
+export const VIRTIO_NET_F_GUEST_CSUM = 1n;
 export const VIRTIO_NET_F_MTU = 3n;
 export const VIRTIO_NET_F_MAC = 5n;
+export const VIRTIO_NET_F_GUEST_TSO4 = 7n;
+export const VIRTIO_NET_F_GUEST_TSO6 = 8n;
+export const VIRTIO_NET_F_HOST_TSO4 = 11n;
+export const VIRTIO_NET_F_HOST_TSO6 = 12n;
+export const VIRTIO_NET_F_MRG_RXBUF = 15n;
 export const VIRTIO_NET_F_STATUS = 16n;
 
 /**
@@ -33,8 +45,19 @@ export const VIRTIO_NET_S_LINK_UP = 1;
  */
 export const VIRTIO_NET_HDR_FLAGS = 0;
 export const VIRTIO_NET_HDR_GSO_TYPE = 1;
+export const VIRTIO_NET_HDR_HDR_LEN = 2;
+export const VIRTIO_NET_HDR_GSO_SIZE = 4;
+export const VIRTIO_NET_HDR_CSUM_START = 6;
+export const VIRTIO_NET_HDR_CSUM_OFFSET = 8;
 export const VIRTIO_NET_HDR_NUM_BUFFERS = 10;
 export const VIRTIO_NET_HDR_SIZE = 12;
+/** `flags` bits (5.1.6): the checksum from csum_start is still to be completed; the checksums were checked. */
+export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+export const VIRTIO_NET_HDR_F_DATA_VALID = 2;
+/** `gso_type` values (5.1.6). UDP and the ECN bit are not accepted (their features are not offered). */
+export const VIRTIO_NET_HDR_GSO_NONE = 0;
+export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
 
 /** Queue indexes (5.1.2): receiveq1 and transmitq1; no control queue (VIRTIO_NET_F_CTRL_VQ not offered). */
 export const VIRTIO_NET_RX_QUEUE = 0;
@@ -59,6 +82,11 @@ export const VIRTIO_NET_QUEUE_SIZE = 256;
  * before anything is copied, so the host allocates at most this much per frame.
  */
 export const VIRTIO_NET_MAX_FRAME_BYTES = VIRTIO_NET_MTU + ETH_HEADER_BYTES + VLAN_TAG_BYTES;
+/**
+ * The largest TCP super-frame (a frame with a gso_type) the device takes or gives: a tagged Ethernet header, an
+ * IPv6 header and 64 KiB of payload. The switch checks the headers inside against the gso fields.
+ */
+export const VIRTIO_NET_MAX_GSO_FRAME_BYTES = ETH_HEADER_BYTES + VLAN_TAG_BYTES + 40 + 0xffff;
 /**
  * Chains the host takes from the transmit queue per {@link VirtioNetHost.service} call before it yields to the
  * event loop ({@link VirtioNetHost.service} then answers "more"): a guest refilling the queue as fast as the
@@ -88,14 +116,21 @@ export function parseUnicastMac(text: string): Uint8Array | undefined {
  * space (MAC, link up, MTU 1500). Pure declaration, the same in every thread; frames move in
  * {@link VirtioNetHost} on the I/O thread.
  *
- * Features offered: VERSION_1, INDIRECT_DESC, MAC, STATUS, MTU. No offloads, no mergeable rx buffers, no
- * control queue, one queue pair.
+ * Features offered: VERSION_1, INDIRECT_DESC, CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, MRG_RXBUF, MAC,
+ * STATUS, MTU. No control queue, one queue pair.
  */
 export class VirtioNetDevice implements VirtioDeviceModel {
   readonly deviceId = VIRTIO_ID_NET;
   readonly features =
     featureBit(VIRTIO_F_VERSION_1) |
     featureBit(VIRTIO_F_INDIRECT_DESC) |
+    featureBit(VIRTIO_NET_F_CSUM) |
+    featureBit(VIRTIO_NET_F_GUEST_CSUM) |
+    featureBit(VIRTIO_NET_F_GUEST_TSO4) |
+    featureBit(VIRTIO_NET_F_GUEST_TSO6) |
+    featureBit(VIRTIO_NET_F_HOST_TSO4) |
+    featureBit(VIRTIO_NET_F_HOST_TSO6) |
+    featureBit(VIRTIO_NET_F_MRG_RXBUF) |
     featureBit(VIRTIO_NET_F_MAC) |
     featureBit(VIRTIO_NET_F_STATUS) |
     featureBit(VIRTIO_NET_F_MTU);
@@ -140,10 +175,12 @@ export class VirtioNetDevice implements VirtioDeviceModel {
 /**
  * Where the device's transmitted frames go (STYLE.md rule 2): a switch port, a capture, a test. The frame is a
  * fresh array the receiver owns; `send` is called outside every device lock, so it may deliver frames back
- * into this or another device synchronously.
+ * into this or another device synchronously. `offload` is what the guest's header asked for, as the guest
+ * wrote it (checked only against the negotiated features and size limits): the receiver validates it against
+ * the frame before acting on it.
  */
 export interface NetBackend {
-  send(frame: Uint8Array): void;
+  send(frame: Uint8Array, offload?: FrameOffload): void;
 }
 
 /** Hooks through which the host reports what went wrong; the VMM logs them. */
@@ -217,45 +254,97 @@ export class VirtioNetHost {
   }
 
   /**
-   * Receive one frame for the guest (PortSink semantics): true when it was copied into a receive buffer (or
-   * dropped because that buffer was too small, as a NIC drops it), false when the guest has no free buffer or
-   * the device is not live. The frame is only read.
+   * The offloads the guest's driver accepted for frames it receives (PortSink.offloads): checksums left
+   * partial (or marked checked) with GUEST_CSUM, TCP super-frames with GUEST_TSO4/6.
    */
-  deliver(frame: Uint8Array): boolean {
+  offloads(): OffloadSupport {
+    const features = this.transport.negotiatedFeatures();
+    const has = (bit: bigint): boolean => (features & featureBit(bit)) !== 0n;
+    const csum = has(VIRTIO_NET_F_GUEST_CSUM);
+    return {
+      csum,
+      tcp4: csum && has(VIRTIO_NET_F_GUEST_TSO4),
+      tcp6: csum && has(VIRTIO_NET_F_GUEST_TSO6),
+    };
+  }
+
+  /**
+   * Receive one frame for the guest (PortSink semantics): true when it was copied into receive buffers (or
+   * dropped because the buffer was too small, as a NIC drops it), false when the guest has no free buffer or
+   * the device is not live. The frame is only read. `offload` (only what {@link offloads} said the driver
+   * takes) goes into the frame's virtio_net_hdr. With MRG_RXBUF a frame spreads over as many buffers as it
+   * needs; they are taken only when enough are free.
+   */
+  deliver(frame: Uint8Array, offload?: FrameOffload): boolean {
     const length = frame.length;
-    if (length < ETH_HEADER_BYTES || length > VIRTIO_NET_MAX_FRAME_BYTES) {
+    const superFrame = offload !== undefined && offload.gso !== 'none';
+    const limit = superFrame ? VIRTIO_NET_MAX_GSO_FRAME_BYTES : VIRTIO_NET_MAX_FRAME_BYTES;
+    if (length < ETH_HEADER_BYTES || length > limit) {
       this.stats.rxTooSmall++;
       return true;
     }
+    const header = receiveHeader(frame, offload);
+    const needed = VIRTIO_NET_HDR_SIZE + length;
     let problem: string | undefined;
     const taken = this.transport.withLiveQueue(this.memory, VIRTIO_NET_RX_QUEUE, undefined, (live) => {
-      const popped = live.ring.pop();
-      if (popped.kind === 'empty') return false;
-      if (popped.kind === 'broken') {
-        problem = popped.reason;
-        live.fail(popped.reason);
-        return false;
+      const ring = live.ring;
+      const mergeable = (live.driverFeatures & featureBit(VIRTIO_NET_F_MRG_RXBUF)) !== 0n;
+      const firstAvail = ring.nextAvail;
+      const chains: DescriptorChain[] = [];
+      let capacity = 0;
+      while (capacity < needed) {
+        const popped = ring.pop();
+        if (popped.kind === 'empty') {
+          ring.nextAvail = firstAvail; // nothing was written: the buffers stay the guest's
+          return false;
+        }
+        if (popped.kind === 'broken') {
+          problem = popped.reason;
+          live.fail(popped.reason);
+          return false;
+        }
+        const chain = popped.chain;
+        if (!chain.writable.every((s) => s.inRam)) {
+          problem = 'virtio-net receive buffer outside RAM';
+          live.fail(problem);
+          return false;
+        }
+        if (chain.readableBytes !== 0 || (mergeable && chain.writableBytes < VIRTIO_NET_HDR_SIZE)) {
+          if (mergeable) {
+            // 5.1.6.3.1: every mergeable buffer is device-writable and holds at least a header.
+            problem =
+              'virtio-net mergeable receive buffer unusable (device-readable or smaller than a header)';
+            live.fail(problem);
+            return false;
+          }
+          this.stats.rxTooSmall++;
+          ring.pushUsed(chain.head, 0);
+          return true;
+        }
+        chains.push(chain);
+        capacity += chain.writableBytes;
+        if (!mergeable) break;
       }
-      const chain = popped.chain;
-      const needed = VIRTIO_NET_HDR_SIZE + length;
-      if (!chain.writable.every((s) => s.inRam)) {
-        problem = 'virtio-net receive buffer outside RAM';
-        live.fail(problem);
-        return false;
-      }
-      if (chain.readableBytes !== 0 || chain.writableBytes < needed) {
-        // 5.1.6.3: receive buffers are device-writable and large enough; a wrong one gets nothing written.
+      if (capacity < needed) {
+        // Without MRG_RXBUF one buffer must hold it all (5.1.6.3); a NIC drops what does not fit.
         this.stats.rxTooSmall++;
-        live.ring.pushUsed(chain.head, 0);
+        ring.pushUsed(chains[0].head, 0);
         return true;
       }
-      const header = new Uint8Array(VIRTIO_NET_HDR_SIZE);
-      // 5.1.6.4.1: without VIRTIO_NET_F_MRG_RXBUF the device sets num_buffers to 1; everything else is 0
-      // (no checksum or GSO information).
-      header[VIRTIO_NET_HDR_NUM_BUFFERS] = 1;
-      scatter(this.memory, chain.writable, 0, header);
-      scatter(this.memory, chain.writable, VIRTIO_NET_HDR_SIZE, frame);
-      live.ring.pushUsed(chain.head, needed);
+      header[VIRTIO_NET_HDR_NUM_BUFFERS] = chains.length & 0xff;
+      header[VIRTIO_NET_HDR_NUM_BUFFERS + 1] = chains.length >>> 8;
+      let at = 0;
+      for (const chain of chains) {
+        const used = Math.min(chain.writableBytes, needed - at);
+        const fromHeader = Math.max(0, Math.min(VIRTIO_NET_HDR_SIZE - at, used));
+        if (fromHeader > 0) scatter(this.memory, chain.writable, 0, header.subarray(at, at + fromHeader));
+        const frameFrom = at + fromHeader - VIRTIO_NET_HDR_SIZE;
+        const frameBytes = used - fromHeader;
+        if (frameBytes > 0)
+          scatter(this.memory, chain.writable, fromHeader, frame.subarray(frameFrom, frameFrom + frameBytes));
+        ring.pushUsed(chain.head, used);
+        at += used;
+      }
       this.stats.rxFrames++;
       this.stats.rxBytes += length;
       return true;
@@ -271,6 +360,7 @@ export class VirtioNetHost {
   /** Take up to a batch of transmit chains under the lock, then hand the frames to the backend outside it. */
   private transmit(): void {
     const frames: Uint8Array[] = [];
+    const offloads: (FrameOffload | undefined)[] = [];
     let problem: string | undefined;
     this.txBacklog = false;
     this.transport.withLiveQueue(this.memory, VIRTIO_NET_TX_QUEUE, undefined, (live) => {
@@ -286,43 +376,132 @@ export class VirtioNetHost {
           live.fail(popped.reason);
           return;
         }
-        const frame = this.gatherFrame(popped.chain);
+        const sent = this.gatherFrame(popped.chain, live.driverFeatures);
         live.ring.pushUsed(popped.chain.head, 0);
-        if (frame === undefined) this.stats.txDropped++;
-        else frames.push(frame);
+        if (sent === undefined) {
+          this.stats.txDropped++;
+        } else {
+          frames.push(sent.frame);
+          offloads.push(sent.offload);
+        }
       }
     });
     if (problem !== undefined) this.options.onGuestError?.(problem);
     // Outside the lock: the backend may deliver frames straight back into this device's receive queue.
-    for (const frame of frames) {
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i];
       this.stats.txFrames++;
       this.stats.txBytes += frame.length;
-      this.backend.send(frame);
+      this.backend.send(frame, offloads[i]);
     }
   }
 
-  /** The frame of a transmit chain (header stripped), or undefined when the chain is not a valid one. */
-  private gatherFrame(chain: DescriptorChain): Uint8Array | undefined {
+  /**
+   * The frame of a transmit chain (header stripped) with the offload its header asks for, or undefined when
+   * the chain is not a valid one: device-writable parts, a header asking for an offload that was not
+   * negotiated (or DATA_VALID, which only a device sets), a frame too short or longer than the cap (an MTU
+   * frame, or 64 KiB of TCP for a super-frame).
+   */
+  private gatherFrame(
+    chain: DescriptorChain,
+    features: bigint,
+  ): { frame: Uint8Array; offload: FrameOffload | undefined } | undefined {
     // 5.1.6.2: transmit buffers are device-readable only: header, then the frame.
-    if (chain.writableBytes !== 0) return undefined;
+    if (chain.writableBytes !== 0 || chain.readableBytes < VIRTIO_NET_HDR_SIZE) return undefined;
+    const header = new Uint8Array(VIRTIO_NET_HDR_SIZE);
+    if (!this.gather(chain, 0, header)) return undefined;
+    const offload = transmitOffload(header, features);
+    if (offload === null) return undefined;
     const length = chain.readableBytes - VIRTIO_NET_HDR_SIZE;
-    if (length < ETH_HEADER_BYTES || length > VIRTIO_NET_MAX_FRAME_BYTES) return undefined;
-    const out = new Uint8Array(length);
-    let skip = VIRTIO_NET_HDR_SIZE;
+    const limit =
+      offload !== undefined && offload.gso !== 'none'
+        ? VIRTIO_NET_MAX_GSO_FRAME_BYTES
+        : VIRTIO_NET_MAX_FRAME_BYTES;
+    if (length < ETH_HEADER_BYTES || length > limit) return undefined;
+    const frame = new Uint8Array(length);
+    if (!this.gather(chain, VIRTIO_NET_HDR_SIZE, frame)) return undefined;
+    return { frame, offload };
+  }
+
+  /** Copy `out.length` bytes of a chain's readable parts, starting `skip` bytes in; false if a part is not RAM. */
+  private gather(chain: DescriptorChain, skip: number, out: Uint8Array): boolean {
     let at = 0;
     for (const segment of chain.readable) {
+      if (at === out.length) break;
       if (skip >= segment.length) {
         skip -= segment.length;
         continue;
       }
-      if (!segment.inRam) return undefined;
-      const take = segment.length - skip;
-      if (!this.memory.read((segment.gpa + skip) >>> 0, out.subarray(at, at + take))) return undefined;
+      if (!segment.inRam) return false;
+      const take = Math.min(segment.length - skip, out.length - at);
+      if (!this.memory.read((segment.gpa + skip) >>> 0, out.subarray(at, at + take))) return false;
       at += take;
       skip = 0;
     }
-    return out;
+    return at === out.length;
   }
+}
+
+/** The gso_type value of a segmentation kind. */
+const GSO_TYPES: Record<GsoKind, number> = {
+  none: VIRTIO_NET_HDR_GSO_NONE,
+  tcp4: VIRTIO_NET_HDR_GSO_TCPV4,
+  tcp6: VIRTIO_NET_HDR_GSO_TCPV6,
+};
+
+/**
+ * The offload a transmit header asks for: undefined for none, null when the header is invalid for the
+ * negotiated features (5.1.6.2.1: NEEDS_CSUM needs CSUM, a TCPv4/v6 gso_type needs HOST_TSO4/6 and a pending
+ * checksum; DATA_VALID and other flags are the device's to set).
+ */
+function transmitOffload(header: Uint8Array, features: bigint): FrameOffload | undefined | null {
+  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+  const flags = header[VIRTIO_NET_HDR_FLAGS];
+  const gsoType = header[VIRTIO_NET_HDR_GSO_TYPE];
+  if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) return null;
+  const needsCsum = (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
+  if (needsCsum && (features & featureBit(VIRTIO_NET_F_CSUM)) === 0n) return null;
+  let gso: GsoKind;
+  if (gsoType === VIRTIO_NET_HDR_GSO_NONE) gso = 'none';
+  else if (gsoType === VIRTIO_NET_HDR_GSO_TCPV4 && (features & featureBit(VIRTIO_NET_F_HOST_TSO4)) !== 0n)
+    gso = 'tcp4';
+  else if (gsoType === VIRTIO_NET_HDR_GSO_TCPV6 && (features & featureBit(VIRTIO_NET_F_HOST_TSO6)) !== 0n)
+    gso = 'tcp6';
+  else return null;
+  if (gso !== 'none' && !needsCsum) return null;
+  if (!needsCsum) return undefined;
+  return {
+    csumStart: view.getUint16(VIRTIO_NET_HDR_CSUM_START, true),
+    csumOffset: view.getUint16(VIRTIO_NET_HDR_CSUM_OFFSET, true),
+    gso,
+    gsoSize: gso === 'none' ? 0 : view.getUint16(VIRTIO_NET_HDR_GSO_SIZE, true),
+    dataValid: false,
+  };
+}
+
+/**
+ * The virtio_net_hdr for a received frame (num_buffers filled in later): its pending checksum and
+ * segmentation, or DATA_VALID (5.1.6.4). hdr_len is the length of the headers of a super-frame (Ethernet to
+ * the end of the TCP header), as a driver expects it.
+ */
+function receiveHeader(frame: Uint8Array, offload: FrameOffload | undefined): Uint8Array {
+  const header = new Uint8Array(VIRTIO_NET_HDR_SIZE);
+  if (offload === undefined) return header;
+  const view = new DataView(header.buffer);
+  if (offload.csumStart >= 0) {
+    header[VIRTIO_NET_HDR_FLAGS] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    view.setUint16(VIRTIO_NET_HDR_CSUM_START, offload.csumStart, true);
+    view.setUint16(VIRTIO_NET_HDR_CSUM_OFFSET, offload.csumOffset, true);
+  } else if (offload.dataValid) {
+    header[VIRTIO_NET_HDR_FLAGS] = VIRTIO_NET_HDR_F_DATA_VALID;
+  }
+  if (offload.gso !== 'none' && offload.csumStart >= 0) {
+    header[VIRTIO_NET_HDR_GSO_TYPE] = GSO_TYPES[offload.gso];
+    view.setUint16(VIRTIO_NET_HDR_GSO_SIZE, offload.gsoSize, true);
+    const tcpHeader = offload.csumStart + 12 < frame.length ? (frame[offload.csumStart + 12] >>> 4) * 4 : 0;
+    view.setUint16(VIRTIO_NET_HDR_HDR_LEN, Math.min(frame.length, offload.csumStart + tcpHeader), true);
+  }
+  return header;
 }
 
 /** Copy `data` into the concatenation of `segments` (checked to be RAM) starting at byte `start`. */

@@ -12,6 +12,7 @@
  * clients' renewals (it ACKs a requested address that is free in its pool, so clients keep their addresses).
  */
 import { UserError } from '../common/errors.ts';
+import { NO_OFFLOADS } from '../common/frame-offload.ts';
 import type { NetBackend } from '../devices/virtio-net.ts';
 import { parseUnicastMac } from '../devices/virtio-net.ts';
 import { DhcpServer, type DhcpLeaseView } from '../net/dhcp-server.ts';
@@ -25,7 +26,7 @@ import {
   type SwitchPort,
 } from '../net/switch.ts';
 import { Uplink, networkChannelName, type NetChannel } from '../net/uplink.ts';
-import type { VmNic } from './vm.ts';
+import type { PortSink as VmPortSink, VmNic } from './vm.ts';
 
 /** The network a NIC joins when its configuration names none. */
 export const DEFAULT_NETWORK = 'default';
@@ -306,13 +307,16 @@ export class NetworkHub {
   nic(portName: string, config: ResolvedNic): VmNic & { dispose(): void } {
     const network = this.network(config.network);
     network.useVlans(config.mode);
-    let receiver: { deliver(frame: Uint8Array): boolean } | undefined;
+    let receiver: VmPortSink | undefined;
     const port = network.switch.addPort({
       name: portName,
       mode: config.mode,
-      sink: { deliver: (frame) => receiver?.deliver(frame) ?? false },
+      sink: {
+        deliver: (frame, offload) => receiver?.deliver(frame, offload) ?? false,
+        offloads: () => receiver?.offloads?.() ?? NO_OFFLOADS,
+      },
     });
-    const backend: NetBackend = { send: (frame) => port.receive(frame) };
+    const backend: NetBackend = { send: (frame, offload) => port.receive(frame, offload) };
     return {
       mac: config.mac,
       plug: (next) => {

@@ -1,3 +1,4 @@
+import type { FrameOffload, OffloadSupport } from '../common/frame-offload.ts';
 import { UserError } from '../common/errors.ts';
 import {
   HART_INSTRET_HI,
@@ -77,7 +78,14 @@ export interface VmSpec extends LinuxBootImages {
  */
 export interface VmNic {
   readonly mac: string;
-  plug(receiver: { deliver(frame: Uint8Array): boolean }): { readonly backend: NetBackend; unplug(): void };
+  plug(receiver: PortSink): { readonly backend: NetBackend; unplug(): void };
+}
+
+/** A card's receive side as a network sees it (the shape of a switch port's sink). */
+export interface PortSink {
+  deliver(frame: Uint8Array, offload?: FrameOffload): boolean;
+  /** The offloads the guest's driver takes on received frames (see src/net/offload.ts); none if absent. */
+  offloads?(): OffloadSupport;
 }
 
 /** How a VM ended. */
@@ -196,7 +204,7 @@ export class Vm {
         }),
     );
     this.nicHosts = nics.map((_, i) => {
-      const backend: NetBackend = { send: (frame) => this.nicBackends[i]?.send(frame) };
+      const backend: NetBackend = { send: (frame, offload) => this.nicBackends[i]?.send(frame, offload) };
       return new VirtioNetHost(this.board.nics[i], this.board.memory, backend, {
         onGuestError: (reason) =>
           this.onDiskProblem?.(`NIC ${i}: the guest broke the virtio protocol: ${reason}`),
@@ -318,7 +326,10 @@ export class Vm {
     for (const host of this.diskHosts) void this.serveDisk(host);
     this.nics.forEach((nic, i) => {
       const host = this.nicHosts[i];
-      const plugged = nic.plug({ deliver: (frame) => host.deliver(frame) });
+      const plugged = nic.plug({
+        deliver: (frame, offload) => host.deliver(frame, offload),
+        offloads: () => host.offloads(),
+      });
       this.nicBackends[i] = plugged.backend;
       this.nicUnplugs.push(() => plugged.unplug());
       void this.serveNic(host);

@@ -103,7 +103,7 @@ export function prefixMask(prefixLength: number): number {
 }
 
 /** Sum 16-bit big-endian words into a one's-complement accumulator (RFC 1071); odd lengths pad with zero. */
-function sumWords(bytes: Uint8Array, start: number, end: number, initial: number): number {
+export function sumWords(bytes: Uint8Array, start: number, end: number, initial: number): number {
   let sum = initial;
   let i = start;
   for (; i + 1 < end; i += 2) sum += (bytes[i] << 8) | bytes[i + 1];
@@ -111,7 +111,8 @@ function sumWords(bytes: Uint8Array, start: number, end: number, initial: number
   return sum;
 }
 
-function foldChecksum(sum: number): number {
+/** Fold a {@link sumWords} accumulator to 16 bits and complement it: the checksum field's value. */
+export function foldChecksum(sum: number): number {
   while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
   return ~sum & 0xffff;
 }

@@ -10,6 +10,7 @@
  * inside `deliver` (a DHCP reply); the nesting is bounded by {@link MAX_FORWARDING_DEPTH}.
  */
 import { UserError } from '../common/errors.ts';
+import { NO_OFFLOADS, type FrameOffload, type OffloadSupport } from '../common/frame-offload.ts';
 import {
   ETHERTYPE_VLAN,
   ETH_DST_OFFSET,
@@ -37,6 +38,14 @@ import {
   readU16,
   writeU16,
 } from './ethernet.ts';
+import {
+  GSO_MAX_FRAME,
+  acceptsOffload,
+  checkOffload,
+  finishFrame,
+  isFinished,
+  shiftOffload,
+} from './offload.ts';
 
 /**
  * Where a port hands frames the switch sends out of it (a vNIC's receive queue, the uplink, a service).
@@ -44,9 +53,16 @@ import {
  * `deliver` returns true when it took the frame and false when it is busy or full: the frame is then dropped
  * and counted as `busy` on that port. There is no queue inside the switch. The frame must not be mutated; it
  * may be kept.
+ *
+ * Offloads (see offload.ts): a frame may come with a {@link FrameOffload} (a checksum still to complete, a TCP
+ * super-frame to cut into segments, or the hint that its checksums are known good). A sink gets it only for
+ * what its `offloads()` says it takes; for anything else the switch finishes the frame first and the sink gets
+ * ordinary frames. A sink without `offloads` takes none and is never handed an offload.
  */
 export interface PortSink {
-  deliver(frame: Uint8Array): boolean;
+  deliver(frame: Uint8Array, offload?: FrameOffload): boolean;
+  /** What `deliver` takes as it is, asked for every frame (a vNIC's answer changes when its driver resets). */
+  offloads?(): OffloadSupport;
 }
 
 /** An access port: one VLAN, frames sent and received untagged; tagged frames arriving are dropped. */
@@ -92,8 +108,10 @@ export interface PortConfig {
 export const DROP_REASONS = [
   /** Shorter than an Ethernet header (or a tag header). */
   'runt',
-  /** Longer than MTU 1500 plus headers. */
+  /** Longer than MTU 1500 plus headers (64 KiB plus headers for a TCP super-frame). */
   'oversize',
+  /** The offload the sender asked for does not match the frame (see `checkOffload` in offload.ts). */
+  'bad-offload',
   /** A tagged frame arrived on an access port (defeats double-tagging VLAN hopping). */
   'tagged-on-access',
   /** A second tag under the switch's tag, or an S-tag (0x88a8/0x9100) on a trunk: never forwarded. */
@@ -319,15 +337,23 @@ export class SwitchPort {
     return this.#access;
   }
 
-  /** A frame from the attached device enters the switch. Ownership of `frame` passes to the switch. */
-  receive(frame: Uint8Array): void {
-    if (this.#attached) this.#switch.forward(this, frame);
+  /**
+   * A frame from the attached device enters the switch, with the offload its sender asked for (validated
+   * here, never trusted). Ownership of `frame` passes to the switch.
+   */
+  receive(frame: Uint8Array, offload?: FrameOffload): void {
+    if (this.#attached) this.#switch.forward(this, frame, offload);
   }
 
   /** Observe this port's frames (for pcap); returns a function that stops observing. */
   capture(listener: CaptureListener): () => void {
     this.#captures.add(listener);
     return () => this.#captures.delete(listener);
+  }
+
+  /** @internal True when someone observes this port (frames are then finished for the capture). */
+  get capturing(): boolean {
+    return this.#captures.size > 0;
   }
 
   /** @internal */
@@ -364,10 +390,34 @@ export class SwitchPort {
   }
 }
 
+/** A frame as some egress ports send it, with its offload and, once needed, its finished frames. */
+interface EgressForm {
+  readonly frame: Uint8Array;
+  readonly offload: FrameOffload | undefined;
+  /** {@link finishFrame}'s result, made once for every port that needs it. */
+  finished: readonly Uint8Array[] | null;
+}
+
 /** The per-frame copies made for egress, shared by every port that sends the frame the same way. */
 interface EgressForms {
-  untagged: Uint8Array | null;
-  tagged: Uint8Array | null;
+  untagged: EgressForm | null;
+  tagged: EgressForm | null;
+}
+
+/** What a receiver that takes checksum offload is told about a frame the switch finished. */
+const CHECKSUMS_VALID: FrameOffload = {
+  csumStart: -1,
+  csumOffset: 0,
+  gso: 'none',
+  gsoSize: 0,
+  dataValid: true,
+};
+
+/** The finished frames of `form` (computed once). */
+function finished(form: EgressForm): readonly Uint8Array[] {
+  if (form.offload === undefined) return [form.frame];
+  form.finished ??= finishFrame(form.frame, form.offload);
+  return form.finished;
 }
 
 /** A VLAN-aware learning switch. See the module comment for the frame ownership rules. */
@@ -456,22 +506,36 @@ export class EthernetSwitch {
   }
 
   /** @internal Entry point of {@link SwitchPort.receive}. */
-  forward(ingress: SwitchPort, frame: Uint8Array): void {
+  forward(ingress: SwitchPort, frame: Uint8Array, requested?: FrameOffload): void {
     const now = this.#clock();
     const counters = ingress.counters;
     counters.rxFrames++;
     counters.rxBytes += frame.length;
-    ingress.notifyCapture(frame, 'rx', now);
+    let offload: FrameOffload | undefined;
+    if (requested !== undefined) {
+      const checked = checkOffload(frame, requested);
+      if (typeof checked === 'string') {
+        ingress.notifyCapture(frame, 'rx', now);
+        counters.drops['bad-offload']++;
+        return;
+      }
+      if (!isFinished(checked)) offload = checked;
+    }
+    if (ingress.capturing) {
+      const form: EgressForm = { frame, offload, finished: null };
+      for (const piece of finished(form)) ingress.notifyCapture(piece, 'rx', now);
+    }
     if (this.#depth >= MAX_FORWARDING_DEPTH) {
       counters.drops.reentrancy++;
       return;
     }
     const length = frame.length;
+    const superFrame = offload !== undefined && offload.gso !== 'none';
     if (length < ETH_HEADER_BYTES) {
       counters.drops.runt++;
       return;
     }
-    if (length > ETH_MAX_TAGGED_FRAME) {
+    if (length > (superFrame ? GSO_MAX_FRAME : ETH_MAX_TAGGED_FRAME)) {
       counters.drops.oversize++;
       return;
     }
@@ -521,7 +585,7 @@ export class EthernetSwitch {
         return;
       }
     }
-    if (!tagged && length > ETH_MAX_UNTAGGED_FRAME) {
+    if (!tagged && !superFrame && length > ETH_MAX_UNTAGGED_FRAME) {
       counters.drops.oversize++;
       return;
     }
@@ -536,7 +600,9 @@ export class EthernetSwitch {
 
     this.#learn(ingress, vlan, macKeyAt(frame, ETH_SRC_OFFSET), now);
 
-    const forms: EgressForms = tagged ? { untagged: null, tagged: null } : { untagged: frame, tagged: null };
+    const forms: EgressForms = tagged
+      ? { untagged: null, tagged: null }
+      : { untagged: { frame, offload, finished: null }, tagged: null };
     const fromUplink = ingress.role === 'uplink';
     this.#depth++;
     try {
@@ -545,7 +611,7 @@ export class EthernetSwitch {
         if (entry) {
           const egress = entry.port;
           if (egress === ingress || (fromUplink && egress.role === 'uplink')) counters.drops.filtered++;
-          else this.#send(egress, this.#egressForm(egress, vlan, frame, tagged, forms), now);
+          else this.#send(egress, this.#egressForm(egress, vlan, frame, offload, tagged, forms), now);
           return;
         }
       }
@@ -553,7 +619,7 @@ export class EthernetSwitch {
       for (const egress of this.#ports) {
         if (egress === ingress || !egress.attached || !egress.carries(vlan)) continue;
         if (fromUplink && egress.role === 'uplink') continue;
-        this.#send(egress, this.#egressForm(egress, vlan, frame, tagged, forms), now);
+        this.#send(egress, this.#egressForm(egress, vlan, frame, offload, tagged, forms), now);
       }
     } finally {
       this.#depth--;
@@ -565,43 +631,74 @@ export class EthernetSwitch {
     egress: SwitchPort,
     vlan: number,
     frame: Uint8Array,
+    offload: FrameOffload | undefined,
     ingressTagged: boolean,
     forms: EgressForms,
-  ): Uint8Array {
+  ): EgressForm {
     if (!egress.tags(vlan)) {
-      forms.untagged ??= popVlanTag(frame);
+      forms.untagged ??= {
+        frame: popVlanTag(frame),
+        offload: offload && shiftOffload(offload, -VLAN_TAG_BYTES),
+        finished: null,
+      };
       return forms.untagged;
     }
     if (forms.tagged === null) {
       if (!ingressTagged) {
-        forms.tagged = pushVlanTag(frame, vlan);
+        const shifted = offload && shiftOffload(offload, VLAN_TAG_BYTES);
+        forms.tagged = { frame: pushVlanTag(frame, vlan), offload: shifted, finished: null };
       } else if ((readU16(frame, VLAN_TCI_OFFSET) & TCI_VID_MASK) === vlan) {
-        forms.tagged = frame;
+        forms.tagged = { frame, offload, finished: null };
       } else {
         // Priority-tagged (VID 0) frame of the native VLAN: keep PCP and DEI, write the VID.
         const copy = frame.slice();
         writeU16(copy, VLAN_TCI_OFFSET, (readU16(frame, VLAN_TCI_OFFSET) & ~TCI_VID_MASK) | vlan);
-        forms.tagged = copy;
+        forms.tagged = { frame: copy, offload, finished: null };
       }
     }
     return forms.tagged;
   }
 
-  #send(egress: SwitchPort, frame: Uint8Array, now: number): void {
-    let accepted: boolean;
+  /** Hand `form` to `egress`: as it is where the sink takes its offload, else finished first. */
+  #send(egress: SwitchPort, form: EgressForm, now: number): void {
+    const counters = egress.counters;
+    let frames: readonly Uint8Array[];
+    let offload: FrameOffload | undefined;
     try {
-      accepted = egress.sink.deliver(frame);
+      const support = form.offload === undefined ? NO_OFFLOADS : (egress.sink.offloads?.() ?? NO_OFFLOADS);
+      if (form.offload === undefined) {
+        frames = [form.frame];
+      } else if (acceptsOffload(support, form.offload)) {
+        frames = [form.frame];
+        offload = support.csum ? form.offload : undefined;
+      } else {
+        frames = finished(form);
+        offload = support.csum ? CHECKSUMS_VALID : undefined;
+      }
     } catch {
-      egress.counters.drops['sink-error']++;
+      counters.drops['sink-error']++;
       return;
     }
-    if (!accepted) {
-      egress.counters.drops.busy++;
-      return;
+    for (const frame of frames) {
+      let accepted: boolean;
+      try {
+        accepted = egress.sink.deliver(frame, offload);
+      } catch {
+        counters.drops['sink-error']++;
+        continue;
+      }
+      if (!accepted) {
+        counters.drops.busy++;
+        continue;
+      }
+      counters.txFrames++;
+      counters.txBytes += frame.length;
+      if (egress.capturing) {
+        // A capture shows finished frames, as they would be on a wire, whatever the sink was handed.
+        const pieces = frame === form.frame ? finished(form) : [frame];
+        for (const piece of pieces) egress.notifyCapture(piece, 'tx', now);
+      }
     }
-    egress.counters.txFrames++;
-    egress.counters.txBytes += frame.length;
-    egress.notifyCapture(frame, 'tx', now);
   }
 
   #lookup(vlan: number, key: number, now: number): LearnedMac | undefined {

@@ -9,7 +9,9 @@
  * Everything that arrives on the channel comes from another tab and is untrusted: each field is checked, and a
  * message that fails a check is dropped and counted, never thrown.
  */
+import type { FrameOffload, OffloadSupport } from '../common/frame-offload.ts';
 import { ETH_HEADER_BYTES, ETH_MAX_TAGGED_FRAME } from './ethernet.ts';
+import { GSO_MAX_FRAME } from './offload.ts';
 import type { EthernetSwitch, SwitchPort, TrunkMode } from './switch.ts';
 
 /**
@@ -22,21 +24,34 @@ export interface NetChannel {
   close(): void;
 }
 
-/** The version this code writes and the only one it accepts. */
-export const UPLINK_PROTOCOL_VERSION = 1;
+/**
+ * The version this code writes and the only one it accepts. Version 2 added `offload` (version 1 tabs, which
+ * could not carry super-frames, are not on the same network as version 2 tabs: each drops the other's messages
+ * as `bad-version`).
+ */
+export const UPLINK_PROTOCOL_VERSION = 2;
 
 /**
- * The one message of protocol version 1: an Ethernet frame as it leaves the switch on a trunk (tagged with
- * its VLAN; this port has no native VLAN), without FCS.
+ * The one message of protocol version 2: an Ethernet frame as it leaves the switch on a trunk (tagged with
+ * its VLAN; this port has no native VLAN), without FCS, with its offload when it has one: a TCP super-frame
+ * crosses the channel as one message, and the receiving switch finishes it for ports that need it.
  */
 export interface UplinkFrameMessage {
   readonly v: typeof UPLINK_PROTOCOL_VERSION;
   readonly kind: 'frame';
   /** The sending switch's id, {@link MIN_SWITCH_ID_LENGTH}..{@link MAX_SWITCH_ID_LENGTH} of `[A-Za-z0-9_-]`. */
   readonly from: string;
-  /** A Uint8Array of {@link ETH_HEADER_BYTES}..{@link ETH_MAX_TAGGED_FRAME} bytes. */
+  /**
+   * A Uint8Array of {@link ETH_HEADER_BYTES}..{@link ETH_MAX_TAGGED_FRAME} bytes, or up to
+   * {@link GSO_MAX_FRAME} for a TCP super-frame.
+   */
   readonly frame: Uint8Array;
+  /** Absent for a finished frame. Checked here for shape and by the receiving switch against the frame. */
+  readonly offload?: FrameOffload;
 }
+
+/** The uplink carries every offload: the receiving tab's switch finishes frames for its own ports. */
+const UPLINK_OFFLOADS: OffloadSupport = { csum: true, tcp4: true, tcp6: true };
 
 /** Shortest accepted switch id. */
 export const MIN_SWITCH_ID_LENGTH = 1;
@@ -62,8 +77,10 @@ export const UPLINK_DROP_REASONS = [
   'bad-from',
   /** `frame` is not a Uint8Array. */
   'bad-frame-type',
-  /** `frame` shorter than an Ethernet header or longer than a tagged MTU-sized frame. */
+  /** `frame` shorter than an Ethernet header or longer than a tagged MTU-sized frame (or super-frame). */
   'bad-frame-size',
+  /** `offload` present but not an object of the documented fields and types. */
+  'bad-offload',
   /** Reading the message threw (an exotic object handed in-process). */
   'unreadable',
   /** The uplink was closed. */
@@ -139,7 +156,9 @@ export function isValidSwitchId(id: unknown): id is string {
  * could pin a larger buffer) or the reason it is refused. Never throws on plain data; exotic objects handed
  * in-process may throw from getters, which {@link Uplink} catches.
  */
-export function parseUplinkMessage(data: unknown): { from: string; frame: Uint8Array } | UplinkDropReason {
+export function parseUplinkMessage(
+  data: unknown,
+): { from: string; frame: Uint8Array; offload?: FrameOffload } | UplinkDropReason {
   if (typeof data !== 'object' || data === null || Array.isArray(data)) return 'not-object';
   const message = data as Record<string, unknown>;
   if (message.v !== UPLINK_PROTOCOL_VERSION) return 'bad-version';
@@ -148,13 +167,38 @@ export function parseUplinkMessage(data: unknown): { from: string; frame: Uint8A
   if (!isValidSwitchId(from)) return 'bad-from';
   const frame = message.frame;
   if (!(frame instanceof Uint8Array)) return 'bad-frame-type';
+  let offload: FrameOffload | undefined;
+  if (message.offload !== undefined) {
+    offload = parseOffloadShape(message.offload);
+    if (offload === undefined) return 'bad-offload';
+  }
   const length = frame.byteLength;
-  if (length < ETH_HEADER_BYTES || length > ETH_MAX_TAGGED_FRAME) return 'bad-frame-size';
+  const limit = offload !== undefined && offload.gso !== 'none' ? GSO_MAX_FRAME : ETH_MAX_TAGGED_FRAME;
+  if (length < ETH_HEADER_BYTES || length > limit) return 'bad-frame-size';
   // A view into a larger or shared buffer is copied: the switch may keep frames, and a SharedArrayBuffer
   // could change under it.
   const ownBuffer =
     frame.buffer instanceof ArrayBuffer && frame.byteOffset === 0 && frame.buffer.byteLength === length;
-  return { from, frame: ownBuffer ? frame : frame.slice() };
+  const copy = ownBuffer ? frame : frame.slice();
+  return offload === undefined ? { from, frame: copy } : { from, frame: copy, offload };
+}
+
+/** A fresh FrameOffload from an untrusted value, or undefined when a field is missing or of the wrong type. */
+function parseOffloadShape(value: unknown): FrameOffload | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const o = value as Record<string, unknown>;
+  const { csumStart, csumOffset, gso, gsoSize, dataValid } = o;
+  if (!Number.isInteger(csumStart) || !Number.isInteger(csumOffset) || !Number.isInteger(gsoSize))
+    return undefined;
+  if (gso !== 'none' && gso !== 'tcp4' && gso !== 'tcp6') return undefined;
+  if (typeof dataValid !== 'boolean') return undefined;
+  return {
+    csumStart: csumStart as number,
+    csumOffset: csumOffset as number,
+    gso,
+    gsoSize: gsoSize as number,
+    dataValid,
+  };
 }
 
 function randomSwitchId(): string {
@@ -194,7 +238,7 @@ export class Uplink {
       role: 'uplink',
       mode,
       maxMacs: options.maxMacs ?? DEFAULT_UPLINK_MAX_MACS,
-      sink: { deliver: (frame) => this.#post(frame) },
+      sink: { deliver: (frame, offload) => this.#post(frame, offload), offloads: () => UPLINK_OFFLOADS },
     });
     channel.onmessage = (event) => this.#onMessage(event);
   }
@@ -217,13 +261,14 @@ export class Uplink {
     }
   }
 
-  #post(frame: Uint8Array): boolean {
+  #post(frame: Uint8Array, offload: FrameOffload | undefined): boolean {
     if (this.#closed) return false;
     const message: UplinkFrameMessage = {
       v: UPLINK_PROTOCOL_VERSION,
       kind: 'frame',
       from: this.switchId,
       frame,
+      ...(offload === undefined ? {} : { offload }),
     };
     try {
       this.#channel.postMessage(message);
@@ -256,6 +301,6 @@ export class Uplink {
       return;
     }
     this.counters.received++;
-    this.port.receive(parsed.frame);
+    this.port.receive(parsed.frame, parsed.offload);
   }
 }

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { SharedLayout, createControlBlock } from '../../../src/common/shared-block.ts';
+import type { FrameOffload } from '../../../src/common/frame-offload.ts';
 import {
+  VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
   VIRTIO_MMIO_CONFIG,
   VIRTIO_MMIO_INT_VRING,
@@ -10,11 +12,19 @@ import {
 } from '../../../src/devices/virtio-mmio.ts';
 import {
   VIRTIO_ID_NET,
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6,
   VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
   VIRTIO_NET_F_STATUS,
   VIRTIO_NET_HDR_SIZE,
   VIRTIO_NET_MAX_FRAME_BYTES,
+  VIRTIO_NET_MAX_GSO_FRAME_BYTES,
   VIRTIO_NET_QUEUE_SIZE,
   VIRTIO_NET_RX_QUEUE,
   VIRTIO_NET_TX_BATCH,
@@ -28,7 +38,15 @@ import { RecordingIrq, TestGuestRam, VirtioTestDriver } from '../../helpers/virt
 
 const MAC = '52:54:00:12:34:56';
 
-function setup(options: { queueSize?: number } = {}) {
+/** The features of a driver that takes no offload and no mergeable buffers (most tests). */
+const BASIC_FEATURES =
+  featureBit(VIRTIO_F_VERSION_1) |
+  featureBit(VIRTIO_F_INDIRECT_DESC) |
+  featureBit(VIRTIO_NET_F_MAC) |
+  featureBit(VIRTIO_NET_F_STATUS) |
+  featureBit(VIRTIO_NET_F_MTU);
+
+function setup(options: { queueSize?: number; features?: bigint } = {}) {
   const layout = new SharedLayout(1);
   const base = layout.alloc(VirtioMmioTransport.words(2));
   const block = createControlBlock(layout.words, true);
@@ -38,19 +56,29 @@ function setup(options: { queueSize?: number } = {}) {
   const ioView = new VirtioMmioTransport(block, base, new VirtioNetDevice({ mac: MAC }), irq, 1);
   const ram = new TestGuestRam(4 << 20);
   const sent: Uint8Array[] = [];
+  const sentOffloads: (FrameOffload | undefined)[] = [];
   const guestErrors: string[] = [];
   const host = new VirtioNetHost(
     ioView,
     ram.memory,
-    { send: (frame) => sent.push(frame) },
+    {
+      send: (frame, offload) => {
+        sent.push(frame);
+        sentOffloads.push(offload);
+      },
+    },
     {
       onGuestError: (reason) => guestErrors.push(reason),
     },
   );
   const driver = new VirtioTestDriver(hartView, ram);
-  driver.initialize({ queueCount: 2, queueSize: options.queueSize });
+  driver.initialize({
+    queueCount: 2,
+    queueSize: options.queueSize,
+    features: options.features ?? BASIC_FEATURES,
+  });
   host.service();
-  return { host, driver, ram, irq, sent, guestErrors };
+  return { host, driver, ram, irq, sent, sentOffloads, guestErrors };
 }
 
 type Setup = ReturnType<typeof setup>;
@@ -80,14 +108,16 @@ function postRx(s: Setup, length = VIRTIO_NET_HDR_SIZE + VIRTIO_NET_MAX_FRAME_BY
 }
 
 describe('virtio-net device model', () => {
-  it('is a network device offering VERSION_1, MAC, STATUS and MTU, with an rx and a tx queue', () => {
+  it('is a network device offering VERSION_1, MAC, STATUS, MTU, checksum and TSO offloads and mergeable buffers', () => {
     const s = setup();
     expect(s.driver.probe()).toBe(VIRTIO_ID_NET);
     const features = s.driver.deviceFeatures();
-    for (const bit of [VIRTIO_F_VERSION_1, VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MTU])
-      expect(features & featureBit(bit)).not.toBe(0n);
-    // No checksum, GSO, mergeable-buffer or control-queue features.
-    for (const bit of [0n, 1n, 7n, 11n, 15n, 17n]) expect(features & featureBit(bit)).toBe(0n);
+    const offered = [VIRTIO_F_VERSION_1, VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_MTU];
+    offered.push(VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6);
+    offered.push(VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_MRG_RXBUF);
+    for (const bit of offered) expect(features & featureBit(bit)).not.toBe(0n);
+    // No UDP fragmentation or ECN offloads, no control queue.
+    for (const bit of [9n, 10n, 13n, 14n, 17n]) expect(features & featureBit(bit)).toBe(0n);
     expect(s.driver.queues).toHaveLength(2);
   });
 
@@ -283,5 +313,200 @@ describe('virtio-net receive', () => {
     expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()).toHaveLength(0);
     expect(s.host.deliver(frame(VIRTIO_NET_MAX_FRAME_BYTES))).toBe(true);
     expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()).toHaveLength(1);
+  });
+});
+
+/** Every feature the device offers: checksum and TSO offloads both ways and mergeable receive buffers. */
+const OFFLOAD_FEATURES =
+  BASIC_FEATURES |
+  featureBit(VIRTIO_NET_F_CSUM) |
+  featureBit(VIRTIO_NET_F_GUEST_CSUM) |
+  featureBit(VIRTIO_NET_F_HOST_TSO4) |
+  featureBit(VIRTIO_NET_F_HOST_TSO6) |
+  featureBit(VIRTIO_NET_F_GUEST_TSO4) |
+  featureBit(VIRTIO_NET_F_GUEST_TSO6) |
+  featureBit(VIRTIO_NET_F_MRG_RXBUF);
+
+/** A virtio_net_hdr (5.1.6) with the given fields, little-endian. */
+function netHeader(fields: {
+  flags?: number;
+  gsoType?: number;
+  hdrLen?: number;
+  gsoSize?: number;
+  csumStart?: number;
+  csumOffset?: number;
+}): Uint8Array {
+  const header = new Uint8Array(VIRTIO_NET_HDR_SIZE);
+  const view = new DataView(header.buffer);
+  header[0] = fields.flags ?? 0;
+  header[1] = fields.gsoType ?? 0;
+  view.setUint16(2, fields.hdrLen ?? 0, true);
+  view.setUint16(4, fields.gsoSize ?? 0, true);
+  view.setUint16(6, fields.csumStart ?? 0, true);
+  view.setUint16(8, fields.csumOffset ?? 0, true);
+  return header;
+}
+
+/** Queue header + frame as Linux does with scatter-gather: the header, then the frame in 4 KiB pieces. */
+function transmitWithHeader(s: Setup, header: Uint8Array, payload: Uint8Array): void {
+  const buffers = [{ bytes: header }];
+  for (let at = 0; at < payload.length; at += 4096) buffers.push({ bytes: payload.slice(at, at + 4096) });
+  s.driver.queues[VIRTIO_NET_TX_QUEUE].add(buffers, { indirect: buffers.length > 4 });
+}
+
+describe('virtio-net offloads', () => {
+  const NEEDS_CSUM = 1;
+  const DATA_VALID = 2;
+  const GSO_TCPV4 = 1;
+  const GSO_TCPV6 = 4;
+
+  it('hands the backend the checksum and TSO requests of a transmit header', () => {
+    const s = setup({ features: OFFLOAD_FEATURES });
+    const big = frame(30_000);
+    transmitWithHeader(s, netHeader({ flags: NEEDS_CSUM, csumStart: 34, csumOffset: 16 }), frame(200));
+    transmitWithHeader(
+      s,
+      netHeader({
+        flags: NEEDS_CSUM,
+        gsoType: GSO_TCPV4,
+        gsoSize: 1448,
+        hdrLen: 66,
+        csumStart: 34,
+        csumOffset: 16,
+      }),
+      big,
+    );
+    transmitWithHeader(
+      s,
+      netHeader({ flags: NEEDS_CSUM, gsoType: GSO_TCPV6, gsoSize: 1428, csumStart: 54, csumOffset: 16 }),
+      frame(9000),
+    );
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    s.host.service();
+    expect(s.sent.map((f) => f.length)).toEqual([200, 30_000, 9000]);
+    expect(s.sent[1]).toEqual(big);
+    expect(s.sentOffloads).toEqual([
+      { csumStart: 34, csumOffset: 16, gso: 'none', gsoSize: 0, dataValid: false },
+      { csumStart: 34, csumOffset: 16, gso: 'tcp4', gsoSize: 1448, dataValid: false },
+      { csumStart: 54, csumOffset: 16, gso: 'tcp6', gsoSize: 1428, dataValid: false },
+    ]);
+  });
+
+  it('drops transmit headers asking for what was not negotiated or is not the driver’s to set', () => {
+    const s = setup();
+    transmitWithHeader(s, netHeader({ flags: NEEDS_CSUM, csumStart: 34, csumOffset: 16 }), frame(200));
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    s.host.service();
+    expect(s.sent).toHaveLength(0);
+    const o = setup({ features: OFFLOAD_FEATURES });
+    const bad = [
+      netHeader({ flags: DATA_VALID }),
+      netHeader({ flags: 4 }),
+      netHeader({ gsoType: GSO_TCPV4, gsoSize: 1448, csumStart: 34, csumOffset: 16 }), // no NEEDS_CSUM
+      netHeader({ flags: NEEDS_CSUM, gsoType: 3, gsoSize: 1448, csumStart: 34, csumOffset: 6 }), // UDP
+      netHeader({
+        flags: NEEDS_CSUM,
+        gsoType: GSO_TCPV4 | 0x80,
+        gsoSize: 1448,
+        csumStart: 34,
+        csumOffset: 16,
+      }), // ECN
+    ];
+    for (const header of bad) transmitWithHeader(o, header, frame(200));
+    // Longer than an MTU frame without a gso_type.
+    transmitWithHeader(o, netHeader({ flags: NEEDS_CSUM, csumStart: 34, csumOffset: 16 }), frame(3000));
+    // Longer than the largest super-frame.
+    const huge = netHeader({
+      flags: NEEDS_CSUM,
+      gsoType: GSO_TCPV4,
+      gsoSize: 1448,
+      csumStart: 34,
+      csumOffset: 16,
+    });
+    transmitWithHeader(o, huge, frame(VIRTIO_NET_MAX_GSO_FRAME_BYTES + 1));
+    o.driver.notify(VIRTIO_NET_TX_QUEUE);
+    o.host.service();
+    expect(o.sent).toHaveLength(0);
+    expect(o.host.stats.txDropped).toBe(bad.length + 2);
+    expect(o.driver.queues[VIRTIO_NET_TX_QUEUE].takeUsed()).toHaveLength(bad.length + 2);
+  });
+
+  it('tells the switch which offloads the driver takes, from the negotiated features', () => {
+    expect(setup().host.offloads()).toEqual({ csum: false, tcp4: false, tcp6: false });
+    const s = setup({ features: OFFLOAD_FEATURES });
+    expect(s.host.offloads()).toEqual({ csum: true, tcp4: true, tcp6: true });
+    s.driver.reset();
+    expect(s.host.offloads()).toEqual({ csum: false, tcp4: false, tcp6: false });
+    const csumOnly = BASIC_FEATURES | featureBit(VIRTIO_NET_F_GUEST_CSUM);
+    expect(setup({ features: csumOnly }).host.offloads()).toEqual({ csum: true, tcp4: false, tcp6: false });
+  });
+
+  it('writes a received super-frame across mergeable buffers with its header and num_buffers', () => {
+    const s = setup({ features: OFFLOAD_FEATURES });
+    const gpas = Array.from({ length: 8 }, () => postRx(s, 1536));
+    const f = frame(5000, 3);
+    f[34 + 12] = 0x80; // TCP data offset 32 bytes
+    const offload = { csumStart: 34, csumOffset: 16, gso: 'tcp4' as const, gsoSize: 1448, dataValid: false };
+    expect(s.host.deliver(f, offload)).toBe(true);
+    const used = s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed();
+    expect(used.map((u) => u.len)).toEqual([1536, 1536, 1536, VIRTIO_NET_HDR_SIZE + 5000 - 3 * 1536]);
+    const header = s.ram.get(gpas[0], VIRTIO_NET_HDR_SIZE);
+    expect(Array.from(header)).toEqual(
+      Array.from(
+        netHeader({
+          flags: NEEDS_CSUM,
+          gsoType: GSO_TCPV4,
+          gsoSize: 1448,
+          hdrLen: 66,
+          csumStart: 34,
+          csumOffset: 16,
+        }),
+      ).map((b, i) => (i === 10 ? 4 : b)),
+    );
+    const joined = new Uint8Array(4 * 1536);
+    gpas.slice(0, 4).forEach((gpa, i) => joined.set(s.ram.get(gpa, 1536), i * 1536));
+    expect(joined.subarray(VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_SIZE + 5000)).toEqual(f);
+  });
+
+  it('marks frames whose checksums the host checked with DATA_VALID', () => {
+    const s = setup({ features: OFFLOAD_FEATURES });
+    const gpa = postRx(s);
+    const valid = { csumStart: -1, csumOffset: 0, gso: 'none' as const, gsoSize: 0, dataValid: true };
+    expect(s.host.deliver(frame(100), valid)).toBe(true);
+    expect(s.ram.get(gpa, VIRTIO_NET_HDR_SIZE)[0]).toBe(DATA_VALID);
+  });
+
+  it('takes no mergeable buffer unless all the frame needs are there', () => {
+    const s = setup({ features: OFFLOAD_FEATURES });
+    postRx(s, 1536);
+    postRx(s, 1536);
+    const f = frame(4000, 5);
+    const offload = { csumStart: 34, csumOffset: 16, gso: 'tcp4' as const, gsoSize: 1448, dataValid: false };
+    expect(s.host.deliver(f, offload)).toBe(false);
+    expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()).toHaveLength(0);
+    postRx(s, 1536);
+    expect(s.host.deliver(f, offload)).toBe(true);
+    expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()).toHaveLength(3);
+  });
+
+  it('hostile: a mergeable buffer smaller than a header fails the device', () => {
+    const s = setup({ features: OFFLOAD_FEATURES });
+    postRx(s, 8);
+    expect(s.host.deliver(frame(60))).toBe(false);
+    expect(s.driver.status() & VIRTIO_STATUS_DEVICE_NEEDS_RESET).toBe(VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+    expect(s.guestErrors).toHaveLength(1);
+  });
+
+  it('without mergeable buffers a super-frame needs one buffer big enough, or is dropped', () => {
+    const features = OFFLOAD_FEATURES & ~featureBit(VIRTIO_NET_F_MRG_RXBUF);
+    const s = setup({ features });
+    postRx(s, 1536);
+    const offload = { csumStart: 34, csumOffset: 16, gso: 'tcp4' as const, gsoSize: 1448, dataValid: false };
+    expect(s.host.deliver(frame(4000), offload)).toBe(true);
+    expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()[0].len).toBe(0);
+    expect(s.host.stats.rxTooSmall).toBe(1);
+    postRx(s, 65_600);
+    expect(s.host.deliver(frame(4000), offload)).toBe(true);
+    expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()[0].len).toBe(VIRTIO_NET_HDR_SIZE + 4000);
   });
 });

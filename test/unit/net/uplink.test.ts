@@ -2,13 +2,22 @@ import { describe, expect, it } from 'vitest';
 import { EthernetSwitch } from '../../../src/net/switch.ts';
 import type { SwitchPort } from '../../../src/net/switch.ts';
 import {
+  UPLINK_PROTOCOL_VERSION,
   UPLINK_DROP_REASONS,
   Uplink,
   networkChannelName,
   parseUplinkMessage,
 } from '../../../src/net/uplink.ts';
 import type { NetChannel } from '../../../src/net/uplink.ts';
-import { RecordingSink, hex, plainFrame, prng, stationMac } from './net-test-helpers.ts';
+import {
+  RecordingSink,
+  hex,
+  plainFrame,
+  prng,
+  stationMac,
+  tcpChecksumOk,
+  tcpFrame,
+} from './net-test-helpers.ts';
 
 const BROADCAST = hex('ffffffffffff');
 
@@ -136,7 +145,12 @@ describe('uplink: switches in three tabs over one channel', () => {
     );
     hub.flush();
     expect(seen).toEqual([
-      { v: 1, kind: 'frame', from: 'me', frame: hex('ffffffffffff 020000000001 8100 000a 0800 030a') },
+      {
+        v: UPLINK_PROTOCOL_VERSION,
+        kind: 'frame',
+        from: 'me',
+        frame: hex('ffffffffffff 020000000001 8100 000a 0800 030a'),
+      },
     ]);
   });
 
@@ -147,10 +161,10 @@ describe('uplink: switches in three tabs over one channel', () => {
     const sink = new RecordingSink();
     sw.addPort({ name: 'vm', mode: { kind: 'access', vlan: 10 }, sink });
     const frame = hex('ffffffffffff 020000000001 8100 000a 0800 0000');
-    channel.onmessage!({ data: { v: 1, kind: 'frame', from: 'me', frame } });
+    channel.onmessage!({ data: { v: UPLINK_PROTOCOL_VERSION, kind: 'frame', from: 'me', frame } });
     expect(uplink.counters.ownMessages).toBe(1);
     expect(sink.frames).toEqual([]);
-    channel.onmessage!({ data: { v: 1, kind: 'frame', from: 'other', frame } });
+    channel.onmessage!({ data: { v: UPLINK_PROTOCOL_VERSION, kind: 'frame', from: 'other', frame } });
     expect(sink.frames.length).toBe(1);
   });
 
@@ -186,7 +200,7 @@ describe('uplink: switches in three tabs over one channel', () => {
 
 describe('uplink: hostile messages from other tabs', () => {
   const good = () => ({
-    v: 1,
+    v: UPLINK_PROTOCOL_VERSION,
     kind: 'frame',
     from: 'peer',
     frame: hex('ffffffffffff 020000000001 8100 000a 0800'),
@@ -196,7 +210,7 @@ describe('uplink: hostile messages from other tabs', () => {
     expect(parseUplinkMessage(null)).toBe('not-object');
     expect(parseUplinkMessage([good()])).toBe('not-object');
     expect(parseUplinkMessage('frame')).toBe('not-object');
-    expect(parseUplinkMessage({ ...good(), v: 2 })).toBe('bad-version');
+    expect(parseUplinkMessage({ ...good(), v: 1 })).toBe('bad-version');
     expect(parseUplinkMessage({ ...good(), v: '1' })).toBe('bad-version');
     expect(parseUplinkMessage({ ...good(), kind: 'hello' })).toBe('bad-kind');
     expect(parseUplinkMessage({ ...good(), from: '' })).toBe('bad-from');
@@ -315,5 +329,56 @@ describe('uplink: hostile messages from other tabs', () => {
     expect(bad.ok).toBe(false);
     if (!bad.ok) expect(bad.message).toMatch(/letters, digits/);
     expect(networkChannelName('x'.repeat(65)).ok).toBe(false);
+  });
+});
+
+describe('uplink: offloaded frames cross the channel as they are', () => {
+  it('carries a TCP super-frame as one message; the other tab segments it for a port that needs it', () => {
+    const hub = new FakeHub();
+    const left = page(hub, 'left');
+    const right = page(hub, 'right');
+    const big = tcpFrame({ payload: 3 * 1448 });
+    // The right tab's a10 station must be known so the frame is unicast: it says hello first.
+    const hello = plainFrame(BROADCAST, big.frame.subarray(0, 6));
+    right.ports.a10.receive(hello);
+    hub.flush();
+    const posted = hub.posted;
+    const offload = {
+      csumStart: big.l4,
+      csumOffset: 16,
+      gso: 'tcp4' as const,
+      gsoSize: 1448,
+      dataValid: false,
+    };
+    left.ports.a10.receive(big.frame, offload);
+    hub.flush();
+    expect(hub.posted - posted).toBe(1);
+    expect(right.sinks.a10.frames).toHaveLength(3);
+    for (const f of right.sinks.a10.frames) expect(tcpChecksumOk(f, big.ip, big.l4, false)).toBe(true);
+    expect(right.uplink.counters.received).toBe(1);
+  });
+
+  it('drops an offload of the wrong shape, and a super-frame size without a super-frame offload', () => {
+    const base = {
+      v: UPLINK_PROTOCOL_VERSION,
+      kind: 'frame',
+      from: 'peer',
+      frame: new Uint8Array(3000),
+    };
+    const offload = { csumStart: 38, csumOffset: 16, gso: 'tcp4', gsoSize: 1448, dataValid: false };
+    expect(parseUplinkMessage(base)).toBe('bad-frame-size');
+    expect(parseUplinkMessage({ ...base, offload: { ...offload, gso: 'none' } })).toBe('bad-frame-size');
+    expect(typeof parseUplinkMessage({ ...base, offload })).toBe('object');
+    for (const broken of [
+      null,
+      'tcp4',
+      [],
+      { ...offload, gso: 'udp' },
+      { ...offload, csumStart: '38' },
+      { ...offload, gsoSize: 1.5 },
+      { ...offload, dataValid: 1 },
+      { csumStart: 38 },
+    ])
+      expect(parseUplinkMessage({ ...base, offload: broken })).toBe('bad-offload');
   });
 });
