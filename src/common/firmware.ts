@@ -9,8 +9,10 @@ export interface SbiCallContext {
   readonly hartId: number;
   /** The calling hart's integer registers; a0 = x[10] ... a7 = x[17]. Results go to x[10] (error), x[11] (value). */
   readonly x: Int32Array;
-  /** Flush this hart's address translation caches (local SFENCE.VMA / FENCE.I). */
+  /** Flush this hart's address translation caches (local SFENCE.VMA). */
   flushTlb(): void;
+  /** Make this hart's instruction fetch see every store made before (local FENCE.I). */
+  flushInstructionCache(): void;
   /** Read a 32-bit word at guest-virtual `gva` as the calling S-mode would; undefined when not readable. */
   loadVirtualU32(gva: number): number | undefined;
   /**

@@ -9,6 +9,15 @@ interface HostPerformance {
 
 const perf = (globalThis as unknown as { performance: HostPerformance }).performance;
 
+/**
+ * A variable of the host's process environment (Node, including its worker threads), or undefined where there
+ * is none (browsers).
+ */
+export function hostEnvironment(name: string): string | undefined {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+  return env?.[name];
+}
+
 /** Milliseconds since the Unix epoch with sub-millisecond precision, comparable across workers of one process. */
 export function wallClockMs(): number {
   return perf.timeOrigin + perf.now();

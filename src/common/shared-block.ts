@@ -53,8 +53,15 @@ export const HART_TIMECMP_HI = 4;
 /** Hart slot: HSM hart_start arguments. */
 export const HART_START_ADDR = 5;
 export const HART_START_OPAQUE = 6;
-/** Hart slot: nonzero asks the hart to flush its TLB (remote SFENCE.VMA) before running on. */
+/**
+ * Hart slot: remote fence requests, FENCE_* bits set with Atomics.or; the hart takes them (exchange with 0) at
+ * its next block boundary. Any request flushes its TLB; FENCE_INSTRUCTIONS also makes it recheck translated code.
+ */
 export const HART_FENCE = 7;
+/** HART_FENCE bit: remote SFENCE.VMA (flush address translations). */
+export const FENCE_TLB = 1;
+/** HART_FENCE bit: remote FENCE.I (instruction fetch must see stores made before it). */
+export const FENCE_INSTRUCTIONS = 2;
 /** Hart slot: retired instructions, low and high words, published by the hart for statistics. */
 export const HART_INSTRET_LO = 8;
 export const HART_INSTRET_HI = 9;

@@ -5,11 +5,23 @@ import {
   HART_SBI_IPI,
   HART_TIMECMP_HI,
   HART_TIMECMP_LO,
+  FENCE_INSTRUCTIONS,
   hartWord,
   type VmClock,
 } from '../common/shared-block.ts';
+import { hostEnvironment } from '../common/host.ts';
 import type { AddressSpace } from '../mem/address-space.ts';
+import { BlockCache, type Block, type BlockCacheStats } from './block-cache.ts';
+import {
+  blockSource,
+  codeGenerationAllowed,
+  compileBlock,
+  planBlock,
+  type BlockEnvironment,
+  type BlockHost,
+} from './block-translator.ts';
 import * as C from './csr.ts';
+import { mulDiv, mulhSigned, mulhsu, mulhu } from './muldiv.ts';
 
 /** The physical bus outside RAM, as the hart sees it (the board's MMIO bus satisfies it). */
 export interface PhysicalMmio {
@@ -32,7 +44,30 @@ export interface HartOptions {
    * instead of MTIP, and there is no M-mode software: every delegatable trap is delegated to S-mode.
    */
   readonly firmware?: Firmware;
+  /**
+   * Translate hot guest blocks to JavaScript (see block-translator.ts). Default: on, unless the host environment
+   * sets TABVISOR_JIT=0 (Node); ignored (interpreter only) where the host forbids `new Function`.
+   */
+  readonly jit?: boolean;
+  /**
+   * Executions of a block start before it is translated (1..65535; default JIT_THRESHOLD, or
+   * TABVISOR_JIT_THRESHOLD in the environment). Tests use 1 to translate everything.
+   */
+  readonly jitThreshold?: number;
 }
+
+/** Whether harts translate hot blocks when their options do not say: TABVISOR_JIT=0 or =1 in the environment. */
+export function jitByDefault(): boolean {
+  const setting = hostEnvironment('TABVISOR_JIT');
+  if (setting === '0' || setting === 'false' || setting === 'off') return false;
+  if (setting === '1' || setting === 'true' || setting === 'on') return true;
+  return JIT_DEFAULT;
+}
+
+/** The JIT's default when neither the options nor the environment choose. */
+const JIT_DEFAULT = false;
+/** Executions of a block start before it is translated. */
+export const JIT_THRESHOLD = 64;
 
 /** A hart's architectural state as plain data; see {@link Hart.saveState}. */
 export interface HartState {
@@ -105,6 +140,9 @@ const NOT_RAM = -2;
 const PAGE_FAULT = [C.CAUSE_LOAD_PAGE_FAULT, C.CAUSE_STORE_PAGE_FAULT, C.CAUSE_FETCH_PAGE_FAULT];
 const ACCESS_FAULT = [C.CAUSE_LOAD_ACCESS, C.CAUSE_STORE_ACCESS, C.CAUSE_FETCH_ACCESS];
 
+/** The M extension's high products, called from translated blocks. */
+const MUL_HIGH = { mulh: mulhSigned, mulhsu, mulhu };
+
 /** Exceptions delegated to S-mode when the emulator is the firmware (all but ECALL from S and M). */
 const FIRMWARE_MEDELEG = C.MEDELEG_WRITABLE & ~(1 << C.CAUSE_SUPERVISOR_ECALL);
 
@@ -117,7 +155,7 @@ const FIRMWARE_MEDELEG = C.MEDELEG_WRITABLE & ~(1 << C.CAUSE_SUPERVISOR_ECALL);
  * interpreter loop moves on from the new pc. Interrupts are checked at the start of each slice and after every
  * instruction that can unmask one.
  */
-export class Hart implements SbiCallContext {
+export class Hart implements SbiCallContext, BlockHost {
   readonly hartId: number;
   /** Integer registers; x[0] is kept 0. */
   readonly x = new Int32Array(32);
@@ -186,8 +224,8 @@ export class Hart implements SbiCallContext {
   private readonly writeDelta = new Int32Array(TLB_SIZE);
   private readonly execTag = new Int32Array(TLB_SIZE).fill(-1);
   private readonly execDelta = new Int32Array(TLB_SIZE);
-  /** Translation context of data accesses (depends on priv, MPRV/MPP, satp). */
-  private dataCtx = CTX_BARE;
+  /** Translation context of data accesses (depends on priv, MPRV/MPP, satp); read by translated blocks. */
+  dataCtx = CTX_BARE;
   /** Translation context of instruction fetch. */
   private fetchCtx = CTX_BARE;
   /** Physical address of the last access that hit MMIO. */
@@ -203,6 +241,12 @@ export class Hart implements SbiCallContext {
   private exitLoop = false;
   /** Interrupts are re-evaluated before the next instruction. */
   private recheck = false;
+  /** Translated blocks, or null when the hart only interprets. */
+  private readonly blocks: BlockCache | null;
+  private readonly jitThreshold: number;
+  private readonly blockEnv: BlockEnvironment;
+  /** Set when a store dropped translated code (the running block must end after it). */
+  private codeWritten = false;
 
   constructor(options: HartOptions) {
     this.hartId = options.hartId;
@@ -219,6 +263,25 @@ export class Hart implements SbiCallContext {
     this.fenceIndex = hartWord(this.hartId, HART_FENCE);
     this.timecmpLoIndex = hartWord(this.hartId, HART_TIMECMP_LO);
     this.timecmpHiIndex = hartWord(this.hartId, HART_TIMECMP_HI);
+    const jit = (options.jit ?? jitByDefault()) && codeGenerationAllowed();
+    this.blocks = jit ? new BlockCache(this.mem8.length >>> 12) : null;
+    const threshold =
+      options.jitThreshold ?? Number(hostEnvironment('TABVISOR_JIT_THRESHOLD') ?? JIT_THRESHOLD);
+    this.jitThreshold = Number.isInteger(threshold)
+      ? Math.max(1, Math.min(0xffff, threshold))
+      : JIT_THRESHOLD;
+    this.blockEnv = {
+      host: this,
+      x: this.x,
+      mem8: this.mem8,
+      mem16: this.mem16,
+      mem32: this.mem32,
+      readTag: this.readTag,
+      readDelta: this.readDelta,
+      writeTag: this.writeTag,
+      writeDelta: this.writeDelta,
+      tlbMask: TLB_MASK,
+    };
     this.reset(0);
   }
 
@@ -256,11 +319,23 @@ export class Hart implements SbiCallContext {
     this.stopReason = STOP_BUDGET;
     this.fatalMessage = '';
     this.flushTlb();
+    this.blocks?.clear();
+  }
+
+  /** True when this hart translates hot blocks (see {@link HartOptions.jit}). */
+  get jitEnabled(): boolean {
+    return this.blocks !== null;
+  }
+
+  /** Block translator counters, or undefined when the JIT is off. */
+  jitStats(): Readonly<BlockCacheStats> | undefined {
+    return this.blocks?.stats;
   }
 
   /**
-   * The hart's architectural state as plain data (structured-clone safe), for snapshots and debugging. The TLB
-   * and the LR reservation are not state a program can rely on across a snapshot, so they are not included.
+   * The hart's architectural state as plain data (structured-clone safe), for snapshots and debugging. The TLB,
+   * the translated blocks and the LR reservation are not state a program can rely on across a snapshot, so they
+   * are not included (restoring drops them).
    */
   saveState(): HartState {
     return {
@@ -361,6 +436,11 @@ export class Hart implements SbiCallContext {
     this.execTag.fill(-1);
   }
 
+  /** FENCE.I on this hart (local, or asked for by another hart through the SBI): translated code is rechecked. */
+  flushInstructionCache(): void {
+    if (this.blocks !== null) this.blocks.epoch++;
+  }
+
   loadVirtualU32(gva: number): number | undefined {
     const saved = this.trapped;
     const host = this.translateQuiet(gva, ACCESS_READ);
@@ -414,9 +494,15 @@ export class Hart implements SbiCallContext {
     if (this.block[this.ipiIndex] !== 0 && Atomics.exchange(this.block, this.ipiIndex, 0) !== 0) {
       this.mipSoft |= C.MIP_SSIP;
     }
-    if (this.block[this.fenceIndex] !== 0 && Atomics.exchange(this.block, this.fenceIndex, 0) !== 0) {
-      this.flushTlb();
-    }
+    if (this.block[this.fenceIndex] !== 0) this.absorbFence();
+  }
+
+  /** Carry out the remote fences other harts requested (HART_FENCE bits). */
+  private absorbFence(): void {
+    const request = Atomics.exchange(this.block, this.fenceIndex, 0);
+    if (request === 0) return;
+    this.flushTlb();
+    if ((request & FENCE_INSTRUCTIONS) !== 0) this.flushInstructionCache();
   }
 
   /** Take the highest-priority enabled pending interrupt, if any. Returns true when one was taken. */
@@ -530,8 +616,12 @@ export class Hart implements SbiCallContext {
       this.readTag[index] = vpn | ctx;
       this.readDelta[index] = delta;
     } else if (access === ACCESS_WRITE) {
-      this.writeTag[index] = vpn | ctx;
-      this.writeDelta[index] = delta;
+      // Frames holding translated code stay out of the write TLB: stores to them take the slow path, which
+      // drops the translations.
+      if (this.blocks === null || !this.blocks.holdsCode(host >>> 12)) {
+        this.writeTag[index] = vpn | ctx;
+        this.writeDelta[index] = delta;
+      }
       // A writable page is readable too (W without R is reserved), and its D bit is now set.
       this.readTag[index] = vpn | ctx;
       this.readDelta[index] = delta;
@@ -662,7 +752,7 @@ export class Hart implements SbiCallContext {
   }
 
   /** Unsigned load of `size` bytes through translation; misaligned accesses are split into bytes. */
-  private loadSlow(gva: number, size: 1 | 2 | 4): number {
+  loadSlow(gva: number, size: 1 | 2 | 4): number {
     if ((gva & (size - 1)) !== 0) {
       // Misaligned: done byte by byte, transparently (Linux 6.1 has no S-mode handler for it).
       let value = 0;
@@ -704,6 +794,7 @@ export class Hart implements SbiCallContext {
       return;
     }
     if (host === this.reservation) this.reservation = -1;
+    if (this.blocks !== null && this.blocks.holdsCode(host >>> 12)) this.codeStore(host);
     if (size === 4) this.mem32[host >> 2] = value;
     else if (size === 2) this.mem16[host >> 1] = value;
     else this.mem8[host] = value;
@@ -721,6 +812,7 @@ export class Hart implements SbiCallContext {
       this.trap(C.CAUSE_STORE_ACCESS, gva);
       return -1;
     }
+    if (this.blocks !== null && this.blocks.holdsCode(host >>> 12)) this.codeStore(host);
     return host;
   }
 
@@ -737,7 +829,16 @@ export class Hart implements SbiCallContext {
     this.absorbRequests();
     this.takeInterrupt();
     this.trapped = false;
+    return this.blocks !== null ? this.runBlocks(budget, this.blocks) : this.interpret(budget);
+  }
 
+  /**
+   * The interpreter: execute up to `budget` instructions from `this.pc`. With the block translator on, it also
+   * returns when a backward branch or jump (a loop) leads to translated code, or makes its target hot enough to
+   * translate. Updates pc and instret; returns the number executed.
+   */
+  private interpret(budget: number): number {
+    const loops = this.blocks !== null;
     const x = this.x;
     const mem32 = this.mem32;
     const start = this.instret;
@@ -748,7 +849,7 @@ export class Hart implements SbiCallContext {
 
     // `exitLoop` is only ever set on a path that also forgets the fetch page (a trap, a SYSTEM instruction, a
     // pause-loop exit), so it is checked there instead of on every instruction.
-    while (n < budget) {
+    execute: while (n < budget) {
       const vpn = pc >>> 12;
       if (vpn !== fetchVpn) {
         if (this.exitLoop) break;
@@ -985,6 +1086,9 @@ export class Hart implements SbiCallContext {
               continue;
             }
             pc = target;
+            if (imm < 0 && loops && target >>> 12 === vpn && this.atLoopHead((target + fetchDelta) | 0)) {
+              break execute;
+            }
           } else {
             pc = (pc + 4) | 0;
           }
@@ -1018,6 +1122,9 @@ export class Hart implements SbiCallContext {
           }
           if (rd !== 0) x[rd] = (pc + 4) | 0;
           pc = target;
+          if (imm < 0 && loops && target >>> 12 === vpn && this.atLoopHead((target + fetchDelta) | 0)) {
+            break execute;
+          }
           break;
         }
         case 0x67: {
@@ -1056,8 +1163,10 @@ export class Hart implements SbiCallContext {
           // MISC-MEM: FENCE (any pred/succ/fm, including PAUSE) is a no-op here: every access is already
           // performed in order as seen by this hart, and Atomics order cross-hart ones. FENCE.I: no decode cache.
           const f3 = (insn >> 12) & 7;
-          if (f3 === 1) fetchVpn = -1;
-          else if (insn === PAUSE_INSN && ++this.pauses >= PAUSE_LOOP_LIMIT) {
+          if (f3 === 1) {
+            fetchVpn = -1;
+            this.flushInstructionCache();
+          } else if (insn === PAUSE_INSN && ++this.pauses >= PAUSE_LOOP_LIMIT) {
             // Pause-loop exit: this hart spins on a lock whose holder may be descheduled on the host. End the
             // slice so the runner yields the host core (as PLE does on real hypervisors).
             this.pauses = 0;
@@ -1099,6 +1208,118 @@ export class Hart implements SbiCallContext {
     this.pc = pc;
     this.instret = start + n;
     return n;
+  }
+
+  /**
+   * The block dispatcher: run translated code where there is some, and the interpreter elsewhere. The interpreter
+   * hands over at loop heads that have (or just got) a translation; a translated block hands over to the next
+   * translated block directly, and code reached from translated code is counted towards translation too, so a
+   * hot loop made of several blocks ends up translated as a whole. Remote fences are honoured between blocks;
+   * interrupts, as in the interpreter, at slice starts and after instructions that can unmask one.
+   */
+  private runBlocks(budget: number, cache: BlockCache): number {
+    const frames = cache.frames;
+    const execTag = this.execTag;
+    const execDelta = this.execDelta;
+    const control = this.block;
+    const fenceIndex = this.fenceIndex;
+    let n = 0;
+    while (n < budget) {
+      if (this.exitLoop) break;
+      if (control[fenceIndex] !== 0) this.absorbFence();
+      const pc = this.pc;
+      const vpn = pc >>> 12;
+      const index = vpn & TLB_MASK;
+      if (execTag[index] === (vpn | this.fetchCtx)) {
+        const host = (pc + execDelta[index]) | 0;
+        const blocks = frames[host >>> 12];
+        const found = blocks === undefined ? undefined : blocks[(host >>> 2) & 1023];
+        if (found !== undefined) {
+          if (
+            found.run !== null &&
+            found.len <= budget - n &&
+            (found.epoch === cache.epoch || cache.revalidate(found, host, this.mem32))
+          ) {
+            const done = found.run(pc, budget - n);
+            n += done;
+            this.instret += done;
+            this.trapped = false;
+            continue;
+          }
+        } else if (this.countHot(cache, host)) {
+          continue;
+        }
+      }
+      n += this.interpret(budget - n);
+    }
+    return n;
+  }
+
+  /**
+   * The interpreter took a backward branch to host offset `host` (a loop head): true when the dispatcher should
+   * take over there, because the loop head is translated or just got hot enough to be.
+   */
+  private atLoopHead(host: number): boolean {
+    const cache = this.blocks!;
+    const blocks = cache.frames[host >>> 12];
+    const found = blocks === undefined ? undefined : blocks[(host >>> 2) & 1023];
+    if (found !== undefined) return found.run !== null;
+    return this.countHot(cache, host);
+  }
+
+  /** Count one execution of the untranslated block start at `host`; translate it when hot. True if translated. */
+  private countHot(cache: BlockCache, host: number): boolean {
+    const counter = (host >>> 2) & cache.hotMask;
+    if (++cache.hot[counter] < this.jitThreshold) return false;
+    cache.hot[counter] = 0;
+    return this.translateBlock(cache, host);
+  }
+
+  /** Translate the block at host offset `host` (or mark it as left to the interpreter); true if translated. */
+  private translateBlock(cache: BlockCache, host: number): boolean {
+    const plan = planBlock(this.mem32, host >> 2);
+    const run =
+      plan.len > 0 ? compileBlock(blockSource(plan.words, plan.len), this.blockEnv, MUL_HIGH) : null;
+    const block: Block = { len: plan.len, words: plan.words, run, epoch: cache.epoch };
+    if (cache.add(host, block)) this.protectFrame(host >>> 12);
+    return run !== null;
+  }
+
+  /** A frame now holds translated code: drop its write TLB entries, so stores to it take the slow path. */
+  private protectFrame(frame: number): void {
+    for (let i = 0; i < TLB_SIZE; i++) {
+      const tag = this.writeTag[i];
+      if (tag !== -1 && ((((tag & 0xfffff) << 12) + this.writeDelta[i]) | 0) >>> 12 === frame) {
+        this.writeTag[i] = -1;
+      }
+    }
+  }
+
+  /** This hart stores into a frame holding translated code (host offset `host`): drop the frame's blocks. */
+  private codeStore(host: number): void {
+    this.blocks?.dropFrame(host >>> 12);
+    this.codeWritten = true;
+  }
+
+  /** The store slow path for translated code; true when the block must end (a trap, or its code changed). */
+  blockStore(gva: number, value: number, size: 1 | 2 | 4): boolean {
+    this.codeWritten = false;
+    this.storeSlow(gva, value, size);
+    if (this.trapped) return true;
+    if (!this.codeWritten) return false;
+    this.codeWritten = false;
+    this.pc = (this.pc + 4) | 0;
+    return true;
+  }
+
+  /** LR/SC/AMO for translated code (registers in `x`, pc set); true when the block must end. */
+  blockAtomic(insn: number): boolean {
+    this.codeWritten = false;
+    this.execAtomic(insn, (insn >> 7) & 31, (insn >> 15) & 31, (insn >> 20) & 31);
+    if (this.trapped) return true;
+    const changed = this.codeWritten;
+    this.codeWritten = false;
+    return changed;
   }
 
   /** Raise an illegal-instruction trap for `insn` at `pc`; returns 0 for convenience. */
@@ -1578,60 +1799,6 @@ function pickInterrupt(bits: number): number {
   if (bits & C.MIP_SEIP) return C.IRQ_S_EXT;
   if (bits & C.MIP_SSIP) return C.IRQ_S_SOFT;
   return C.IRQ_S_TIMER;
-}
-
-/** M extension (unprivileged spec chapter 7), including the defined results of division by zero and overflow. */
-function mulDiv(f3: number, a: number, b: number): number {
-  switch (f3) {
-    case 0:
-      return Math.imul(a, b);
-    case 1:
-      return mulhSigned(a, b);
-    case 2:
-      return mulhsu(a, b);
-    case 3:
-      return mulhu(a, b);
-    case 4:
-      if (b === 0) return -1;
-      if (a === -0x8000_0000 && b === -1) return a;
-      return (a / b) | 0;
-    case 5:
-      if (b === 0) return -1;
-      return ((a >>> 0) / (b >>> 0)) | 0;
-    case 6:
-      if (b === 0) return a;
-      if (a === -0x8000_0000 && b === -1) return 0;
-      return (a % b) | 0;
-    default:
-      if (b === 0) return a;
-      return ((a >>> 0) % (b >>> 0)) | 0;
-  }
-}
-
-/** High 32 bits of the unsigned 64-bit product, from 16-bit partial products (exact in doubles). */
-function mulhu(a: number, b: number): number {
-  const a0 = a & 0xffff;
-  const a1 = a >>> 16;
-  const b0 = b & 0xffff;
-  const b1 = b >>> 16;
-  const lo = a0 * b0;
-  const mid1 = a1 * b0;
-  const mid2 = a0 * b1;
-  const carry = ((lo >>> 16) + (mid1 & 0xffff) + (mid2 & 0xffff)) >>> 16;
-  return (a1 * b1 + (mid1 >>> 16) + (mid2 >>> 16) + carry) | 0;
-}
-
-function mulhSigned(a: number, b: number): number {
-  let h = mulhu(a, b);
-  if (a < 0) h = (h - b) | 0;
-  if (b < 0) h = (h - a) | 0;
-  return h;
-}
-
-function mulhsu(a: number, b: number): number {
-  let h = mulhu(a, b);
-  if (a < 0) h = (h - b) | 0;
-  return h;
 }
 
 function atomicMinMax(mem: Int32Array, index: number, b: number, funct5: number): number {

@@ -2,6 +2,8 @@ import type { Firmware, SbiCallContext } from '../common/firmware.ts';
 import type { HartLines } from '../common/shared-block.ts';
 import type { AddressSpace } from '../mem/address-space.ts';
 import {
+  FENCE_INSTRUCTIONS,
+  FENCE_TLB,
   HART_FENCE,
   HART_SBI_IPI,
   HART_START_ADDR,
@@ -124,8 +126,8 @@ const A7 = 17;
  * full it returns SBI_ERR_FAILED and writes nothing. Linux's hvc and earlycon drivers ignore that result, so the
  * I/O thread must keep the ring drained (the ring is large enough to absorb boot bursts).
  *
- * Remote fences only set the target's HART_FENCE word and wake it; the hart must check that word at every
- * block boundary, before running further guest code.
+ * Remote fences only set bits in the target's HART_FENCE word and wake it; the hart checks that word at every
+ * block boundary (with the block translator) or slice start (interpreter only), before running further guest code.
  */
 export class Sbi implements Firmware {
   private readonly block: Int32Array;
@@ -179,7 +181,10 @@ export class Sbi implements Firmware {
       case SBI_EXT_RFENCE:
         // 0 remote_fence_i, 1 remote_sfence_vma, 2 remote_sfence_vma_asid; the hfence calls need the H extension.
         // Without ASIDs and with whole-TLB flushes, the address range and ASID only narrow what must be flushed.
-        if (fid <= 2) ret(this.forEachTarget(x[A0], x[A1], (hart) => this.fence(ctx, hart)));
+        if (fid <= 2) {
+          const kind = fid === 0 ? FENCE_INSTRUCTIONS : FENCE_TLB;
+          ret(this.forEachTarget(x[A0], x[A1], (hart) => this.fence(ctx, hart, kind)));
+        }
         break;
       case SBI_EXT_HSM:
         this.hsm(ctx, fid, ret);
@@ -378,7 +383,8 @@ export class Sbi implements Firmware {
         }
         if (eid === SBI_LEGACY_SEND_IPI)
           return this.forEachTarget(mask, maskBase, (hart) => this.sendIpi(hart));
-        return this.forEachTarget(mask, maskBase, (hart) => this.fence(ctx, hart));
+        const kind = eid === SBI_LEGACY_REMOTE_FENCE_I ? FENCE_INSTRUCTIONS : FENCE_TLB;
+        return this.forEachTarget(mask, maskBase, (hart) => this.fence(ctx, hart, kind));
       }
       default: {
         // SBI_LEGACY_SHUTDOWN
@@ -413,12 +419,14 @@ export class Sbi implements Firmware {
     this.lines.wake(hart);
   }
 
-  private fence(ctx: SbiCallContext, hart: number): void {
+  /** A remote fence of `kind` (FENCE_TLB or FENCE_INSTRUCTIONS) on `hart`; the caller's own is done at once. */
+  private fence(ctx: SbiCallContext, hart: number, kind: number): void {
     if (hart === ctx.hartId) {
       ctx.flushTlb();
+      if (kind === FENCE_INSTRUCTIONS) ctx.flushInstructionCache();
       return;
     }
-    Atomics.store(this.block, hartWord(hart, HART_FENCE), 1);
+    Atomics.or(this.block, hartWord(hart, HART_FENCE), kind);
     this.lines.wake(hart);
   }
 }

@@ -65,6 +65,8 @@ export interface BoardInit {
   readonly disks?: readonly VirtioBlkOptions[];
   /** virtio-net NICs in the slots after the disks (their I/O side lives on the VMM's thread only). */
   readonly nics?: readonly VirtioNetOptions[];
+  /** Translate hot guest code to JavaScript (default: see jitByDefault in cpu/hart.ts). */
+  readonly jit?: boolean;
 }
 
 /** Allocate the control-block regions of the board's devices, in a fixed order. */
@@ -174,6 +176,7 @@ export class Board {
       block: this.block,
       clock: this.clock,
       firmware: this.sbi,
+      jit: this.init.jit,
     });
   }
 }

@@ -21,6 +21,8 @@ import type { SbiConsole } from '../../../src/devices/sbi.ts';
 import type { SbiCallContext } from '../../../src/common/firmware.ts';
 import { AddressSpace } from '../../../src/mem/address-space.ts';
 import {
+  FENCE_INSTRUCTIONS,
+  FENCE_TLB,
   HART_FENCE,
   HART_SBI_IPI,
   HART_START_ADDR,
@@ -54,6 +56,8 @@ const RAM_SIZE = 64 * 1024;
 class FakeHart implements SbiCallContext {
   readonly x = new Int32Array(32);
   flushes = 0;
+  /** Local FENCE.I requests (instruction cache flushes). */
+  fenceIs = 0;
   stopped = false;
   waiting = false;
   /** Guest-virtual words loadVirtualU32 can see. */
@@ -61,6 +65,9 @@ class FakeHart implements SbiCallContext {
   constructor(readonly hartId: number) {}
   flushTlb(): void {
     this.flushes++;
+  }
+  flushInstructionCache(): void {
+    this.fenceIs++;
   }
   loadVirtualU32(gva: number): number | undefined {
     return this.virtual.get(gva >>> 0);
@@ -176,13 +183,22 @@ describe('Sbi', () => {
   });
 
   describe('RFENCE', () => {
-    it('remote fences set HART_FENCE on other harts and flush the caller directly', () => {
+    it('remote fences set their kind in HART_FENCE on other harts and flush the caller directly', () => {
       for (const fid of [0, 1, 2]) {
         const { harts, word } = setup();
         expect(harts[1].call(SBI_EXT_RFENCE, fid, 0b1011, 0, 0x1000, 0x2000, 1)[0]).toBe(SBI_SUCCESS);
-        expect([0, 1, 2, 3].map((h) => word(h, HART_FENCE))).toEqual([1, 0, 0, 1]);
+        const kind = fid === 0 ? FENCE_INSTRUCTIONS : FENCE_TLB;
+        expect([0, 1, 2, 3].map((h) => word(h, HART_FENCE))).toEqual([kind, 0, 0, kind]);
         expect(harts[1].flushes).toBe(1);
+        expect(harts[1].fenceIs).toBe(fid === 0 ? 1 : 0);
       }
+    });
+
+    it('a remote fence.i and a remote sfence.vma to the same hart both stay requested', () => {
+      const { harts, word } = setup(2);
+      harts[0].call(SBI_EXT_RFENCE, 0, 0b10, 0);
+      harts[0].call(SBI_EXT_RFENCE, 1, 0b10, 0, 0, 0);
+      expect(word(1, HART_FENCE)).toBe(FENCE_INSTRUCTIONS | FENCE_TLB);
     });
 
     it('rejects invalid masks and the hypervisor fences', () => {
@@ -407,8 +423,10 @@ describe('Sbi', () => {
         const { harts, word } = setup();
         harts[2].virtual.set(0x1000, 0b1100);
         expect(legacy(harts[2], eid, 0x1000, 0, 0x1000)).toBe(0);
-        expect([0, 1, 2, 3].map((h) => word(h, HART_FENCE))).toEqual([0, 0, 0, 1]);
+        const kind = eid === 0x05 ? FENCE_INSTRUCTIONS : FENCE_TLB;
+        expect([0, 1, 2, 3].map((h) => word(h, HART_FENCE))).toEqual([0, 0, 0, kind]);
         expect(harts[2].flushes).toBe(1);
+        expect(harts[2].fenceIs).toBe(eid === 0x05 ? 1 : 0);
       }
     });
 
