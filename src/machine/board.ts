@@ -129,11 +129,12 @@ export class Board {
   /** The emulator's SBI firmware, when the board boots a kernel in S-mode. */
   readonly sbi: Sbi | undefined;
 
-  constructor(init: BoardInit) {
+  /** `nowMs`: the host time the VM clock counts from (tests pass a deterministic one). */
+  constructor(init: BoardInit, nowMs: () => number = wallClockMs) {
     this.init = init;
     this.block = init.block;
     this.lines = new HartLines(init.block, init.hartCount);
-    this.clock = new VmClock(init.block, wallClockMs);
+    this.clock = new VmClock(init.block, nowMs);
     this.memory = new AddressSpace(init.memory);
     this.clint = new Clint(this.lines, this.clock);
     this.plic = new Plic(init.block, init.layout.plic, this.lines, VIRT_PLIC_SOURCES);
@@ -167,8 +168,8 @@ export class Board {
       : undefined;
   }
 
-  /** A hart wired to this board. */
-  createHart(hartId: number): Hart {
+  /** A hart wired to this board; `jit` overrides the board's block translator settings (tests). */
+  createHart(hartId: number, jit?: { enabled: boolean; threshold?: number }): Hart {
     return new Hart({
       hartId,
       memory: this.memory,
@@ -176,7 +177,8 @@ export class Board {
       block: this.block,
       clock: this.clock,
       firmware: this.sbi,
-      jit: this.init.jit,
+      jit: jit?.enabled ?? this.init.jit,
+      jitThreshold: jit?.threshold,
     });
   }
 }

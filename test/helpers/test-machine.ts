@@ -10,11 +10,17 @@ export interface TestMachine {
   readonly hart: Hart;
 }
 
+export interface TestMachineOptions {
+  ramBytes?: number;
+  firmware?: Firmware;
+  /** Block translator on or off and its threshold (default: the hart's defaults). */
+  jit?: { enabled: boolean; threshold?: number };
+  /** Host time for the VM clock (default the wall clock); the clock reads 0 at creation. */
+  nowMs?: () => number;
+}
+
 /** A one-hart virt board with `ramBytes` of RAM and `program` at the start of RAM; the hart is reset there. */
-export function testMachine(
-  program: number[],
-  options: { ramBytes?: number; firmware?: Firmware } = {},
-): TestMachine {
+export function testMachine(program: number[], options: TestMachineOptions = {}): TestMachine {
   const ramBytes = options.ramBytes ?? 1 << 20;
   const hostRam = new HostRam(ramBytes, false);
   const frames = hostRam.allocate(ramBytes / FRAME_SIZE);
@@ -26,7 +32,8 @@ export function testMachine(
   });
   program.forEach((word, i) => memory.writeU32(RAM_BASE + 4 * i, word));
   const { block, layout } = createBoardState(1, false);
-  const board = new Board({ hartCount: 1, block, memory: memory.init, layout, firmware: false });
+  const board = new Board({ hartCount: 1, block, memory: memory.init, layout, firmware: false }, options.nowMs);
+  if (options.nowMs !== undefined) board.clock.reset();
   const hart = options.firmware
     ? new Hart({
         hartId: 0,
@@ -35,8 +42,10 @@ export function testMachine(
         block,
         clock: board.clock,
         firmware: options.firmware,
+        jit: options.jit?.enabled,
+        jitThreshold: options.jit?.threshold,
       })
-    : board.createHart(0);
+    : board.createHart(0, options.jit);
   hart.reset(RAM_BASE);
   return { board, memory: board.memory, hart };
 }

@@ -1,0 +1,43 @@
+import { expect } from 'vitest';
+import type { Hart } from '../../src/cpu/hart.ts';
+import { RAM_BASE, type AddressSpace } from '../../src/mem/address-space.ts';
+
+/** One machine of a differential run: its hart and its guest memory. */
+export interface Side {
+  readonly hart: Hart;
+  readonly memory: AddressSpace;
+}
+
+/** A small deterministic PRNG (mulberry32), so a failing seed reproduces. */
+export function prng(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
+  };
+}
+
+/** Architectural state of both harts must match: registers, pc, privilege, CSRs, counters, why they stopped. */
+export function expectSameHarts(reference: Side, translated: Side, context: string): void {
+  expect(translated.hart.saveState(), `${context}: hart state`).toEqual(reference.hart.saveState());
+  expect(translated.hart.stopReason, `${context}: stop reason`).toBe(reference.hart.stopReason);
+}
+
+/** Guest RAM `[RAM_BASE, RAM_BASE + bytes)` of both machines must match; names the first differing word. */
+export function expectSameRam(reference: Side, translated: Side, bytes: number, context: string): void {
+  const a = new Uint8Array(bytes);
+  const b = new Uint8Array(bytes);
+  reference.memory.read(RAM_BASE, a);
+  translated.memory.read(RAM_BASE, b);
+  const wordsA = new Int32Array(a.buffer);
+  const wordsB = new Int32Array(b.buffer);
+  for (let i = 0; i < wordsA.length; i++) {
+    if (wordsA[i] !== wordsB[i]) {
+      const gpa = (RAM_BASE + 4 * i).toString(16);
+      expect(wordsB[i] >>> 0, `${context}: RAM word at 0x${gpa}`).toBe(wordsA[i] >>> 0);
+    }
+  }
+}
