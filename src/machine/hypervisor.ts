@@ -200,6 +200,8 @@ export interface HypervisorOptions {
    * once per VM at `createVM`; the set is closed when the VM is deleted or the hypervisor disposed.
    */
   readonly disks?: (vm: { readonly id: string; readonly name: string }) => Promise<VmDiskSet | undefined>;
+  /** Translate hot guest code to JavaScript in every VM (default: the harts' default; the page's `?jit=`). */
+  readonly jit?: boolean;
 }
 
 /**
@@ -357,6 +359,11 @@ export class Hypervisor implements TabvisorApi {
     return this.options.threads(label);
   }
 
+  /** @internal Whether VMs translate hot guest code (undefined: the harts' default). */
+  get jit(): boolean | undefined {
+    return this.options.jit;
+  }
+
   /** @internal A VM left the list. */
   remove(vm: ManagedVm): void {
     const at = this.list.indexOf(vm);
@@ -440,7 +447,14 @@ class ManagedVm implements TabvisorVm {
     const machine =
       restored ??
       Vm.create(
-        { cpus: this.cpus, memoryMiB: this.memoryMiB, ...this.images, nics: this.nicPorts, disks },
+        {
+          cpus: this.cpus,
+          memoryMiB: this.memoryMiB,
+          ...this.images,
+          nics: this.nicPorts,
+          disks,
+          jit: this.owner.jit,
+        },
         threads,
         this.owner.ram,
       );
@@ -539,7 +553,7 @@ class ManagedVm implements TabvisorVm {
           `it was taken with ${snapshot.cpus} vCPUs and ${snapshot.memoryMiB} MiB, this VM has ${this.cpus} and ${this.memoryMiB} MiB`,
         );
       }
-      return Vm.fromSnapshot(snapshot, threads, this.owner.ram);
+      return Vm.fromSnapshot(snapshot, threads, this.owner.ram, this.owner.jit);
     } catch (error) {
       const why = error instanceof Error ? error.message : String(error);
       this.console.push(

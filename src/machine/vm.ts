@@ -68,6 +68,8 @@ export interface VmSpec extends LinuxBootImages {
   readonly disks?: readonly BlockBackend[];
   /** virtio-net NICs in the virtio slots after the disks (the guest sees eth0, eth1, ...). */
   readonly nics?: readonly VmNic[];
+  /** Translate hot guest code to JavaScript (default: the harts' default, see cpu/hart.ts jitByDefault). */
+  readonly jit?: boolean;
 }
 
 /**
@@ -281,6 +283,7 @@ export class Vm {
         firmware: true,
         disks,
         nics: nics.map((nic) => ({ mac: nic.mac })),
+        jit: spec.jit,
       };
       return new Vm(ram, frames, init, factory, spec.bootargs, backends, nics);
     });
@@ -397,7 +400,7 @@ export class Vm {
   }
 
   /** Create a VM that continues from `snapshot`. Nothing runs until {@link start}. */
-  static fromSnapshot(snapshot: VmSnapshot, factory: ThreadFactory, hostRam?: HostRam): Vm {
+  static fromSnapshot(snapshot: VmSnapshot, factory: ThreadFactory, hostRam?: HostRam, jit?: boolean): Vm {
     validateVmShape(snapshot.cpus, snapshot.memoryMiB);
     const layout = planBoard(snapshot.cpus);
     if (snapshot.block.length !== layout.words || snapshot.ram.length !== snapshot.memoryMiB << 20) {
@@ -424,6 +427,7 @@ export class Vm {
         memory: memory.init,
         layout,
         firmware: true,
+        jit,
       };
       return new Vm(ram, frames, init, factory, snapshot.bootargs);
     });

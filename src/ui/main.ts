@@ -3,7 +3,8 @@
  * guest from public/images), publishes it as `window.tabvisor`, mounts the app and boots the default VM.
  *
  * URL parameters: `cpus` and `mem` (MiB) shape the default VM; `hostmem` (MiB) sizes host RAM; `autostart=0`
- * creates no VM; `isolation-worker=0` never registers the isolation service worker.
+ * creates no VM; `isolation-worker=0` never registers the isolation service worker; `jit=0` (or `jit=1`) turns the
+ * block translator off (on) in every VM.
  */
 import '@xterm/xterm/css/xterm.css';
 import './style.css';
@@ -99,6 +100,7 @@ async function main(): Promise<void> {
       defaults,
       network: pageNetworkEnvironment(),
       disks: storage?.hook,
+      jit: params.get('jit') === '0' ? false : params.get('jit') === '1' ? true : undefined,
     });
   } catch (error) {
     showNotice(
