@@ -32,7 +32,10 @@ export function testMachine(program: number[], options: TestMachineOptions = {})
   });
   program.forEach((word, i) => memory.writeU32(RAM_BASE + 4 * i, word));
   const { block, layout } = createBoardState(1, false);
-  const board = new Board({ hartCount: 1, block, memory: memory.init, layout, firmware: false }, options.nowMs);
+  const board = new Board(
+    { hartCount: 1, block, memory: memory.init, layout, firmware: false },
+    options.nowMs,
+  );
   if (options.nowMs !== undefined) board.clock.reset();
   const hart = options.firmware
     ? new Hart({
