@@ -67,7 +67,7 @@ export function jitByDefault(): boolean {
 /** The JIT's default when neither the options nor the environment choose. */
 const JIT_DEFAULT = false;
 /** Executions of a block start before it is translated. */
-export const JIT_THRESHOLD = 64;
+export const JIT_THRESHOLD = 20000;
 
 /** A hart's architectural state as plain data; see {@link Hart.saveState}. */
 export interface HartState {

@@ -66,7 +66,9 @@ describe('virtio-net in Node: VMs on one switch with a DHCP server', () => {
       'SUM',
       `dd if=/dev/urandom of=/tmp/f bs=65536 count=${bytes >> 16} 2>/dev/null; md5sum < /tmp/f | cut -d' ' -f1`,
     );
-    b.console.type('nc -l -p 7000 > /tmp/got &');
+    // stdin from /dev/null: a background nc that polls the terminal would be stopped (SIGTTIN) when the next
+    // command line is typed before the shell reads it.
+    b.console.type('nc -l -p 7000 < /dev/null > /tmp/got &');
     await ask(b.console, 'LISTEN', 'sleep 0.5; echo listening');
     const capture = hub.view('lab')!.capture('tx/eth0');
     const txBefore = hub
