@@ -27,7 +27,12 @@ export function expectSameHarts(reference: Side, translated: Side, context: stri
 }
 
 /** Guest RAM `[RAM_BASE, RAM_BASE + bytes)` of both machines must match; names the first differing word. */
-export function expectSameRam(reference: Side, translated: Side, bytes: number, context: string): void {
+export function expectSameRam(
+  reference: Pick<Side, 'memory'>,
+  translated: Pick<Side, 'memory'>,
+  bytes: number,
+  context: string,
+): void {
   const a = new Uint8Array(bytes);
   const b = new Uint8Array(bytes);
   reference.memory.read(RAM_BASE, a);
