@@ -65,7 +65,7 @@ export function jitByDefault(): boolean {
 }
 
 /** The JIT's default when neither the options nor the environment choose. */
-const JIT_DEFAULT = false;
+const JIT_DEFAULT = true;
 /** Executions of a block start before it is translated. */
 export const JIT_THRESHOLD = 20000;
 
