@@ -44,7 +44,7 @@ export class BlockCache {
   /** Per host frame: its blocks by word offset, or undefined when the frame holds none. */
   readonly frames: (Array<Block | undefined> | undefined)[] = [];
   /** Execution counts of untranslated block starts. */
-  readonly hot = new Uint16Array(HOT_COUNTERS);
+  readonly hot = new Int32Array(HOT_COUNTERS);
   readonly hotMask = HOT_COUNTERS - 1;
   /** Bumped by FENCE.I: blocks from an older epoch are checked against memory before they run. */
   epoch = 0;

@@ -50,7 +50,7 @@ export interface HartOptions {
    */
   readonly jit?: boolean;
   /**
-   * Executions of a block start before it is translated (1..65535; default JIT_THRESHOLD, or
+   * Executions of a block start before it is translated (at least 1; default JIT_THRESHOLD, or
    * TABVISOR_JIT_THRESHOLD in the environment). Tests use 1 to translate everything.
    */
   readonly jitThreshold?: number;
@@ -268,7 +268,7 @@ export class Hart implements SbiCallContext, BlockHost {
     const threshold =
       options.jitThreshold ?? Number(hostEnvironment('TABVISOR_JIT_THRESHOLD') ?? JIT_THRESHOLD);
     this.jitThreshold = Number.isInteger(threshold)
-      ? Math.max(1, Math.min(0xffff, threshold))
+      ? Math.max(1, Math.min(1_000_000_000, threshold))
       : JIT_THRESHOLD;
     this.blockEnv = {
       host: this,
