@@ -14,6 +14,20 @@ export interface Block {
 
 /** Words per 4 KiB frame: a frame's blocks are indexed by the word offset of their first instruction. */
 const FRAME_WORDS = 1024;
+/** Frames per directory entry (4 MiB of host RAM): only entries with translated code hold a table. */
+const CHUNK_FRAMES = 1024;
+
+/** One frame's blocks by word offset. */
+type FrameBlocks = (Block | undefined)[];
+/** One directory entry: the frames of 4 MiB of host RAM. */
+type Chunk = (FrameBlocks | undefined)[];
+
+/** An array of `length` undefined slots, packed (so V8 keeps fast elements). */
+function emptySlots<T>(length: number): (T | undefined)[] {
+  const slots: (T | undefined)[] = [];
+  for (let i = 0; i < length; i++) slots.push(undefined);
+  return slots;
+}
 /** Execution counters, hashed by host word address (collisions only make a block hot a little early). */
 const HOT_COUNTERS = 1 << 16;
 
@@ -41,8 +55,11 @@ export interface BlockCacheStats {
  * executable page).
  */
 export class BlockCache {
-  /** Per host frame: its blocks by word offset, or undefined when the frame holds none. */
-  readonly frames: (Array<Block | undefined> | undefined)[] = [];
+  /**
+   * Per 4 MiB of host RAM, per frame: its blocks by word offset; undefined where there are none. Two levels, so
+   * a hart costs memory only for the frames it translated code in, however large host RAM is.
+   */
+  private readonly directory: (Chunk | undefined)[];
   /** Execution counts of untranslated block starts. */
   readonly hot = new Int32Array(HOT_COUNTERS);
   readonly hotMask = HOT_COUNTERS - 1;
@@ -52,30 +69,43 @@ export class BlockCache {
 
   /** `frameCount`: 4 KiB frames in the host RAM buffer the hart's views cover. */
   constructor(frameCount: number) {
-    for (let i = 0; i < frameCount; i++) this.frames.push(undefined);
+    this.directory = emptySlots(Math.ceil(frameCount / CHUNK_FRAMES));
+  }
+
+  /** The block (or marker) starting at host offset `host`, if any. */
+  lookup(host: number): Block | undefined {
+    const chunk = this.directory[host >>> 22];
+    if (chunk === undefined) return undefined;
+    const blocks = chunk[(host >>> 12) & (CHUNK_FRAMES - 1)];
+    return blocks === undefined ? undefined : blocks[(host >>> 2) & (FRAME_WORDS - 1)];
   }
 
   /** Drop every block and counter (reset, snapshot restore). */
   clear(): void {
-    this.frames.fill(undefined);
+    this.directory.fill(undefined);
     this.hot.fill(0);
     this.epoch = 0;
   }
 
   /** True when the frame at host frame number `frame` holds blocks. */
   holdsCode(frame: number): boolean {
-    return this.frames[frame] !== undefined;
+    const chunk = this.directory[frame >>> 10];
+    return chunk !== undefined && chunk[frame & (CHUNK_FRAMES - 1)] !== undefined;
   }
 
   /** Store `block` for host offset `host`; returns true when its frame held no blocks before. */
   add(host: number, block: Block): boolean {
     const frame = host >>> 12;
-    let blocks = this.frames[frame];
+    let chunk = this.directory[frame >>> 10];
+    if (chunk === undefined) {
+      chunk = emptySlots(CHUNK_FRAMES);
+      this.directory[frame >>> 10] = chunk;
+    }
+    let blocks = chunk[frame & (CHUNK_FRAMES - 1)];
     const fresh = blocks === undefined;
     if (blocks === undefined) {
-      blocks = [];
-      for (let i = 0; i < FRAME_WORDS; i++) blocks.push(undefined);
-      this.frames[frame] = blocks;
+      blocks = emptySlots(FRAME_WORDS);
+      chunk[frame & (CHUNK_FRAMES - 1)] = blocks;
     }
     blocks[(host >>> 2) & (FRAME_WORDS - 1)] = block;
     this.stats.translated++;
@@ -84,7 +114,8 @@ export class BlockCache {
 
   /** Drop every block of host frame `frame`. */
   dropFrame(frame: number): void {
-    this.frames[frame] = undefined;
+    const chunk = this.directory[frame >>> 10];
+    if (chunk !== undefined) chunk[frame & (CHUNK_FRAMES - 1)] = undefined;
     this.stats.frameInvalidations++;
   }
 
@@ -98,7 +129,7 @@ export class BlockCache {
     const words = block.words;
     for (let i = 0; i < words.length; i++) {
       if (mem32[first + i] !== words[i]) {
-        const blocks = this.frames[host >>> 12];
+        const blocks = this.directory[host >>> 22]?.[(host >>> 12) & (CHUNK_FRAMES - 1)];
         if (blocks !== undefined) blocks[(host >>> 2) & (FRAME_WORDS - 1)] = undefined;
         this.stats.stale++;
         return false;

@@ -1218,7 +1218,6 @@ export class Hart implements SbiCallContext, BlockHost {
    * interrupts, as in the interpreter, at slice starts and after instructions that can unmask one.
    */
   private runBlocks(budget: number, cache: BlockCache): number {
-    const frames = cache.frames;
     const execTag = this.execTag;
     const execDelta = this.execDelta;
     const control = this.block;
@@ -1232,8 +1231,7 @@ export class Hart implements SbiCallContext, BlockHost {
       const index = vpn & TLB_MASK;
       if (execTag[index] === (vpn | this.fetchCtx)) {
         const host = (pc + execDelta[index]) | 0;
-        const blocks = frames[host >>> 12];
-        const found = blocks === undefined ? undefined : blocks[(host >>> 2) & 1023];
+        const found = cache.lookup(host);
         if (found !== undefined) {
           if (
             found.run !== null &&
@@ -1261,8 +1259,7 @@ export class Hart implements SbiCallContext, BlockHost {
    */
   private atLoopHead(host: number): boolean {
     const cache = this.blocks!;
-    const blocks = cache.frames[host >>> 12];
-    const found = blocks === undefined ? undefined : blocks[(host >>> 2) & 1023];
+    const found = cache.lookup(host);
     if (found !== undefined) return found.run !== null;
     return this.countHot(cache, host);
   }
