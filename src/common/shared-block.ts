@@ -72,6 +72,8 @@ export const HART_SBI_IPI = 10;
  * into its state area and answers SNAPSHOT_SAVED.
  */
 export const HART_SNAPSHOT = 11;
+/** Hart slot: 1 while the hart translates hot code to JavaScript, 0 when it only interprets (published by it). */
+export const HART_JIT = 12;
 
 export const SNAPSHOT_NONE = 0;
 export const SNAPSHOT_SAVE = 1;

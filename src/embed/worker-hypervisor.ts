@@ -159,6 +159,7 @@ class RemoteVm implements TabvisorVm {
         state: 'stopped',
         instructions: 0,
         ips: 0,
+        jit: false,
       })),
     };
     worker.addEventListener('message', (event: MessageEvent<VmHostEvent | { id?: unknown }>) => {

@@ -1,6 +1,7 @@
 import {
   HART_INSTRET_HI,
   HART_INSTRET_LO,
+  HART_JIT,
   HART_START_ADDR,
   HART_START_OPAQUE,
   HART_STATE,
@@ -36,10 +37,12 @@ const PAUSE_LOOP_YIELD_MS = 0.05;
 /** Longest single sleep, so a sleeping hart still notices requests that forgot to wake it. */
 const MAX_SLEEP_MS = 200;
 
-/** Publish the hart's retired-instruction count for statistics. */
-function publishInstret(block: Int32Array, hartId: number, instret: number): void {
-  block[hartWord(hartId, HART_INSTRET_LO)] = (instret % 0x1_0000_0000) | 0;
-  block[hartWord(hartId, HART_INSTRET_HI)] = Math.floor(instret / 0x1_0000_0000) | 0;
+/** Publish the hart's retired-instruction count and whether it translates code, for statistics. */
+function publishStats(block: Int32Array, hart: Hart): void {
+  const instret = hart.instret;
+  block[hartWord(hart.hartId, HART_INSTRET_LO)] = (instret % 0x1_0000_0000) | 0;
+  block[hartWord(hart.hartId, HART_INSTRET_HI)] = Math.floor(instret / 0x1_0000_0000) | 0;
+  block[hartWord(hart.hartId, HART_JIT)] = hart.jitEnabled ? 1 : 0;
 }
 
 /** Report a fatal guest error: the VM powers off with POWER_FAIL. */
@@ -116,7 +119,7 @@ export function stepHart(
     Atomics.store(block, stateIndex, HART_STATE_RUNNING);
   }
   hart.run(SLICE_INSNS);
-  publishInstret(block, id, hart.instret);
+  publishStats(block, hart);
   switch (hart.stopReason) {
     case STOP_WFI: {
       const seen = Atomics.load(block, wakeIndex);

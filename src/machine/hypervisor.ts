@@ -94,6 +94,8 @@ export interface VcpuStats {
   readonly instructions: number;
   /** Instructions per second over the last sampling interval. */
   readonly ips: number;
+  /** Whether the vCPU translates hot guest code to JavaScript (README "The block translator"). */
+  readonly jit: boolean;
 }
 
 /** A VM's live figures. */
@@ -582,6 +584,7 @@ class ManagedVm implements TabvisorVm {
         state,
         instructions: vcpu?.instret ?? 0,
         ips: live && this.state !== 'paused' ? this.ips[h] : 0,
+        jit: vcpu?.jit ?? false,
       });
     }
     return {

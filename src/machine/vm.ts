@@ -3,6 +3,7 @@ import { UserError } from '../common/errors.ts';
 import {
   HART_INSTRET_HI,
   HART_INSTRET_LO,
+  HART_JIT,
   HART_SNAPSHOT,
   HART_STATE_RESTORE_PENDING,
   SNAPSHOT_NONE,
@@ -105,6 +106,8 @@ export interface VcpuSample {
   readonly state: VcpuRunState;
   /** Instructions retired since the VM started, as last published by the hart (once per slice). */
   readonly instret: number;
+  /** Whether the hart translates hot code to JavaScript (false: interpreter only, or not started yet). */
+  readonly jit: boolean;
 }
 
 /** A VM's figures at one instant, read from its control block without stopping it (see {@link Vm.stats}). */
@@ -502,7 +505,8 @@ export class Vm {
       const lo = Atomics.load(block, hartWord(h, HART_INSTRET_LO)) >>> 0;
       const hi = Atomics.load(block, hartWord(h, HART_INSTRET_HI)) >>> 0;
       const state = VCPU_STATE_NAMES[Atomics.load(block, hartWord(h, HART_STATE))] ?? 'stopped';
-      vcpus.push({ hartId: h, state, instret: hi * 0x1_0000_0000 + lo });
+      const jit = Atomics.load(block, hartWord(h, HART_JIT)) === 1;
+      vcpus.push({ hartId: h, state, instret: hi * 0x1_0000_0000 + lo, jit });
     }
     return {
       vcpus,

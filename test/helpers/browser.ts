@@ -44,18 +44,26 @@ export async function buildApp(): Promise<string> {
 
 /**
  * Serve a built app with `vite preview` on a free local port. With `isolationHeaders` false the server uses
- * none of vite.config.ts, so it sends no COOP/COEP: a static host that was not configured.
+ * none of vite.config.ts, so it sends no COOP/COEP: a static host that was not configured. `extraHeaders` go
+ * on every response (e.g. a Content-Security-Policy).
  */
 export async function serveApp(
   outDir: string,
   isolationHeaders = true,
+  extraHeaders: Record<string, string> = {},
 ): Promise<{ url: string; close: () => Promise<void> }> {
+  const isolation = {
+    'Cross-Origin-Opener-Policy': 'same-origin',
+    'Cross-Origin-Embedder-Policy': 'require-corp',
+    'Cross-Origin-Resource-Policy': 'same-origin',
+  };
+  const headers = { ...(isolationHeaders ? isolation : {}), ...extraHeaders };
   const server: PreviewServer = await preview({
     root: ROOT,
     logLevel: 'warn',
     ...(isolationHeaders ? {} : { configFile: false as const }),
     build: { outDir },
-    preview: { host: '127.0.0.1', port: 0, strictPort: false, open: false },
+    preview: { host: '127.0.0.1', port: 0, strictPort: false, open: false, headers },
   });
   const address = server.httpServer.address();
   if (!address || typeof address === 'string') throw new Error('the vite preview server has no TCP address');
