@@ -6,6 +6,8 @@ export interface Block {
   readonly len: number;
   /** The instruction words the translation depends on (see {@link planBlock}). */
   readonly words: Int32Array;
+  /** The block loops back to its first instruction by itself (a whole loop in one function). */
+  readonly loops: boolean;
   /** The translation; null for a marker. */
   readonly run: BlockFunction | null;
   /** The cache's code epoch when `words` were last known to match memory. */

@@ -62,7 +62,7 @@ export const MAX_BLOCK_INSNS = 64;
 
 /** How an instruction takes part in a block. */
 const BODY = 0;
-/** Ends the block and is part of it (branches, jumps). */
+/** Ends the block and is part of it (jumps). Conditional branches are BODY: the block goes on after them. */
 const END = 1;
 /** Ends the block before it: the interpreter executes it. */
 const STOP = 2;
@@ -91,7 +91,7 @@ function classify(insn: number): number {
     case 0x23: // STORE
       return f3 <= 2 ? BODY : STOP;
     case 0x63: // BRANCH
-      return f3 === 2 || f3 === 3 ? STOP : END;
+      return f3 === 2 || f3 === 3 ? STOP : BODY;
     case 0x6f: // JAL
       return END;
     case 0x67: // JALR
@@ -118,6 +118,8 @@ export interface BlockPlan {
    * that one was left to the interpreter (so a changed word there is noticed too).
    */
   readonly words: Int32Array;
+  /** Some branch or jump in the block goes back to its first instruction: the function loops by itself. */
+  readonly loops: boolean;
 }
 
 /** Plan the block starting at word `wordIndex` of `mem32` (a host offset / 4); it never leaves its 4 KiB page. */
@@ -132,7 +134,14 @@ export function planBlock(mem32: Int32Array, wordIndex: number): BlockPlan {
     len++;
     if (kind === END || len === MAX_BLOCK_INSNS || ((wordIndex + len) & 1023) === 0) break;
   }
-  return { len, words: mem32.slice(wordIndex, wordIndex + seen) };
+  let loops = false;
+  for (let i = 0; i < len; i++) {
+    const insn = mem32[wordIndex + i];
+    const opcode = insn & 0x7f;
+    if ((opcode === 0x63 && immB(insn) === -4 * i) || (opcode === 0x6f && immJ(insn) === -4 * i))
+      loops = true;
+  }
+  return { len, words: mem32.slice(wordIndex, wordIndex + seen), loops };
 }
 
 /** Sign-extended immediates (unprivileged spec section 2.3). */
@@ -246,8 +255,45 @@ function opImmExpression(f3: number, insn: number, a: string): string {
 }
 
 /**
+ * Forward branches that can jump within the block: a target inside it, reached by branches that all lie in one
+ * range that nests with the others (JavaScript expresses forward jumps as `break` out of labeled blocks, which
+ * nest). Returns, per target index, the index of its first branch; other branches leave the block.
+ */
+function internalTargets(words: Int32Array, len: number): Map<number, number> {
+  const firstSource = new Map<number, number>();
+  for (let i = 0; i < len; i++) {
+    const insn = words[i];
+    if ((insn & 0x7f) !== 0x63) continue;
+    const offset = immB(insn);
+    if ((offset & 3) !== 0 || offset <= 0) continue;
+    const target = i + offset / 4;
+    if (target >= len) continue;
+    if (!firstSource.has(target)) firstSource.set(target, i);
+  }
+  // Keep a target's range [first source, target) only if it nests with every range kept before it.
+  const kept = new Map<number, number>();
+  for (const target of [...firstSource.keys()].sort((a, b) => a - b)) {
+    const from = firstSource.get(target)!;
+    let nests = true;
+    for (const [otherTarget, otherFrom] of kept) {
+      const crosses =
+        (from < otherFrom && otherFrom < target && target < otherTarget) ||
+        (otherFrom < from && from < otherTarget && otherTarget < target);
+      if (crosses) nests = false;
+    }
+    if (nests) kept.set(target, from);
+  }
+  return kept;
+}
+
+/**
  * JavaScript source of the factory for a block of `len` instructions `words[0..len)`: its parameters are the
  * environment (see {@link compileBlock}); it returns the {@link BlockFunction}.
+ *
+ * Layout: `out:` is the block (a `for (;;)` when some branch goes back to its first instruction), and each
+ * forward branch that stays in the block breaks out of a labeled block `tN` that ends right before its target
+ * N. `cnt` counts executed instructions; at compile time `pending` counts those on the current path since `cnt`
+ * was last brought up to date, so `cnt` is updated once per path segment, not per instruction.
  */
 export function blockSource(words: Int32Array, len: number): string {
   const read = new Set<number>();
@@ -268,15 +314,31 @@ export function blockSource(words: Int32Array, len: number): string {
   };
   let loops = false;
   let usesData = false;
+  /** Instructions executed on this path since `cnt` was last updated (known at compile time). */
+  let pending = 0;
+  /** `cnt += n` for the instructions up to and including instruction i. */
+  const count = (extra: number): string => (pending + extra === 0 ? '' : `cnt += ${pending + extra}; `);
+  const targets = internalTargets(words, len);
+  /** Labeled blocks open at each index, closed before their target. */
+  const opensAt = new Map<number, number[]>();
+  for (const [target, from] of targets) opensAt.set(from, [...(opensAt.get(from) ?? []), target]);
 
   for (let i = 0; i < len; i++) {
+    if (targets.has(i)) {
+      // Join point: the fallthrough path brings cnt up to date, the branches did before breaking.
+      if (pending > 0) emit(`cnt += ${pending};`);
+      pending = 0;
+      emit(`} // t${i}`);
+    }
+    // Outer (farther) targets open first.
+    for (const target of (opensAt.get(i) ?? []).sort((a, b) => b - a)) emit(`t${target}: {`);
     const insn = words[i];
     const rd = (insn >> 7) & 31;
     const rs1 = (insn >> 15) & 31;
     const rs2 = (insn >> 20) & 31;
     const f3 = (insn >> 12) & 7;
     const here = 4 * i;
-    const exit = `{ k = ${i + 1}; break out; }`;
+    const exit = `{ ${count(1)}break out; }`;
     switch (insn & 0x7f) {
       case 0x13:
         if (rd !== 0) emit(`${def(rd)} = ${opImmExpression(f3, insn, use(rs1))};`);
@@ -329,59 +391,71 @@ export function blockSource(words: Int32Array, len: number): string {
       case 0x63: {
         const offset = immB(insn);
         const condition = BRANCH_CONDITION[f3](use(rs1), use(rs2));
-        emit(`if (${condition}) {`);
+        const target = i + offset / 4;
         if ((offset & 3) !== 0) {
-          emit(`h.pc = ${pcAt(here)}; h.trap(${CAUSE_MISALIGNED_FETCH}, ${pcAt(here + offset)}); ${exit}`);
-        } else if (here + offset === 0) {
+          emit(
+            `if (${condition}) { h.pc = ${pcAt(here)}; h.trap(${CAUSE_MISALIGNED_FETCH}, ${pcAt(here + offset)}); ${count(1)}break out; }`,
+          );
+        } else if (offset === -here) {
+          // Back to the first instruction: loop while a whole pass still fits in the budget.
           loops = true;
-          emit(`cnt += ${len}; if (avail - cnt >= ${len}) continue; h.pc = pc0; k = 0; break out;`);
+          emit(
+            `if (${condition}) { ${count(1)}if (avail - cnt >= ${len}) continue; h.pc = pc0; break out; }`,
+          );
+        } else if (targets.get(target) !== undefined && target > i) {
+          emit(`if (${condition}) { ${count(1)}break t${target}; }`);
         } else {
-          emit(`h.pc = ${pcAt(here + offset)}; k = ${len}; break out;`);
+          emit(`if (${condition}) { h.pc = ${pcAt(here + offset)}; ${count(1)}break out; }`);
         }
-        emit('}');
-        emit(`h.pc = ${pcAt(here + 4)}; k = ${len}; break out;`);
+        pending++;
         break;
       }
       case 0x6f: {
         const offset = immJ(insn);
         if ((offset & 3) !== 0) {
-          emit(`h.pc = ${pcAt(here)}; h.trap(${CAUSE_MISALIGNED_FETCH}, ${pcAt(here + offset)}); ${exit}`);
+          emit(
+            `h.pc = ${pcAt(here)}; h.trap(${CAUSE_MISALIGNED_FETCH}, ${pcAt(here + offset)}); ${count(1)}break out;`,
+          );
+          pending = 0;
           break;
         }
         if (rd !== 0) emit(`${def(rd)} = ${pcAt(here + 4)};`);
-        if (here + offset === 0) {
+        if (offset === -here) {
           loops = true;
-          emit(`cnt += ${len}; if (avail - cnt >= ${len}) continue; h.pc = pc0; k = 0; break out;`);
+          emit(`${count(1)}if (avail - cnt >= ${len}) continue; h.pc = pc0; break out;`);
         } else {
-          emit(`h.pc = ${pcAt(here + offset)}; k = ${len}; break out;`);
+          emit(`h.pc = ${pcAt(here + offset)}; ${count(1)}break out;`);
         }
+        pending = 0;
         break;
       }
       case 0x67: {
         emit(`t = (${use(rs1)} + ${immI(insn)}) & -2;`);
         emit(`if ((t & 3) !== 0) { h.pc = ${pcAt(here)}; h.trap(${CAUSE_MISALIGNED_FETCH}, t); ${exit} }`);
         if (rd !== 0) emit(`${def(rd)} = ${pcAt(here + 4)};`);
-        emit(`h.pc = t; k = ${len}; break out;`);
+        emit(`h.pc = t; ${count(1)}break out;`);
+        pending = 0;
         break;
       }
       default:
         throw new Error(`block translator: instruction 0x${(insn >>> 0).toString(16)} cannot be in a block`);
     }
+    if ((insn & 0x7f) !== 0x63 && (insn & 0x7f) !== 0x6f && (insn & 0x7f) !== 0x67) pending++;
   }
   const last = len > 0 ? words[len - 1] & 0x7f : 0;
-  if (last !== 0x63 && last !== 0x6f && last !== 0x67) emit(`h.pc = ${pcAt(4 * len)}; k = ${len};`);
+  if (last !== 0x6f && last !== 0x67) emit(`h.pc = ${pcAt(4 * len)}; ${count(0)}`);
 
   const regs = [...read].sort((p, q) => p - q);
   const lines = ['return function block(pc0, avail) {'];
   if (regs.length > 0) lines.push(`let ${regs.map((r) => `r${r} = x[${r}]`).join(', ')};`);
   if (usesData) lines.push('const ctx = h.dataCtx;');
-  lines.push('let a = 0, vp = 0, ti = 0, t = 0, e = false, k = 0, cnt = 0;');
+  lines.push('let a = 0, vp = 0, ti = 0, t = 0, e = false, cnt = 0;');
   lines.push(loops ? 'out: for (;;) {' : 'out: {');
   lines.push(...body);
   if (loops) lines.push('break;');
   lines.push('}');
   for (const r of [...written].sort((p, q) => p - q)) lines.push(`x[${r}] = r${r};`);
-  lines.push('return cnt + k;', '};');
+  lines.push('return cnt;', '};');
   return lines.join('\n');
 }
 

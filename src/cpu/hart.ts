@@ -140,6 +140,12 @@ const NOT_RAM = -2;
 const PAGE_FAULT = [C.CAUSE_LOAD_PAGE_FAULT, C.CAUSE_STORE_PAGE_FAULT, C.CAUSE_FETCH_PAGE_FAULT];
 const ACCESS_FAULT = [C.CAUSE_LOAD_ACCESS, C.CAUSE_STORE_ACCESS, C.CAUSE_FETCH_ACCESS];
 
+/**
+ * Shortest translated loop head (when it does not loop by itself) worth leaving the interpreter for: below it,
+ * the round trip between interpreter and dispatcher costs more than the block saves.
+ */
+const HANDOVER_INSNS = 12;
+
 /** The M extension's high products, called from translated blocks. */
 const MUL_HIGH = { mulh: mulhSigned, mulhsu, mulhu };
 
@@ -1255,13 +1261,13 @@ export class Hart implements SbiCallContext, BlockHost {
 
   /**
    * The interpreter took a backward branch to host offset `host` (a loop head): true when the dispatcher should
-   * take over there, because the loop head is translated or just got hot enough to be.
+   * take over there, because the loop head is translated (or just got hot enough to be) and worth leaving the
+   * interpreter for: the whole loop is in the block, or enough of it to pay for the round trip.
    */
   private atLoopHead(host: number): boolean {
     const cache = this.blocks!;
-    const found = cache.lookup(host);
-    if (found !== undefined) return found.run !== null;
-    return this.countHot(cache, host);
+    const found = cache.lookup(host) ?? (this.countHot(cache, host) ? cache.lookup(host) : undefined);
+    return found !== undefined && found.run !== null && (found.loops || found.len >= HANDOVER_INSNS);
   }
 
   /** Count one execution of the untranslated block start at `host`; translate it when hot. True if translated. */
@@ -1277,7 +1283,7 @@ export class Hart implements SbiCallContext, BlockHost {
     const plan = planBlock(this.mem32, host >> 2);
     const run =
       plan.len > 0 ? compileBlock(blockSource(plan.words, plan.len), this.blockEnv, MUL_HIGH) : null;
-    const block: Block = { len: plan.len, words: plan.words, run, epoch: cache.epoch };
+    const block: Block = { len: plan.len, words: plan.words, loops: plan.loops, run, epoch: cache.epoch };
     if (cache.add(host, block)) this.protectFrame(host >>> 12);
     return run !== null;
   }

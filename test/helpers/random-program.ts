@@ -147,10 +147,26 @@ export function randomProgram(random: () => number, mode: ProgramMode, snippets 
     }
   };
 
+  /** Forward branches over ALU instructions: one, two nested, or two whose ranges cross. */
+  const forwardBranches = (): void => {
+    const branch = (): ((a: number, b: number, offset: number) => number) =>
+      pick([A.beq, A.bne, A.blt, A.bge, A.bltu, A.bgeu]);
+    const shape = int(3);
+    if (shape === 0) {
+      body.push(branch()(anyReg(), anyReg(), 8), alu());
+    } else if (shape === 1) {
+      body.push(branch()(anyReg(), anyReg(), 16), branch()(anyReg(), anyReg(), 8), alu(), alu());
+    } else {
+      body.push(branch()(anyReg(), anyReg(), 12), branch()(anyReg(), anyReg(), 12), alu(), alu());
+    }
+  };
+
   const emitSnippet = (): void => {
     const r = random();
     if (r < 0.5) {
       simple();
+    } else if (r < 0.53) {
+      forwardBranches();
     } else if (r < 0.58) {
       // Forward branch over 1..3 instructions; now and then to a misaligned target (traps if taken).
       const skip = 1 + int(3);
@@ -158,11 +174,14 @@ export function randomProgram(random: () => number, mode: ProgramMode, snippets 
       body.push(pick([A.beq, A.bne, A.blt, A.bge, A.bltu, A.bgeu])(anyReg(), anyReg(), offset));
       for (let i = 0; i < skip; i++) body.push(alu());
     } else if (r < 0.68) {
-      // A counted loop of simple instructions.
+      // A counted loop of simple instructions, with forward branches inside now and then.
       body.push(A.addi(COUNTER, 0, 1 + int(40)));
       const head = body.length;
       const size = 1 + int(6);
-      for (let i = 0; i < size; i++) simple();
+      for (let i = 0; i < size; i++) {
+        if (random() < 0.25) forwardBranches();
+        else simple();
+      }
       body.push(A.addi(COUNTER, COUNTER, -1));
       body.push(A.bne(COUNTER, 0, 4 * (head - body.length)));
     } else if (r < 0.72) {
