@@ -480,8 +480,8 @@ type BlockFactory = (...env: unknown[]) => BlockFunction;
 
 /** Factories by source: the same guest code (at any address, on any hart) is compiled by V8 once. */
 const factories = new Map<string, BlockFactory>();
-/** Bound on the factory cache (sources are small; this keeps a long-running guest's cache from growing forever). */
-const MAX_FACTORIES = 65536;
+/** Bound on the factory cache (a source is 1-5 KB): a long-running guest does not grow it forever. */
+const MAX_FACTORIES = 8192;
 
 let codeGeneration: boolean | undefined;
 
