@@ -79,6 +79,13 @@ figures.push(
     runs: nodeNet.rttMs,
   },
   {
+    name: "node: the receiving guest's part of the RTT (request in, reply out; avg of 10)",
+    value: median(nodeNet.turnaroundMs),
+    unit: 'ms',
+    target: undefined,
+    runs: nodeNet.turnaroundMs,
+  },
+  {
     name: 'node: VM-to-VM TCP throughput (nc, 10 MiB), 1 vCPU each',
     value: median(nodeNet.tcpMBps),
     unit: 'MB/s',
