@@ -64,6 +64,13 @@ export interface ThreadFactory {
     onMessage: (message: HartThreadMessage) => void,
     onError: (error: Error) => void,
   ): HartThreadHandle;
+  /**
+   * Threads that run on the VMM's own thread (CooperativeThreads) call `poll` between rounds of vCPU slices, so
+   * a device whose driver spins until the host answers (the virtio console: every console write) is served
+   * within the round instead of at the next event-loop turn. Returns a function that removes it. Factories with
+   * threads of their own leave it out: the VMM's doorbell waits wake at once there.
+   */
+  addIoPoll?(poll: () => void): () => void;
 }
 
 /** A VM's shape and what it boots. */
@@ -245,6 +252,9 @@ export class Vm {
   /** The command line makes an hvc device /dev/console: the stream moves to the virtio console. */
   private readonly consoleOnPort: boolean;
 
+  /** Removes the I/O poll a same-thread ThreadFactory runs (see ThreadFactory.addIoPoll). */
+  private readonly ioPollRemovers: (() => void)[] = [];
+
   /** The I/O side of each NIC (frames are moved on the VMM's thread). */
   private readonly nicHosts: VirtioNetHost[];
   /** Where each NIC's transmitted frames go while the machine runs (set by `plug`). */
@@ -360,6 +370,12 @@ export class Vm {
     this.keepAlive = setInterval(() => {}, 1 << 30);
     void this.pump();
     void this.serveConsole();
+    const removePoll = this.factory.addIoPoll?.(() => {
+      if (!this.pumping) return;
+      this.consoleHost.service();
+      this.feedInput();
+    });
+    if (removePoll) this.ioPollRemovers.push(removePoll);
     for (const host of this.diskHosts) void this.serveDisk(host);
     this.nics.forEach((nic, i) => {
       const host = this.nicHosts[i];
@@ -734,6 +750,7 @@ export class Vm {
     await Promise.all(this.threads.map((t) => t.terminate()));
     this.threads.length = 0;
     this.pumping = false;
+    for (const remove of this.ioPollRemovers.splice(0)) remove();
     for (const unplug of this.nicUnplugs.splice(0)) unplug();
     this.nicBackends.length = 0;
     // Requests already handed to a back-end finish (a write the guest was told nothing about yet may still land).
