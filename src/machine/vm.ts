@@ -137,8 +137,10 @@ const SNAPSHOT_TIMEOUT_MS = 5000;
 
 const NO_BYTES = new Uint8Array(0);
 
-/** Most console input bytes handed to the guest at once. */
+/** Most console input bytes handed to the guest's UART at once. */
 const INPUT_CHUNK = 256;
+/** Most bytes offered to the virtio console's receive buffers at once (16 page-sized buffers hold 64 KiB). */
+const PORT_INPUT_CHUNK = 64 * 1024;
 /** With line pacing, how long an idle guest with no prompt showing waits before it gets the next line anyway. */
 const LINE_PACING_IDLE_MS = 3000;
 /** The end of a shell prompt: `#`, `$` or `>` followed by a space, at the very end of the output. */
@@ -235,18 +237,20 @@ export class Vm {
   /**
    * The I/O side of the virtio console. The VM's console stream (what {@link onOutput} delivers and
    * {@link write} feeds) is the guest's /dev/console, which is one of two devices:
-   * - the UART, where the kernel's early console (`earlycon=sbi`) prints and where a `console=ttyS0` guest
-   *   runs its shell;
+   * - the UART, where the kernel's boot console (`earlycon=sbi`) prints and where a `console=ttyS0` guest runs
+   *   its shell;
    * - the virtio console (hvc1; hvc0 is the SBI console), when the command line's last `console=` names an
    *   hvc device, as the default image's does: it is the one with a window size.
    * When the guest's console is an hvc device, the stream shows the UART until the virtio console sends its
    * first bytes (the kernel registered it as its console), then the virtio console alone; input waits for that
    * moment and then goes to the virtio console. The moment is exact: the port's output is taken before the
-   * guest's write completes (see VirtioConsoleHost), and the UART is drained first, so early-console text
-   * printed before it is shown and the copies the early console prints after it (the kernel prints the
-   * hand-over messages on both) are not. Whether the stream has switched is kept in the control block, so a
-   * snapshot restores it. Otherwise (a ttyS0 console) the stream is the UART, input goes there, and anything
-   * the guest writes to the virtio console is shown too, in order with the UART's output.
+   * guest's write completes (see VirtioConsoleHost), and the UART is drained first, so boot-console text
+   * printed before it is shown, and the copies the boot console (`keep_bootcon`) prints after it are not.
+   * When the driver resets the device (Linux does before power-off and reboot), the stream goes back to the
+   * UART from the first byte written after the reset, so the kernel's last messages are shown. Whether the
+   * stream follows the port is kept in the control block, so a snapshot restores it. Otherwise (a ttyS0
+   * console) the stream is the UART, input goes there, and anything the guest writes to the virtio console is
+   * shown too, in order with the UART's output.
    */
   private readonly consoleHost: VirtioConsoleHost;
   /** The command line makes an hvc device /dev/console: the stream moves to the virtio console. */
@@ -607,7 +611,7 @@ export class Vm {
     // Feed the UART only into an empty receive ring: the guest has read what it was given. The virtio console
     // needs no such check: the guest hands a receive buffer back only once its tty took the bytes.
     if (!toPort && uart.rxRing.size !== 0) return;
-    let take = toPort ? this.pendingInput.length : INPUT_CHUNK;
+    let take = toPort ? Math.min(this.pendingInput.length, PORT_INPUT_CHUNK) : INPUT_CHUNK;
     if (this.inputPacing === 'line') {
       // A line at a time, when the guest waits for it: every vCPU idle and a shell prompt at the end of the
       // output, as if typed at the prompt. A program reading its input without a prompt gets the next line
