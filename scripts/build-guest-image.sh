@@ -418,7 +418,7 @@ file_entry() { # file_entry ROLE FILE UNCOMPRESSED|-
   echo "  \"muslVersion\": \"$MUSL_VERSION\","
   echo '  "arch": "rv32ima",'
   echo '  "isa": "rv32ima_zicsr_zifencei",'
-  echo '  "bootargs": "console=ttyS0 earlycon=sbi",'
+  echo '  "bootargs": "console=hvc1 earlycon=sbi keep_bootcon",'
   echo "  \"memoryMiB\": { \"minimum\": $MIN_MIB, \"default\": 128 },"
   echo "  \"kernelImage\": { \"loadOffset\": $LOAD_OFFSET, \"imageSize\": $IMAGE_SIZE },"
   echo '  "files": ['

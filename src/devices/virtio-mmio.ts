@@ -90,7 +90,7 @@ export function featureBit(bit: bigint): bigint {
  * configuration space. Built identically in every thread from plain options, so it holds no mutable state.
  */
 export interface VirtioDeviceModel {
-  /** Device ID (virtio 1.2, section 5): 2 = block. */
+  /** Device ID (virtio 1.2, section 5): 1 = network, 2 = block, 3 = console. */
   readonly deviceId: number;
   /** Every feature the device offers, including VIRTIO_F_VERSION_1. */
   readonly features: bigint;
@@ -100,6 +100,13 @@ export interface VirtioDeviceModel {
   readConfig(configOffset: number, size: AccessSize): number;
   /** A driver write to configuration space (most devices ignore them). */
   writeConfig(configOffset: number, size: AccessSize, value: number): void;
+  /**
+   * Whether to send a configuration change notification when the driver sets DRIVER_OK with these features:
+   * for a driver that reads some field only when told it changed (the console size). Default: no.
+   */
+  announceConfigWhenLive?(driverFeatures: bigint): boolean;
+  /** The driver reset the device (status 0). Called on the driver's thread, under the transport's lock. */
+  onReset?(): void;
 }
 
 /**
@@ -503,6 +510,8 @@ export class VirtioMmioTransport implements MmioDevice {
       let ready = 0;
       for (let q = 0; q < this.queueCount; q++) if (b[this.queueBase(q) + Q_READY] !== 0) ready |= 1 << q;
       if (ready !== 0) this.ringDoorbell(ready);
+      if (this.device.announceConfigWhenLive?.(this.driverFeatures()) === true)
+        this.raiseLocked(VIRTIO_MMIO_INT_CONFIG);
     }
   }
 
@@ -529,6 +538,7 @@ export class VirtioMmioTransport implements MmioDevice {
     }
     b[base + RESET_COUNT]++;
     this.updateIrqLocked();
+    this.device.onReset?.();
   }
 
   /** Enter DEVICE_NEEDS_RESET (2.1.2) and send a configuration change notification. Caller holds the lock. */

@@ -196,10 +196,12 @@ export class TabvisorVmElement extends ElementBase {
   }
 }
 
-/** A console view that ignores typing (the `readonly` attribute). */
+/** A console view that ignores typing (the `readonly` attribute); the terminal still passes its size on. */
 function readOnly(console: TabvisorConsole): TabvisorConsole {
   return {
     write: () => undefined,
+    resize: (cols, rows) => console.resize(cols, rows),
+    size: () => console.size(),
     transcript: () => console.transcript(),
     waitFor: (pattern, timeoutMs) => console.waitFor(pattern, timeoutMs),
     onOutput: (listener) => console.onOutput(listener),

@@ -10,6 +10,7 @@ import { pageNetworkEnvironment } from '../machine/networks.ts';
 import {
   Hypervisor,
   MIN_MEMORY_MIB,
+  type ConsoleSize,
   type GuestBoot,
   type TabvisorVm,
   type VmConfig,
@@ -33,11 +34,12 @@ export type VmHostEvent =
 
 /** The VM host's control API (comlink, version 1). */
 export interface VmHostApi {
-  /** Create the hosted VM; resolves with its identity. */
+  /** Create the hosted VM with its console `size` (the page's terminal); resolves with its identity. */
   create(
     id: string,
     config: VmConfig,
     guest: GuestBoot,
+    size?: ConsoleSize,
   ): Promise<{ readonly name: string; readonly cpus: number; readonly memoryMiB: number }>;
   start(): Promise<void>;
   pause(): Promise<void>;
@@ -46,6 +48,8 @@ export interface VmHostApi {
   reset(): Promise<void>;
   delete(): Promise<void>;
   write(bytes: Uint8Array): void;
+  /** The page's terminal changed size (see TabvisorConsole.resize); before `create`, the size is kept for it. */
+  resize(cols: number, rows: number): void;
   snapshot(): Promise<Uint8Array>;
 }
 
@@ -53,6 +57,7 @@ export interface VmHostApi {
 export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[]) => void): VmHostApi {
   let hv: Hypervisor | undefined;
   let vm: TabvisorVm | undefined;
+  let consoleSize: ConsoleSize | undefined;
   let pending: Uint8Array[] = [];
   let flushTimer: ReturnType<typeof setTimeout> | undefined;
   const flush = (): void => {
@@ -73,7 +78,8 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
     return vm;
   };
   return {
-    async create(id, config, guest) {
+    async create(id, config, guest, size) {
+      consoleSize ??= size;
       const memoryMiB = config.memoryMiB ?? 128;
       hv = new Hypervisor({
         hostRamMiB: Math.max(memoryMiB, MIN_MEMORY_MIB),
@@ -90,6 +96,7 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
       });
       const created = await hv.createVM({ ...config, start: false });
       vm = created;
+      if (consoleSize) created.console.resize(consoleSize.cols, consoleSize.rows);
       created.console.onOutput((bytes) => {
         pending.push(bytes.slice());
         flushTimer ??= setTimeout(flush, OUTPUT_FLUSH_MS);
@@ -112,6 +119,10 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
     },
     write(bytes) {
       need().console.write(new TextDecoder().decode(bytes));
+    },
+    resize(cols, rows) {
+      consoleSize = { cols, rows };
+      vm?.console.resize(cols, rows);
     },
     snapshot: () => need().snapshot(),
   };

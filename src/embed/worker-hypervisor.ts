@@ -90,7 +90,8 @@ export class WorkerHypervisor implements TabvisorApi {
     const vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
     this.list.push(vm);
     try {
-      await vm.host.create(id, { ...config, ...shape, start: false }, guest);
+      const { cols, rows } = vm.console.size();
+      await vm.host.create(id, { ...config, ...shape, start: false }, guest, { cols, rows });
     } catch (error) {
       vm.dispose();
       this.remove(vm);
@@ -139,9 +140,14 @@ class RemoteVm implements TabvisorVm {
     private readonly worker: Worker,
   ) {
     this.host = wrap<VmHostApi>(worker);
-    this.console = new VmConsole((bytes) => {
-      if (!this.disposed) void this.host.write(bytes);
-    });
+    this.console = new VmConsole(
+      (bytes) => {
+        if (!this.disposed) void this.host.write(bytes);
+      },
+      ({ cols, rows }) => {
+        if (!this.disposed) void this.host.resize(cols, rows);
+      },
+    );
     this.latest = {
       id,
       name,

@@ -10,7 +10,7 @@ import { MAX_HARTS } from './board.ts';
 import type { LinuxBootImages } from './linux-boot.ts';
 import { runCommand, type RunOptions, type RunResult } from './run-command.ts';
 import { decodeSnapshot, encodeSnapshot } from './snapshot.ts';
-import { VmConsole, type TabvisorConsole } from './vm-console.ts';
+import { VmConsole, type ConsoleSize, type TabvisorConsole } from './vm-console.ts';
 import {
   MAX_NICS,
   NetworkHub,
@@ -32,7 +32,7 @@ import {
 } from './vm.ts';
 
 export { MAX_HARTS, MAX_MEMORY_MIB, MIN_MEMORY_MIB };
-export type { RunOptions, RunResult, TabvisorConsole, VcpuRunState };
+export type { ConsoleSize, RunOptions, RunResult, TabvisorConsole, VcpuRunState };
 export type { NicConfig, ResolvedNic, TabvisorNetwork };
 
 /** What a VM boots: the guest images, its command line, and optionally a boot snapshot (encodeSnapshot bytes) to start from instead of booting cold. */
@@ -409,7 +409,10 @@ class ManagedVm implements TabvisorVm {
     readonly nics: readonly ResolvedNic[] = [],
   ) {
     this.ips = new Array<number>(cpus).fill(0);
-    this.console = new VmConsole((bytes) => this.machine?.write(bytes));
+    this.console = new VmConsole(
+      (bytes) => this.machine?.write(bytes),
+      ({ cols, rows }) => this.machine?.resizeConsole(cols, rows),
+    );
     this.nicPorts = nics.map((nic, i) => owner.networkHub.nic(`${name}/eth${i}`, nic));
   }
 
@@ -437,13 +440,23 @@ class ManagedVm implements TabvisorVm {
     const restored =
       fromSnapshot && this.nicPorts.length === 0 && disks.length === 0 ? this.restore(threads) : undefined;
     this.bootedFrom = restored ? 'snapshot' : 'cold';
+    const consoleSize = this.console.size();
     const machine =
       restored ??
       Vm.create(
-        { cpus: this.cpus, memoryMiB: this.memoryMiB, ...this.images, nics: this.nicPorts, disks },
+        {
+          cpus: this.cpus,
+          memoryMiB: this.memoryMiB,
+          ...this.images,
+          nics: this.nicPorts,
+          disks,
+          consoleSize,
+        },
         threads,
         this.owner.ram,
       );
+    // A restored machine has the size of the snapshot's host: give it ours (the guest is told if it differs).
+    machine.resizeConsole(consoleSize.cols, consoleSize.rows);
     this.machine = machine;
     this.threads = threads;
     this.lastSample = undefined;

@@ -41,8 +41,15 @@ import type { VmSnapshot } from './snapshot.ts';
 import type { BlockBackend } from '../devices/block-backend.ts';
 import { VirtioBlkHost, virtioBlkOptionsFor } from '../devices/virtio-blk.ts';
 import { VirtioNetHost, type NetBackend } from '../devices/virtio-net.ts';
+import {
+  DEFAULT_CONSOLE_COLS,
+  DEFAULT_CONSOLE_ROWS,
+  VirtioConsoleHost,
+  checkConsoleSize,
+  type ConsoleSize,
+} from '../devices/virtio-console.ts';
 import type { HartThreadInit, HartThreadMessage } from './hart-thread.ts';
-import { loadLinux, type LinuxBootImages } from './linux-boot.ts';
+import { consoleDevice, loadLinux, type LinuxBootImages } from './linux-boot.ts';
 
 /** A running vCPU thread, as the VMM holds it. */
 export interface HartThreadHandle {
@@ -58,6 +65,13 @@ export interface ThreadFactory {
     onMessage: (message: HartThreadMessage) => void,
     onError: (error: Error) => void,
   ): HartThreadHandle;
+  /**
+   * Threads that run on the VMM's own thread (CooperativeThreads) call `poll` between rounds of vCPU slices, so
+   * a device whose driver spins until the host answers (the virtio console: every console write) is served
+   * within the round instead of at the next event-loop turn. Returns a function that removes it. Factories with
+   * threads of their own leave it out: the VMM's doorbell waits wake at once there.
+   */
+  addIoPoll?(poll: () => void): () => void;
 }
 
 /** A VM's shape and what it boots. */
@@ -68,6 +82,8 @@ export interface VmSpec extends LinuxBootImages {
   readonly disks?: readonly BlockBackend[];
   /** virtio-net NICs in the virtio slots after the disks (the guest sees eth0, eth1, ...). */
   readonly nics?: readonly VmNic[];
+  /** The terminal size the guest's virtio console reports (default 80 x 24); see {@link Vm.resizeConsole}. */
+  readonly consoleSize?: ConsoleSize;
 }
 
 /**
@@ -127,8 +143,12 @@ const VCPU_STATE_NAMES: Record<number, VcpuRunState> = {
 /** How long a snapshot waits for the vCPUs to pause and save their state. */
 const SNAPSHOT_TIMEOUT_MS = 5000;
 
-/** Most console input bytes handed to the guest at once. */
+const NO_BYTES = new Uint8Array(0);
+
+/** Most console input bytes handed to the guest's UART at once. */
 const INPUT_CHUNK = 256;
+/** Most bytes offered to the virtio console's receive buffers at once (16 page-sized buffers hold 64 KiB). */
+const PORT_INPUT_CHUNK = 64 * 1024;
 /** With line pacing, how long an idle guest with no prompt showing waits before it gets the next line anyway. */
 const LINE_PACING_IDLE_MS = 3000;
 /** The end of a shell prompt: `#`, `$` or `>` followed by a space, at the very end of the output. */
@@ -203,6 +223,16 @@ export class Vm {
             this.onDiskProblem?.(`disk ${i}: ${error instanceof Error ? error.message : String(error)}`),
         }),
     );
+    this.consoleOnPort = /^hvc\d+$/.test(consoleDevice(bootargs) ?? '');
+    this.consoleHost = new VirtioConsoleHost(
+      this.board.console,
+      this.board.memory,
+      { write: (bytes) => this.portOutput(bytes) },
+      {
+        onGuestError: (reason) =>
+          this.onDiskProblem?.(`console: the guest broke the virtio protocol: ${reason}`),
+      },
+    );
     this.nicHosts = nics.map((_, i) => {
       const backend: NetBackend = { send: (frame, offload) => this.nicBackends[i]?.send(frame, offload) };
       return new VirtioNetHost(this.board.nics[i], this.board.memory, backend, {
@@ -211,6 +241,31 @@ export class Vm {
       });
     });
   }
+
+  /**
+   * The I/O side of the virtio console. The VM's console stream (what {@link onOutput} delivers and
+   * {@link write} feeds) is the guest's /dev/console, which is one of two devices:
+   * - the UART, where the kernel's boot console (`earlycon=sbi`) prints and where a `console=ttyS0` guest runs
+   *   its shell;
+   * - the virtio console (hvc1; hvc0 is the SBI console), when the command line's last `console=` names an
+   *   hvc device, as the default image's does: it is the one with a window size.
+   * When the guest's console is an hvc device, the stream shows the UART until the virtio console sends its
+   * first bytes (the kernel registered it as its console), then the virtio console alone; input waits for that
+   * moment and then goes to the virtio console. The moment is exact: the port's output is taken before the
+   * guest's write completes (see VirtioConsoleHost), and the UART is drained first, so boot-console text
+   * printed before it is shown, and the copies the boot console (`keep_bootcon`) prints after it are not.
+   * When the driver resets the device (Linux does before power-off and reboot), the stream goes back to the
+   * UART from the first byte written after the reset, so the kernel's last messages are shown. Whether the
+   * stream follows the port is kept in the control block, so a snapshot restores it. Otherwise (a ttyS0
+   * console) the stream is the UART, input goes there, and anything the guest writes to the virtio console is
+   * shown too, in order with the UART's output.
+   */
+  private readonly consoleHost: VirtioConsoleHost;
+  /** The command line makes an hvc device /dev/console: the stream moves to the virtio console. */
+  private readonly consoleOnPort: boolean;
+
+  /** Removes the I/O poll a same-thread ThreadFactory runs (see ThreadFactory.addIoPoll). */
+  private readonly ioPollRemovers: (() => void)[] = [];
 
   /** The I/O side of each NIC (frames are moved on the VMM's thread). */
   private readonly nicHosts: VirtioNetHost[];
@@ -282,7 +337,10 @@ export class Vm {
         disks,
         nics: nics.map((nic) => ({ mac: nic.mac })),
       };
-      return new Vm(ram, frames, init, factory, spec.bootargs, backends, nics);
+      const vm = new Vm(ram, frames, init, factory, spec.bootargs, backends, nics);
+      const size = spec.consoleSize ?? { cols: DEFAULT_CONSOLE_COLS, rows: DEFAULT_CONSOLE_ROWS };
+      vm.resizeConsole(size.cols, size.rows);
+      return vm;
     });
   }
 
@@ -323,6 +381,13 @@ export class Vm {
     }
     this.keepAlive = setInterval(() => {}, 1 << 30);
     void this.pump();
+    void this.serveConsole();
+    const removePoll = this.factory.addIoPoll?.(() => {
+      if (!this.pumping) return;
+      this.consoleHost.service();
+      this.feedInput();
+    });
+    if (removePoll) this.ioPollRemovers.push(removePoll);
     for (const host of this.diskHosts) void this.serveDisk(host);
     this.nics.forEach((nic, i) => {
       const host = this.nicHosts[i];
@@ -446,8 +511,24 @@ export class Vm {
   }
 
   /**
+   * Set the terminal size the guest sees on its virtio console (its tty's window size: `stty size`, and
+   * SIGWINCH for the foreground process when it changes). Whole numbers 1..65535, else a UserError. A guest
+   * whose console is the UART (`console=ttyS0`) keeps its own idea of the size.
+   */
+  resizeConsole(cols: number, rows: number): void {
+    checkConsoleSize(cols, rows);
+    this.consoleHost.resize(cols, rows);
+  }
+
+  /** The terminal size the virtio console reports. */
+  consoleSize(): ConsoleSize {
+    return this.consoleHost.device.size;
+  }
+
+  /**
    * Type into the guest's console. Input is held until the guest has opened the console (enabled the UART's
-   * receive interrupt) and is fed as the guest reads it: nothing is dropped.
+   * receive interrupt, or switched to the virtio console: see {@link consoleHost}) and is fed as the guest
+   * reads it: nothing is dropped.
    */
   write(bytes: Uint8Array): void {
     for (const byte of bytes) this.pendingInput.push(byte);
@@ -533,11 +614,15 @@ export class Vm {
   }
 
   private feedInput(): void {
+    if (this.pendingInput.length === 0) return;
     const uart = this.board.uart;
-    if (this.pendingInput.length === 0 || !uart.rxEnabled()) return;
-    // Feed only into an empty receive ring: the guest has read what it was given.
-    if (uart.rxRing.size !== 0) return;
-    let take = INPUT_CHUNK;
+    const toPort = this.consoleHost.device.streamFollows;
+    // A guest whose console is the virtio console reads nothing from the UART: hold input until it switched.
+    if (!toPort && (this.consoleOnPort || !uart.rxEnabled())) return;
+    // Feed the UART only into an empty receive ring: the guest has read what it was given. The virtio console
+    // needs no such check: the guest hands a receive buffer back only once its tty took the bytes.
+    if (!toPort && uart.rxRing.size !== 0) return;
+    let take = toPort ? Math.min(this.pendingInput.length, PORT_INPUT_CHUNK) : INPUT_CHUNK;
     if (this.inputPacing === 'line') {
       // A line at a time, when the guest waits for it: every vCPU idle and a shell prompt at the end of the
       // output, as if typed at the prompt. A program reading its input without a prompt gets the next line
@@ -552,13 +637,16 @@ export class Vm {
       const newline = this.pendingInput.indexOf(0x0a);
       take =
         newline < 0 ? Math.min(this.pendingInput.length, INPUT_CHUNK) : Math.min(newline + 1, INPUT_CHUNK);
+    }
+    const chunk = Uint8Array.from(this.pendingInput.slice(0, take));
+    const written = toPort ? this.consoleHost.receive(chunk) : uart.rxRing.pushMany(chunk);
+    if (written === 0) return;
+    this.pendingInput.splice(0, written);
+    if (this.inputPacing === 'line') {
       this.outputTail = '';
       this.idleSinceMs = -1;
     }
-    const chunk = this.pendingInput.splice(0, take);
-    const written = uart.rxRing.pushMany(Uint8Array.from(chunk));
-    if (written < chunk.length) this.pendingInput.unshift(...chunk.slice(written));
-    uart.rxNotify();
+    if (!toPort) uart.rxNotify();
   }
 
   /** True when every vCPU sleeps (WFI) or is stopped: the guest is waiting for something, such as input. */
@@ -570,17 +658,65 @@ export class Vm {
     return true;
   }
 
+  /** Take the UART's output: part of the console stream unless the stream follows the virtio console. */
   private drainOutput(): void {
     const uart = this.board.uart;
-    if (uart.txRing.size === 0) return;
-    const bytes = uart.txRing.drain();
-    uart.txNotify();
+    const port = this.consoleHost.device;
+    const from = uart.txRing.readPosition;
+    const bytes = uart.txRing.size === 0 ? NO_BYTES : uart.txRing.drain();
+    if (bytes.length > 0) uart.txNotify();
+    if (!port.streamFollows) {
+      if (bytes.length > 0) this.emit(bytes);
+      return;
+    }
+    // Checked after the drain: a reset marked now came after every byte just taken.
+    const leftAt = port.takeLeftAt();
+    if (leftAt === undefined) return; // the boot console's copies of what the virtio console showed
+    // The driver reset the virtio console (Linux does before poweroff and reboot): back to the UART, from the
+    // first byte the guest wrote after the reset.
+    port.streamFollows = false;
+    const skip = Math.min(bytes.length, (leftAt - from) & 0x7fff_ffff);
+    if (skip < bytes.length) this.emit(bytes.subarray(skip));
+  }
+
+  /** Output of the virtio console (called before the guest's write completes, see {@link consoleHost}). */
+  private portOutput(bytes: Uint8Array): void {
+    this.drainOutput();
+    if (this.consoleOnPort && !this.consoleHost.device.streamFollows)
+      this.consoleHost.device.streamFollows = true;
+    this.emit(bytes);
+  }
+
+  /** Hand console-stream bytes to the listeners. */
+  private emit(bytes: Uint8Array): void {
     if (this.inputPacing === 'line') {
       let tail = this.outputTail;
       for (const byte of bytes.subarray(Math.max(0, bytes.length - 64))) tail += String.fromCharCode(byte);
       this.outputTail = tail.slice(-64);
     }
     for (const listener of this.outputListeners) listener(bytes);
+  }
+
+  /** Serve the virtio console whenever a vCPU rings its doorbell (output, returned input buffers), until the VM halts. */
+  private async serveConsole(): Promise<void> {
+    const block = this.board.block;
+    const host = this.consoleHost;
+    const doorbell = host.doorbellIndex;
+    while (this.pumping) {
+      const seen = Atomics.load(block, doorbell);
+      const more = host.service();
+      this.feedInput();
+      if (more) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        continue;
+      }
+      if (isSharedBuffer(block.buffer)) {
+        const wait = Atomics.waitAsync(block, doorbell, seen, 50);
+        if (wait.async) await wait.value;
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    }
   }
 
   /** The I/O loop: console output and input, and power events from the guest. */
@@ -594,6 +730,7 @@ export class Vm {
       const power = Atomics.load(block, VM_POWER);
       if (power !== POWER_NONE) {
         this.drainOutput();
+        this.consoleHost.service();
         const code = Atomics.load(block, VM_POWER_CODE);
         await this.haltThreads();
         if (power === POWER_OFF) this.settle({ kind: 'poweroff', code });
@@ -628,6 +765,7 @@ export class Vm {
     await Promise.all(this.threads.map((t) => t.terminate()));
     this.threads.length = 0;
     this.pumping = false;
+    for (const remove of this.ioPollRemovers.splice(0)) remove();
     for (const unplug of this.nicUnplugs.splice(0)) unplug();
     this.nicBackends.length = 0;
     // Requests already handed to a back-end finish (a write the guest was told nothing about yet may still land).

@@ -154,6 +154,31 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
     console.log(`not isolated, snapshot start: page load to usable shell ${usableMs.toFixed(0)} ms`);
     expect(await snapshotStates(page)).toEqual(['restored', 'restored']);
     expect(await run(page, 'first', 'nproc')).toEqual({ output: '2\n', exitStatus: 0 });
+    // The element's terminal tells the guest in the worker its size, and again when the element is resized.
+    const size = () =>
+      page.evaluate(() =>
+        document.querySelector<HTMLElementTagNameMap['tabvisor-vm']>('#first')!.vm!.console.size(),
+      );
+    const rowsShown = () =>
+      page.evaluate(
+        () => document.getElementById('first')!.shadowRoot!.querySelector('.xterm-rows')!.childElementCount,
+      );
+    const before = await size();
+    expect(before.rows).toBe(await rowsShown());
+    expect(await run(page, 'first', 'stty size')).toEqual({
+      output: `${before.rows} ${before.cols}\n`,
+      exitStatus: 0,
+    });
+    await page.evaluate(() => {
+      document.getElementById('first')!.style.height = '200px';
+    });
+    await expect.poll(async () => (await size()).rows).toBeLessThan(before.rows);
+    const after = await size();
+    expect(after.rows).toBe(await rowsShown());
+    expect(await run(page, 'first', 'stty size')).toEqual({
+      output: `${after.rows} ${after.cols}\n`,
+      exitStatus: 0,
+    });
     expect(await removeAllAndCountWorkers(page)).toBe(0);
     await page.close();
     expect(pageErrors).toEqual([]);

@@ -2,13 +2,14 @@ import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { maybeGunzip } from '../../src/machine/gzip.ts';
 import { createVmHost, type VmHostEvent } from '../../src/embed/vm-host.ts';
+import { defaultBootargs } from '../helpers/guest.ts';
 
 const images = new URL('../../public/images/', import.meta.url);
 const image = async (name: string): Promise<Uint8Array> =>
   maybeGunzip(new Uint8Array(await readFile(new URL(name, images))));
 
 describe('the single-worker VM host (in-process, as its worker runs it)', () => {
-  it('boots SMP Linux on one thread, batches console output into few messages, and snapshots at the prompt', async () => {
+  it('boots SMP Linux on one thread, batches console output into few messages, passes the terminal size, and snapshots at the prompt', async () => {
     const events: VmHostEvent[] = [];
     let text = '';
     const host = createVmHost((event) => {
@@ -19,8 +20,10 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
       kernel: await image('Image.gz'),
       kernelName: 'Image.gz',
       initrd: await image('initramfs.cpio.gz'),
-      bootargs: 'console=ttyS0 earlycon=sbi',
+      bootargs: await defaultBootargs(),
     };
+    // The page's terminal size may arrive before the VM exists: it is kept for it.
+    host.resize(101, 33);
     expect(await host.create('7', { name: 'hosted', cpus: 2, memoryMiB: 64 }, guest)).toEqual({
       name: 'hosted',
       cpus: 2,
@@ -35,8 +38,11 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
       }
     };
     await until(() => /# $/.test(text));
-    host.write(new TextEncoder().encode('echo cpus=$(nproc)\n'));
-    await until(() => text.includes('cpus=2'));
+    host.write(new TextEncoder().encode('echo cpus=$(nproc) size=$(stty size)-\n'));
+    await until(() => text.includes('cpus=2 size=33 101-'));
+    host.resize(77, 21);
+    host.write(new TextEncoder().encode('echo now=$(stty size)-\n'));
+    await until(() => text.includes('now=21 77-'));
     const outputs = events.filter((e) => e.tabvisor === 'output');
     const bytes = outputs.reduce((n, e) => n + (e.tabvisor === 'output' ? e.bytes.length : 0), 0);
     // Boot prints kilobytes; batching sends them in far fewer messages than bytes (or UART drains).

@@ -33,7 +33,9 @@ describe('public/images/manifest.json', () => {
     expect(manifest.format).toBe(1);
     expect(manifest.kernelVersion).toMatch(/^6\.1\.\d+$/);
     expect(manifest.busyboxVersion).toBe('1.35.0');
-    expect(manifest.bootargs).toContain('console=ttyS0');
+    // The shell's console is the virtio console (hvc1: hvc0 is the SBI console); early messages use earlycon.
+    expect(manifest.bootargs).toContain('console=hvc1');
+    expect(manifest.bootargs).toContain('earlycon=sbi');
     expect(manifest.memoryMiB.minimum).toBeLessThanOrEqual(manifest.memoryMiB.default);
   });
 
