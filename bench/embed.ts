@@ -101,24 +101,24 @@ export async function networkCloneFigures(runs: number): Promise<NetworkCloneFig
       try {
         const page = await browser.context.newPage();
         await page.goto(`${server.url}examples/`);
+        // No named functions inside evaluate: tsx would wrap them in a helper the page lacks.
         const times = await page.evaluate(async () => {
-          const add = (id: string): HTMLElementTagNameMap['tabvisor-vm'] => {
+          for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
+          const [seed, clone] = ['seed', 'clone'].map((id) => {
             const el = document.createElement('tabvisor-vm');
             el.id = id;
             el.setAttribute('cpus', '1');
             el.setAttribute('memory', '64');
             el.setAttribute('network', 'bench-clones');
-            document.body.append(el);
             return el;
-          };
-          for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
-          const seed = add('seed');
+          });
+          document.body.append(seed);
           const seedMac = (
             await seed.run('cat /sys/class/net/eth0/address', { timeoutMs: 120_000 })
           ).output.trim();
           seed.remove();
           const started = performance.now();
-          const clone = add('clone');
+          document.body.append(clone);
           await clone.run('true', { timeoutMs: 120_000 });
           const shell = performance.now();
           if (clone.dataset.snapshot !== 'restored')

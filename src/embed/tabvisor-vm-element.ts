@@ -4,7 +4,7 @@
  * (`false` creates the VM without starting it), `network`, `vlan`, `readonly` (the console takes no keyboard
  * input; scripts still run), `name`. Changing one of the attributes that shape the VM ({@link VM_ATTRIBUTES})
  * replaces the VM with one built from the new attributes, at once, as a `<video>` loads a new `src`; changes made
- * in one task are applied together. `readonly` applies to the console at once; `autostart` starts a VM that is
+ * together (no `await` between them) are applied together. `readonly` applies to the console at once; `autostart` starts a VM that is
  * still waiting when it stops being `false`.
  * Shows an xterm console sized to the element and a toolbar (start, stop, reset, state, mode). `el.vm` is the VM
  * ({@link TabvisorVm}) once created, `el.ready` resolves with it, `el.run(command)` runs a command. Removing the
@@ -179,7 +179,7 @@ export class TabvisorVmElement extends ElementBase {
       return;
     }
     // The old VM goes at once (so `el.vm` and `el.ready` already speak of the replacement); the new one is
-    // created after the current task, so the changes of one task (cpus and memory together) replace it once.
+    // created in a microtask, so changes made together (cpus, then memory, no await between) replace it once.
     if (this.replacing) return;
     this.replacing = true;
     this.dropVm(new Error("the VM was replaced: the <tabvisor-vm> element's attributes changed"));
