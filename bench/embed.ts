@@ -1,9 +1,8 @@
 /**
  * Embedding figures for `npm run bench`: the example docs page (examples/index.html, two `<tabvisor-vm>`) in
  * Chromium, from navigation start until both VMs have run a first command, for a cold boot and for a start from
- * the boot snapshots the cold boot saved, with and without cross-origin isolation, and once more with the page's
- * CPU throttled (a loaded machine, reproducibly); a VM with a NIC started from a snapshot (shell, then its own
- * DHCP address); and the library's JS size.
+ * the boot snapshots the cold boot saved, with and without cross-origin isolation; a VM with a NIC started from
+ * a snapshot (shell, then its own DHCP address); and the library's JS size.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,20 +17,11 @@ export interface EmbedFigures {
   readonly parallelSnapshot: number[];
   readonly singleCold: number[];
   readonly singleSnapshot: number[];
-  /** Snapshot start, parallel, with Chromium's CPU throttling at {@link THROTTLE_RATE} on the page. */
-  readonly parallelSnapshotThrottled: number[];
 }
 
-/** CPU slow-down for the throttled snapshot start (DevTools' "4x slowdown"). */
-export const THROTTLE_RATE = 4;
-
 /** Seconds from navigation start until every element of the example page ran `true`. */
-async function usableShell(context: BrowserContext, url: string, throttle = 1): Promise<number> {
+async function usableShell(context: BrowserContext, url: string): Promise<number> {
   const page = await context.newPage();
-  if (throttle !== 1) {
-    const cdp = await context.newCDPSession(page);
-    await cdp.send('Emulation.setCPUThrottlingRate', { rate: throttle });
-  }
   await page.goto(`${url}examples/`);
   const ms = await page.evaluate(async () => {
     const elements = [...document.querySelectorAll('tabvisor-vm')];
@@ -52,7 +42,6 @@ export async function embedFigures(runs: number): Promise<EmbedFigures> {
     parallelSnapshot: [],
     singleCold: [],
     singleSnapshot: [],
-    parallelSnapshotThrottled: [],
   };
   try {
     for (let run = 0; run < runs; run++) {
@@ -64,9 +53,6 @@ export async function embedFigures(runs: number): Promise<EmbedFigures> {
         try {
           cold.push(await usableShell(browser.context, url));
           warm.push(await usableShell(browser.context, url));
-          if (url === isolated.url) {
-            figures.parallelSnapshotThrottled.push(await usableShell(browser.context, url, THROTTLE_RATE));
-          }
         } finally {
           await browser.close();
         }

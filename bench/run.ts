@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { CHROMIUM } from '../test/helpers/browser.ts';
 import { browserFigures } from './browser-guest.ts';
 import { browserDiskFigures } from './browser-disk.ts';
-import { THROTTLE_RATE, embedFigures, librarySize, networkCloneFigures } from './embed.ts';
+import { embedFigures, librarySize, networkCloneFigures } from './embed.ts';
 import { NodeGuest } from './node-guest.ts';
 import { nodeNetworkFigures } from './network.ts';
 import { browserNetworkFigures } from './browser-network.ts';
@@ -135,11 +135,6 @@ if (existsSync(CHROMIUM)) {
     ['snapshot start, parallel (isolated)', embed.parallelSnapshot, '< 0.5'],
     ['cold boot, single worker (no COOP/COEP)', embed.singleCold, undefined],
     ['snapshot start, single worker (no COOP/COEP)', embed.singleSnapshot, '< 0.5'],
-    [
-      `snapshot start, parallel, page CPU throttled ${THROTTLE_RATE}x (a loaded machine)`,
-      embed.parallelSnapshotThrottled,
-      undefined,
-    ],
   ];
   for (const [what, runs, target] of embedRows) {
     figures.push({
