@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { CHROMIUM } from '../test/helpers/browser.ts';
 import { browserFigures } from './browser-guest.ts';
 import { browserDiskFigures } from './browser-disk.ts';
-import { embedFigures, librarySize } from './embed.ts';
+import { embedFigures, librarySize, networkCloneFigures } from './embed.ts';
 import { NodeGuest } from './node-guest.ts';
 import { nodeNetworkFigures } from './network.ts';
 import { browserNetworkFigures } from './browser-network.ts';
@@ -152,6 +152,22 @@ if (existsSync(CHROMIUM)) {
       runs,
     });
   }
+  // A VM with a NIC started from a boot snapshot: its shell, then its own MAC and DHCP lease.
+  const clones = await networkCloneFigures(RUNS);
+  figures.push(
+    {
+      name: 'chromium embed: VM with a NIC from a snapshot, element added to usable shell',
+      value: median(clones.shell),
+      unit: 's',
+      runs: clones.shell,
+    },
+    {
+      name: 'chromium embed: VM with a NIC from a snapshot, element added to its own DHCP address',
+      value: median(clones.address),
+      unit: 's',
+      runs: clones.address,
+    },
+  );
   // Guest dd on a raw scratch disk, O_DIRECT, the write flushed (bench/browser-disk.ts): report only.
   const disk = await browserDiskFigures();
   for (const [kind, { writeMBps, readMBps }] of Object.entries(disk)) {

@@ -282,7 +282,7 @@ file "$BB/busybox" | grep -q 'ELF 32-bit LSB executable, UCB RISC-V.*statically 
   die "busybox is not a static 32-bit RISC-V executable: $(file "$BB/busybox")"
 # Strip the date line kconfig writes in the header, so the published config is stable.
 grep -v '^# .*[0-9][0-9]:[0-9][0-9]:[0-9][0-9]' "$BB/.config" >"$WORK/busybox.config"
-for applet in sh ash init cttyhack setsid mount mountpoint hostname ip ifconfig udhcpc ping nc wget httpd devmem \
+for applet in sh ash init cttyhack setsid mount mountpoint hostname ip ifconfig udhcpc ifplugd flock readlink ping nc wget httpd devmem \
   top free dd md5sum vi poweroff reboot; do
   grep -qx "/[a-z/]*/$applet" "$BB/busybox.links" || die "busybox lacks the applet '$applet'"
 done
@@ -326,7 +326,7 @@ step "assemble root file system"
 ROOTFS=$WORK/rootfs
 rm -rf "$ROOTFS"
 mkdir -p "$ROOTFS"
-for d in bin sbin usr/bin usr/sbin usr/share/udhcpc etc/init.d dev proc sys tmp run root mnt var/log home; do
+for d in bin sbin usr/bin usr/sbin usr/share/udhcpc etc/init.d etc/ifplugd dev proc sys tmp run root mnt var/log home; do
   mkdir -p "$ROOTFS/$d"
 done
 chmod 1777 "$ROOTFS/tmp"
@@ -344,7 +344,7 @@ done <"$BB/busybox.links"
 (cd "$GUEST_DIR/rootfs" && find . -type f | sort) | while IFS= read -r f; do
   f=${f#./}
   mode=644
-  case $f in etc/init.d/*|usr/share/udhcpc/*) mode=755 ;; esac
+  case $f in etc/init.d/*|etc/ifplugd/*|usr/share/udhcpc/*) mode=755 ;; esac
   install -D -m "$mode" "$GUEST_DIR/rootfs/$f" "$ROOTFS/$f"
 done
 # The kernel runs /init from an initramfs and /sbin/init from a disk: both are busybox init.

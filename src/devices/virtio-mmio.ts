@@ -96,8 +96,12 @@ export interface VirtioDeviceModel {
   readonly features: bigint;
   /** QueueNumMax of each queue; the array length is the number of queues. */
   readonly queueSizeMax: readonly number[];
-  /** Read `size` bytes of configuration space at `configOffset` (little-endian, zero-extended). */
-  readConfig(configOffset: number, size: AccessSize): number;
+  /**
+   * Read `size` bytes of configuration space at `configOffset` (little-endian, zero-extended). `deviceState` is
+   * the device's own state word in the transport ({@link VirtioMmioTransport.updateDeviceState}; 0 after a
+   * reset), for configuration fields that change while the device runs (virtio-net's link status).
+   */
+  readConfig(configOffset: number, size: AccessSize, deviceState: number): number;
   /** A driver write to configuration space (most devices ignore them). */
   writeConfig(configOffset: number, size: AccessSize, value: number): void;
   /**
@@ -123,6 +127,7 @@ export interface VirtioDeviceModel {
  *   [10] NOTIFY_PENDING       bit q: queue q was notified and not yet taken by the I/O thread (Atomics.or)
  *   [11] DOORBELL             futex word the I/O thread waits on; bumped after every notification
  *   [12] RESET_COUNT          device resets so far (statistics, tests)
+ *   [13] DEVICE_STATE         bits the device model defines (passed to readConfig); a device reset clears them
  *   [16 + q * QUEUE_WORDS, +QUEUE_WORDS)  queue q:
  *        NUM, READY, DESC_LO, DESC_HI, DRIVER_LO, DRIVER_HI, DEVICE_LO, DEVICE_HI,
  *        EPOCH      bumped whenever the queue is enabled, disabled or reset: completions of an older epoch
@@ -143,6 +148,7 @@ const IRQ_LEVEL = 9;
 const NOTIFY_PENDING = 10;
 const DOORBELL = 11;
 const RESET_COUNT = 12;
+const DEVICE_STATE = 13;
 const HEADER_WORDS = 16;
 
 const Q_NUM = 0;
@@ -175,6 +181,8 @@ export interface LiveQueue {
   readonly ring: SplitVirtqueue;
   /** The features the driver accepted. */
   readonly driverFeatures: bigint;
+  /** The device's state word (see {@link VirtioMmioTransport.updateDeviceState}). */
+  readonly deviceState: number;
   /**
    * The driver broke the protocol: set DEVICE_NEEDS_RESET, send a configuration change notification and stop
    * processing every queue until the driver resets the device (2.1.2).
@@ -233,7 +241,8 @@ export class VirtioMmioTransport implements MmioDevice {
   read(mmioOffset: number, size: AccessSize): number {
     if (mmioOffset >= VIRTIO_MMIO_CONFIG) {
       if (mmioOffset + size > VIRTIO_MMIO_SLOT_SIZE) return -1;
-      return this.device.readConfig(mmioOffset - VIRTIO_MMIO_CONFIG, size) >>> 0;
+      const state = Atomics.load(this.block, this.base + DEVICE_STATE);
+      return this.device.readConfig(mmioOffset - VIRTIO_MMIO_CONFIG, size, state) >>> 0;
     }
     if (size !== 4 || (mmioOffset & 3) !== 0 || mmioOffset < 0) return -1;
     this.lock.acquire();
@@ -313,6 +322,7 @@ export class VirtioMmioTransport implements MmioDevice {
         epoch: queueEpoch,
         ring,
         driverFeatures,
+        deviceState: b[this.base + DEVICE_STATE],
         fail: () => this.failLocked(),
       };
       try {
@@ -337,6 +347,35 @@ export class VirtioMmioTransport implements MmioDevice {
     } finally {
       this.lock.release();
     }
+  }
+
+  /**
+   * I/O thread: change the device's state word (configuration the device model derives from it, such as a link
+   * status) and, when it changed, send a configuration change notification as {@link configChanged} does. The
+   * word lives in the control block, so every thread and a snapshot see it; a device reset (status 0) clears it.
+   * Returns the new value.
+   */
+  updateDeviceState(update: (state: number) => number): number {
+    this.lock.acquire();
+    try {
+      const index = this.base + DEVICE_STATE;
+      const before = this.block[index];
+      const after = update(before) | 0;
+      if (after !== before) {
+        Atomics.store(this.block, index, after);
+        this.block[this.base + CONFIG_GENERATION]++;
+        if ((this.block[this.base + STATUS] & VIRTIO_STATUS_DRIVER_OK) !== 0)
+          this.raiseLocked(VIRTIO_MMIO_INT_CONFIG);
+      }
+      return after;
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /** The device's state word (see {@link updateDeviceState}). */
+  get deviceState(): number {
+    return Atomics.load(this.block, this.base + DEVICE_STATE);
   }
 
   /** The device status register (for the VMM's diagnostics and tests). */
@@ -527,7 +566,8 @@ export class VirtioMmioTransport implements MmioDevice {
     const base = this.base;
     for (let w = STATUS; w < HEADER_WORDS; w++) {
       if (w === DOORBELL || w === RESET_COUNT || w === IRQ_LEVEL) continue;
-      if (w === NOTIFY_PENDING) Atomics.store(b, base + w, 0);
+      // Both are read without the lock (the I/O thread's notifications, configuration reads).
+      if (w === NOTIFY_PENDING || w === DEVICE_STATE) Atomics.store(b, base + w, 0);
       else b[base + w] = 0;
     }
     for (let q = 0; q < this.queueCount; q++) {

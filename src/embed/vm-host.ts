@@ -5,11 +5,13 @@
  * receives {@link VmHostEvent}s on the same port: console output batched every {@link OUTPUT_FLUSH_MS}, transcript
  * resets and status. This module also runs in-process (tests).
  */
+import { releaseProxy, wrap } from 'comlink';
 import { CooperativeThreads } from '../machine/cooperative-threads.ts';
 import { pageNetworkEnvironment } from '../machine/networks.ts';
 import {
   Hypervisor,
   MIN_MEMORY_MIB,
+  type BootImages,
   type ConsoleSize,
   type GuestBoot,
   type TabvisorVm,
@@ -32,13 +34,20 @@ export type VmHostEvent =
       readonly stats: VmStats;
     };
 
+/**
+ * A guest as it crosses to the VM host: the images' bytes, or (so that a VM started from its boot snapshot never
+ * fetches them) a port on which the page answers one comlink call, `() => Promise<BootImages>`, when the VM
+ * boots cold. The host releases the port when the VM is deleted.
+ */
+export type HostedGuest = Omit<GuestBoot, 'images'> & { readonly images: BootImages | MessagePort };
+
 /** The VM host's control API (comlink, version 1). */
 export interface VmHostApi {
   /** Create the hosted VM with its console `size` (the page's terminal); resolves with its identity. */
   create(
     id: string,
     config: VmConfig,
-    guest: GuestBoot,
+    guest: HostedGuest,
     size?: ConsoleSize,
   ): Promise<{ readonly name: string; readonly cpus: number; readonly memoryMiB: number }>;
   start(): Promise<void>;
@@ -60,6 +69,7 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
   let consoleSize: ConsoleSize | undefined;
   let pending: Uint8Array[] = [];
   let flushTimer: ReturnType<typeof setTimeout> | undefined;
+  let releaseImages: (() => void) | undefined;
   const flush = (): void => {
     flushTimer = undefined;
     if (pending.length === 0) return;
@@ -81,13 +91,21 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
     async create(id, config, guest, size) {
       consoleSize ??= size;
       const memoryMiB = config.memoryMiB ?? 128;
+      let images: GuestBoot['images'];
+      if ('kernel' in guest.images) images = guest.images;
+      else {
+        const load = wrap<() => BootImages>(guest.images);
+        releaseImages = () => load[releaseProxy]();
+        images = () => load();
+      }
+      const boot: GuestBoot = { ...guest, images };
       hv = new Hypervisor({
         hostRamMiB: Math.max(memoryMiB, MIN_MEMORY_MIB),
         sharedMemory: false,
         // NICs join the page's networks through the same BroadcastChannel uplink other tabs use.
         network: pageNetworkEnvironment(),
         threads: () => new CooperativeThreads(false),
-        images: async () => guest,
+        images: async () => boot,
       });
       hv.onChange(() => {
         if (!vm) return;
@@ -115,6 +133,8 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
     async delete() {
       await vm?.delete();
       await hv?.dispose();
+      releaseImages?.();
+      releaseImages = undefined;
       flush();
     },
     write(bytes) {

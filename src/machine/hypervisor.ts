@@ -35,11 +35,19 @@ export { MAX_HARTS, MAX_MEMORY_MIB, MIN_MEMORY_MIB };
 export type { ConsoleSize, RunOptions, RunResult, TabvisorConsole, VcpuRunState };
 export type { NicConfig, ResolvedNic, TabvisorNetwork };
 
-/** What a VM boots: the guest images, its command line, and optionally a boot snapshot (encodeSnapshot bytes) to start from instead of booting cold. */
-export type GuestBoot = Omit<LinuxBootImages, 'bootargs'> & {
+/** The kernel and initramfs a cold boot loads into guest RAM. */
+export type BootImages = Omit<LinuxBootImages, 'bootargs'>;
+
+/**
+ * What a VM boots: its kernel command line, the images of a cold boot, and optionally a boot snapshot
+ * (encodeSnapshot bytes) to start from instead. `images` is the bytes, or a loader that is called only when a
+ * machine boots cold, so a VM that starts from its snapshot never fetches or unpacks a kernel.
+ */
+export interface GuestBoot {
   readonly bootargs: string;
+  readonly images: BootImages | (() => Promise<BootImages>);
   readonly snapshot?: Uint8Array;
-};
+}
 
 /** Largest host RAM: guest page tables hold host byte offsets as int32, so frames must lie below 2 GiB. */
 export const MAX_HOST_RAM_MIB = 2048;
@@ -296,7 +304,7 @@ export class Hypervisor implements TabvisorApi {
     if (nicConfigs.length > MAX_NICS)
       throw new UserError(`a VM has at most ${MAX_NICS} NICs, not ${nicConfigs.length}; remove one`);
     const nics = nicConfigs.map((nic, i) => resolveNic(nic, i));
-    const images = await this.options.images(config);
+    const guest = await this.options.images(config);
     const disks = await this.options.disks?.({ id, name: shape.name });
     // A root disk replaces the initramfs, as the CLI's --disk does with the default image.
     const rootArgs = disks?.rootOnFirstDisk ? ' root=/dev/vda rw' : '';
@@ -307,15 +315,15 @@ export class Hypervisor implements TabvisorApi {
       shape.cpus,
       shape.memoryMiB,
       {
-        ...images,
-        ...(disks?.rootOnFirstDisk ? { initrd: undefined } : {}),
-        bootargs: config.bootargs ?? `${images.bootargs}${rootArgs}`,
+        ...guest,
+        bootargs: config.bootargs ?? `${guest.bootargs}${rootArgs}`,
       },
       nics,
+      disks?.rootOnFirstDisk === true,
     );
     vm.diskSet = disks;
     try {
-      vm.create();
+      await vm.create();
     } catch (error) {
       vm.disposeNics();
       await disks?.close(false);
@@ -405,8 +413,10 @@ class ManagedVm implements TabvisorVm {
     readonly name: string,
     readonly cpus: number,
     readonly memoryMiB: number,
-    private readonly images: GuestBoot,
+    private readonly guest: GuestBoot,
     readonly nics: readonly ResolvedNic[] = [],
+    /** Boot from the first disk: a cold boot loads no initramfs. */
+    private readonly rootOnDisk = false,
   ) {
     this.ips = new Array<number>(cpus).fill(0);
     this.console = new VmConsole(
@@ -431,23 +441,26 @@ class ManagedVm implements TabvisorVm {
 
   /**
    * Reserve memory and load the guest (state `created`), from the boot snapshot when there is one and
-   * `fromSnapshot` allows it. Throws when host RAM cannot hold it.
+   * `fromSnapshot` allows it; only a cold boot loads the kernel and initramfs. Throws when host RAM cannot hold
+   * it or the images cannot be loaded.
    */
-  create(fromSnapshot = true): void {
+  async create(fromSnapshot = true): Promise<void> {
     const threads = this.owner.threadsFor(`${this.name}/`);
-    // A boot snapshot holds a board without NICs: a VM with NICs boots cold.
+    // A boot snapshot holds no disk state (see Vm.snapshot): a VM with disks boots cold.
     const disks = this.diskSet?.backends ?? [];
-    const restored =
-      fromSnapshot && this.nicPorts.length === 0 && disks.length === 0 ? this.restore(threads) : undefined;
-    this.bootedFrom = restored ? 'snapshot' : 'cold';
+    const restored = fromSnapshot && disks.length === 0 ? this.restore(threads) : undefined;
     const consoleSize = this.console.size();
-    const machine =
-      restored ??
-      Vm.create(
+    let machine = restored;
+    if (!machine) {
+      const images = typeof this.guest.images === 'function' ? await this.guest.images() : this.guest.images;
+      machine = Vm.create(
         {
           cpus: this.cpus,
           memoryMiB: this.memoryMiB,
-          ...this.images,
+          kernel: images.kernel,
+          kernelName: images.kernelName,
+          initrd: this.rootOnDisk ? undefined : images.initrd,
+          bootargs: this.guest.bootargs,
           nics: this.nicPorts,
           disks,
           consoleSize,
@@ -455,6 +468,8 @@ class ManagedVm implements TabvisorVm {
         threads,
         this.owner.ram,
       );
+    }
+    this.bootedFrom = restored ? 'snapshot' : 'cold';
     // A restored machine has the size of the snapshot's host: give it ours (the guest is told if it differs).
     machine.resizeConsole(consoleSize.cols, consoleSize.rows);
     this.machine = machine;
@@ -470,7 +485,7 @@ class ManagedVm implements TabvisorVm {
     return this.enqueue(async () => {
       if (this.state === 'running' || this.state === 'paused') return;
       if (this.state === 'deleted') throw new UserError(`VM ${this.name} was deleted`);
-      if (this.state !== 'created') this.boot();
+      if (this.state !== 'created') await this.boot();
       this.launch();
     });
   }
@@ -506,7 +521,7 @@ class ManagedVm implements TabvisorVm {
     return this.enqueue(async () => {
       if (this.state === 'deleted') throw new UserError(`VM ${this.name} was deleted`);
       await this.halt('the VM was reset');
-      this.boot();
+      await this.bootOrCrash();
       this.launch();
     });
   }
@@ -543,7 +558,7 @@ class ManagedVm implements TabvisorVm {
 
   /** A machine from the boot snapshot, or undefined (with a note on the console) when it cannot be used. */
   private restore(threads: ThreadFactory): Vm | undefined {
-    const bytes = this.images.snapshot;
+    const bytes = this.guest.snapshot;
     if (!bytes) return undefined;
     try {
       const snapshot = decodeSnapshot(bytes);
@@ -552,9 +567,10 @@ class ManagedVm implements TabvisorVm {
           `it was taken with ${snapshot.cpus} vCPUs and ${snapshot.memoryMiB} MiB, this VM has ${this.cpus} and ${this.memoryMiB} MiB`,
         );
       }
-      return Vm.fromSnapshot(snapshot, threads, this.owner.ram);
+      // Each NIC comes back with this VM's MAC, link held down until the guest re-reads it (Vm.fromSnapshot).
+      return Vm.fromSnapshot(snapshot, threads, this.owner.ram, this.nicPorts);
     } catch (error) {
-      const why = error instanceof Error ? error.message : String(error);
+      const why = errorMessage(error);
       this.console.push(
         new TextEncoder().encode(`[tabvisor] boot snapshot not used: ${why}; booting cold\r\n`),
       );
@@ -613,10 +629,20 @@ class ManagedVm implements TabvisorVm {
   }
 
   /** A fresh machine with the same configuration: new memory, new transcript. */
-  private boot(): void {
+  private async boot(): Promise<void> {
     this.console.reset('the VM booted again');
     this.reason = undefined;
-    this.create();
+    await this.create();
+  }
+
+  /** {@link boot} after the old machine was halted: a failure (images that no longer load) leaves it crashed. */
+  private async bootOrCrash(): Promise<void> {
+    try {
+      await this.boot();
+    } catch (error) {
+      this.setState('crashed', `it could not boot: ${errorMessage(error)}`);
+      throw error;
+    }
   }
 
   private launch(): void {
@@ -642,7 +668,12 @@ class ManagedVm implements TabvisorVm {
       // As QEMU does: a guest reboot starts a fresh machine with the same configuration, on the same console.
       const unread = machine.takeUnreadInput();
       await this.halt('the guest rebooted');
-      this.create(false);
+      try {
+        await this.create(false);
+      } catch (error) {
+        this.setState('crashed', `it could not boot again: ${errorMessage(error)}`);
+        return;
+      }
       this.machine?.write(unread);
       this.launch();
       return;
@@ -663,4 +694,8 @@ class ManagedVm implements TabvisorVm {
     this.queue = run.catch(() => {});
     return run;
   }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

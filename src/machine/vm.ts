@@ -413,10 +413,12 @@ export class Vm {
   async snapshot(): Promise<VmSnapshot> {
     if (this.power) throw new UserError('this VM has stopped; snapshot a running or paused VM');
     if (this.diskHosts.length > 0) {
-      throw new UserError('snapshots of VMs with disks are not supported yet; snapshot a VM without disks');
-    }
-    if (this.nicHosts.length > 0) {
-      throw new UserError('snapshots of VMs with NICs are not supported yet; snapshot a VM without NICs');
+      // The guest's page cache and file-system state in RAM describe the disk as it was at this instant, but
+      // the disk lives on (and changes) after the snapshot; restoring onto a disk that moved on corrupts its
+      // file system, and clones of one snapshot would share one disk. Requests in flight live on the I/O side.
+      throw new UserError(
+        'snapshots of VMs with disks are not supported: the guest would come back with file-system state in RAM that no longer matches its disk; snapshot a VM without disks (NICs are fine)',
+      );
     }
     const wasPaused = this.pausedTicks !== undefined;
     this.pause();
@@ -453,6 +455,7 @@ export class Vm {
       cpus: harts,
       memoryMiB: this.board.memory.ramSize >> 20,
       bootargs: this.bootargs,
+      nics: this.nicHosts.length,
       ticks: this.pausedTicks ?? this.board.clock.ticks(),
       block: copy,
       ram,
@@ -461,10 +464,32 @@ export class Vm {
     return snapshot;
   }
 
-  /** Create a VM that continues from `snapshot`. Nothing runs until {@link start}. */
-  static fromSnapshot(snapshot: VmSnapshot, factory: ThreadFactory, hostRam?: HostRam): Vm {
+  /**
+   * Create a VM that continues from `snapshot`. Nothing runs until {@link start}.
+   *
+   * NICs: `nics` must match the snapshot's count; each card comes back with the `nics[i].mac` given here, not the
+   * MAC of the VM the snapshot came from, so any number of VMs can start from one snapshot on one network. The
+   * guest's kernel, though, read the old MAC when it probed the card (Linux reads it only then) and its DHCP
+   * client holds the old VM's lease, both in the restored RAM. So every card the driver had set up comes back
+   * with its link held down (`holdLinkDownUntilReset`: status without LINK_UP, a configuration change interrupt,
+   * no frame in or out) until the driver resets the card. The default image's ifplugd action answers a lost link
+   * by re-binding the driver (a reset, then a probe that reads the new MAC), and the link-up that follows starts
+   * DHCP afresh: the clone gets its own address. A guest that does not react stays off the network instead of
+   * sending as another VM.
+   */
+  static fromSnapshot(
+    snapshot: VmSnapshot,
+    factory: ThreadFactory,
+    hostRam?: HostRam,
+    nics: readonly VmNic[] = [],
+  ): Vm {
     validateVmShape(snapshot.cpus, snapshot.memoryMiB);
-    const layout = planBoard(snapshot.cpus);
+    if (nics.length !== snapshot.nics) {
+      throw new UserError(
+        `this snapshot was taken of a VM with ${snapshot.nics} NIC(s), this VM has ${nics.length}; start it from a snapshot of a VM with the same NICs`,
+      );
+    }
+    const layout = planBoard(snapshot.cpus, 0, snapshot.nics);
     if (snapshot.block.length !== layout.words || snapshot.ram.length !== snapshot.memoryMiB << 20) {
       throw new UserError('this snapshot was taken by a different version of tabvisor; take a new snapshot');
     }
@@ -489,8 +514,11 @@ export class Vm {
         memory: memory.init,
         layout,
         firmware: true,
+        ...(nics.length > 0 ? { nics: nics.map((nic) => ({ mac: nic.mac })) } : {}),
       };
-      return new Vm(ram, frames, init, factory, snapshot.bootargs);
+      const vm = new Vm(ram, frames, init, factory, snapshot.bootargs, [], nics);
+      for (const host of vm.nicHosts) host.holdLinkDownUntilReset();
+      return vm;
     });
   }
 

@@ -95,7 +95,11 @@ async function main(): Promise<void> {
     hv = new Hypervisor({
       hostRamMiB,
       threads: (label) => new BrowserThreads(label),
-      images,
+      // The app keeps no boot snapshots: every VM boots cold, so the images are loaded up front.
+      images: async () => {
+        const guest = await images();
+        return { bootargs: guest.bootargs, images: guest };
+      },
       defaults,
       network: pageNetworkEnvironment(),
       disks: storage?.hook,

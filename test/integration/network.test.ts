@@ -66,7 +66,7 @@ describe('virtio-net in Node: VMs on one switch with a DHCP server', () => {
       'SUM',
       `dd if=/dev/urandom of=/tmp/f bs=65536 count=${bytes >> 16} 2>/dev/null; md5sum < /tmp/f | cut -d' ' -f1`,
     );
-    b.console.type('nc -l -p 7000 > /tmp/got &');
+    b.console.type('nc -l -p 7000 < /dev/null > /tmp/got &');
     await ask(b.console, 'LISTEN', 'sleep 0.5; echo listening');
     const capture = hub.view('lab')!.capture('tx/eth0');
     const txBefore = hub

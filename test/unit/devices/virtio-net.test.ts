@@ -5,6 +5,8 @@ import {
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
   VIRTIO_MMIO_CONFIG,
+  VIRTIO_MMIO_CONFIG_GENERATION,
+  VIRTIO_MMIO_INT_CONFIG,
   VIRTIO_MMIO_INT_VRING,
   VIRTIO_STATUS_DEVICE_NEEDS_RESET,
   VirtioMmioTransport,
@@ -508,5 +510,70 @@ describe('virtio-net offloads', () => {
     postRx(s, 65_600);
     expect(s.host.deliver(frame(4000), offload)).toBe(true);
     expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()[0].len).toBe(VIRTIO_NET_HDR_SIZE + 4000);
+  });
+});
+
+describe('virtio-net link held down until the driver resets the device (snapshot clones)', () => {
+  const status = (s: Setup): number => s.driver.transport.read(VIRTIO_MMIO_CONFIG + 6, 2);
+
+  it('clears LINK_UP in status and sends a configuration change interrupt; the MAC bytes are untouched', () => {
+    const s = setup();
+    s.driver.handleInterrupt();
+    const generation = s.driver.read(VIRTIO_MMIO_CONFIG_GENERATION);
+    expect(s.host.holdLinkDownUntilReset()).toBe(true);
+    expect(s.host.linkHeldDown).toBe(true);
+    expect(status(s)).toBe(0);
+    expect(s.driver.read(VIRTIO_MMIO_CONFIG_GENERATION)).not.toBe(generation);
+    expect(s.driver.handleInterrupt() & VIRTIO_MMIO_INT_CONFIG).toBe(VIRTIO_MMIO_INT_CONFIG);
+    const mac = Array.from({ length: 6 }, (_, i) => s.driver.transport.read(VIRTIO_MMIO_CONFIG + i, 1));
+    expect(mac).toEqual([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+    // A 4-byte read across status and max_virtqueue_pairs sees the same status.
+    expect(s.driver.transport.read(VIRTIO_MMIO_CONFIG + 6, 4)).toBe(0x0001_0000);
+  });
+
+  it('no frame moves either way while the link is held: received frames are dropped, queued ones returned unsent', () => {
+    const s = setup();
+    postRx(s);
+    transmit(s, frame(60));
+    s.host.holdLinkDownUntilReset();
+    expect(s.host.deliver(frame(60))).toBe(true); // consumed (dropped), not "busy": the switch need not retry
+    expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()).toHaveLength(0);
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    s.host.service();
+    expect(s.sent).toHaveLength(0);
+    expect(s.driver.queues[VIRTIO_NET_TX_QUEUE].takeUsed()).toEqual([expect.objectContaining({ len: 0 })]);
+    expect(s.host.stats.linkDownDrops).toBe(2);
+    expect(s.host.stats.txFrames + s.host.stats.rxFrames).toBe(0);
+  });
+
+  it('a device reset brings the link back up, and the re-initialized device moves frames again', () => {
+    const s = setup();
+    s.host.holdLinkDownUntilReset();
+    s.driver.initialize({ queueCount: 2 }); // reset, negotiate, queues, DRIVER_OK: what a driver re-probe does
+    expect(s.host.linkHeldDown).toBe(false);
+    expect(status(s)).toBe(1);
+    postRx(s);
+    expect(s.host.deliver(frame(60))).toBe(true);
+    expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()).toHaveLength(1);
+    transmit(s, frame(60));
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    s.host.service();
+    expect(s.sent).toHaveLength(1);
+  });
+
+  it('a device the driver has not touched since reset needs no hold: its probe reads the MAC anyway', () => {
+    const s = setup();
+    s.driver.reset();
+    expect(s.host.holdLinkDownUntilReset()).toBe(false);
+    expect(s.host.linkHeldDown).toBe(false);
+    expect(status(s)).toBe(1);
+  });
+
+  it("the hold lives in the shared control block: another thread's view of the device reads it", () => {
+    const s = setup();
+    s.host.holdLinkDownUntilReset();
+    // The driver's transport object (a hart thread's) is not the one the host changed.
+    expect(s.driver.transport).not.toBe(s.host.transport);
+    expect(status(s)).toBe(0);
   });
 });
