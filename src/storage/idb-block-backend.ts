@@ -190,16 +190,48 @@ export class IdbBlockBackend implements StoredDisk {
     return this.serial(() => this.kv.sync());
   }
 
-  /** Discarded blocks are deleted (they read back as zeroes); partial blocks are zeroed in place. */
+  /**
+   * Discarded ranges read back as zeroes: whole blocks are deleted (which frees their space), the parts of
+   * blocks at either edge are zeroed in place.
+   */
   discard(offset: number, length: number): Promise<void> {
     return this.serial(async () => {
       this.check(offset, length);
+      if (length === 0) return;
+      const end = offset + length;
+      const first = Math.floor(offset / IDB_BLOCK_SIZE);
+      const last = Math.floor((end - 1) / IDB_BLOCK_SIZE);
       const whole: string[] = [];
-      for (let b = Math.ceil(offset / IDB_BLOCK_SIZE); (b + 1) * IDB_BLOCK_SIZE <= offset + length; b++) {
-        whole.push(this.key(b));
+      const edges: number[] = [];
+      for (let b = first; b <= last; b++) {
+        if (
+          this.covers(b, offset, length) ||
+          (b === last && end === this.sizeBytes && b * IDB_BLOCK_SIZE >= offset)
+        )
+          whole.push(this.key(b));
+        else edges.push(b);
       }
-      await this.kv.delMany(whole);
+      const old = await this.kv.getMany(edges.map((b) => this.key(b)));
+      const zeroed: [string, Uint8Array][] = [];
+      edges.forEach((b, i) => {
+        const previous = old[i];
+        if (!(previous instanceof Uint8Array)) return; // a missing block reads as zeroes already
+        const block = new Uint8Array(previous);
+        block.fill(
+          0,
+          Math.max(offset, b * IDB_BLOCK_SIZE) - b * IDB_BLOCK_SIZE,
+          Math.min(end, (b + 1) * IDB_BLOCK_SIZE) - b * IDB_BLOCK_SIZE,
+        );
+        zeroed.push([this.key(b), block]);
+      });
+      if (zeroed.length > 0) await this.kv.setMany(zeroed);
+      if (whole.length > 0) await this.kv.delMany(whole);
     });
+  }
+
+  /** The range reads as zeroes: the same as {@link discard} (deleting a block is cheaper than writing it). */
+  writeZeroes(offset: number, length: number): Promise<void> {
+    return this.discard(offset, length);
   }
 
   async resize(sizeBytes: number): Promise<void> {

@@ -39,6 +39,27 @@ describe('IdbBlockBackend over a key-value store', () => {
     expect(got.subarray(0, 512).every((b) => b === 1) && got.subarray(512).every((b) => b === 2)).toBe(true);
   });
 
+  it('discard and write zeroes delete whole blocks (freeing them) and zero the edges; the range reads as zeroes', async () => {
+    const kv = new MemoryKeyValueStore();
+    const disk = await new IdbDiskStore(kv).openDisk('1', 0, 4 * IDB_BLOCK_SIZE);
+    await disk.write(0, new Uint8Array(4 * IDB_BLOCK_SIZE).fill(1));
+    await disk.discard!(IDB_BLOCK_SIZE - 1024, IDB_BLOCK_SIZE + 2048); // block 1 whole, edges of 0 and 2
+    expect([...kv.map.keys()].sort()).toEqual([
+      'vm/1/disk/0/0',
+      'vm/1/disk/0/2',
+      'vm/1/disk/0/3',
+      'vm/1/disk/0/size',
+    ]);
+    await disk.writeZeroes!(3 * IDB_BLOCK_SIZE, IDB_BLOCK_SIZE); // the last block, whole
+    expect(kv.map.has('vm/1/disk/0/3')).toBe(false);
+    const got = new Uint8Array(4 * IDB_BLOCK_SIZE);
+    await disk.read(0, got);
+    const expected = new Uint8Array(4 * IDB_BLOCK_SIZE).fill(1);
+    expected.fill(0, IDB_BLOCK_SIZE - 1024, 2 * IDB_BLOCK_SIZE + 1024);
+    expected.fill(0, 3 * IDB_BLOCK_SIZE);
+    expect(got).toEqual(expected);
+  });
+
   it('flush commits a durable transaction; the disk reopens with its size and data', async () => {
     const kv = new MemoryKeyValueStore();
     const store = new IdbDiskStore(kv);
