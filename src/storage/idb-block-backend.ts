@@ -18,8 +18,9 @@ import {
   setMany,
   type UseStore,
 } from 'idb-keyval';
+import { UserError } from '../common/errors.ts';
 import { BLOCK_SECTOR_SIZE, BlockIoError } from '../devices/block-backend.ts';
-import type { DiskStore, StoredDisk } from './disk-store.ts';
+import { describeStorageFailure, type DiskStore, type StoredDisk } from './disk-store.ts';
 import { checkDiskName } from './storage-protocol.ts';
 
 /** Bytes per stored block: large enough that a sequential guest write is a few transactions, small enough that a 4 KiB write rewrites little. */
@@ -113,8 +114,14 @@ export class IdbDiskStore implements DiskStore {
     const prefix = idbDiskPrefix(vmId, index);
     const stored = await this.kv.get(`${prefix}size`);
     const size = typeof stored === 'number' ? stored : 0;
-    const disk = new IdbBlockBackend(this.kv, prefix, size);
-    if (size < sizeBytes) await disk.resize(sizeBytes);
+    const disk = new IdbBlockBackend(this.kv, prefix, size, `disk ${index} of VM ${vmId}`);
+    if (size < sizeBytes) {
+      try {
+        await disk.resize(sizeBytes);
+      } catch (error) {
+        throw new UserError(error instanceof Error ? error.message : String(error));
+      }
+    }
     return disk;
   }
 
@@ -141,6 +148,8 @@ export class IdbBlockBackend implements StoredDisk {
     private readonly kv: KeyValueStore,
     private readonly prefix: string,
     public sizeBytes: number,
+    /** Names the disk in error messages. */
+    private readonly what = prefix,
   ) {}
 
   read(offset: number, dst: Uint8Array): Promise<void> {
@@ -289,8 +298,19 @@ export class IdbBlockBackend implements StoredDisk {
     }
   }
 
+  /**
+   * Run `operation` after the ones before it. A store failure becomes a {@link BlockIoError} that says what to
+   * do (a full quota: how to free space); the guest gets an I/O error for that request only.
+   */
   private serial<T>(operation: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(operation);
+    const run = this.chain.then(operation).catch((error: unknown) => {
+      if (error instanceof BlockIoError) throw error;
+      const failure =
+        error instanceof Error
+          ? { name: error.name, message: error.message }
+          : { name: 'Error', message: String(error) };
+      throw new BlockIoError(describeStorageFailure(failure, this.what), { cause: error });
+    });
     this.chain = run.catch(() => {});
     return run;
   }

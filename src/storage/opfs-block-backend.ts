@@ -11,7 +11,7 @@
  */
 import { UserError } from '../common/errors.ts';
 import { BLOCK_SECTOR_SIZE, BlockIoError } from '../devices/block-backend.ts';
-import type { DiskStore, StoredDisk } from './disk-store.ts';
+import { describeStorageFailure, type DiskStore, type StoredDisk } from './disk-store.ts';
 import {
   STORAGE_PROTOCOL_VERSION,
   checkDiskName,
@@ -36,23 +36,6 @@ export interface StoragePort {
 }
 
 type Reply = Extract<StorageResponse, { ok: true }>;
-
-/** The message to show when a disk request failed for a reason a person can act on. */
-export function describeStorageFailure(failure: StorageFailure, what: string): string {
-  if (failure.name === 'QuotaExceededError') {
-    return (
-      `${what}: the browser's storage quota for this site is full; the write was refused and nothing ` +
-      'written before was lost. Free space by deleting a VM or a disk, or grant persistent storage'
-    );
-  }
-  if (failure.name === 'NoModificationAllowedError') {
-    return (
-      `${what} is open in another tab of this site (OPFS allows one writer per file); ` +
-      'close that tab, or its VM, and reload this one'
-    );
-  }
-  return `${what}: ${failure.name}: ${failure.message}`;
-}
 
 class StorageRequestError extends Error {
   constructor(readonly failure: StorageFailure) {

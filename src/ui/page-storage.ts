@@ -185,6 +185,8 @@ export class PageStorage {
     try {
       disks = await VmDisks.open(this.store, storageId, restoring?.saved.disks, await this.rootImage());
     } catch (error) {
+      // A new VM that could not get its disks (a full quota) leaves nothing behind; a saved one keeps its own.
+      if (!restoring) await this.store.deleteVm(storageId).catch(() => {});
       release();
       throw error;
     }

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { BlockIoError } from '../../../src/devices/block-backend.ts';
 import { IDB_BLOCK_SIZE, IdbDiskStore, MemoryKeyValueStore } from '../../../src/storage/idb-block-backend.ts';
 
 describe('IdbBlockBackend over a key-value store', () => {
@@ -88,6 +89,27 @@ describe('IdbBlockBackend over a key-value store', () => {
     await expect(store.openDisk('../2', 0, 512)).rejects.toThrow(/bad VM id/);
     await expect(store.openDisk('a/b', 0, 512)).rejects.toThrow(/bad VM id/);
     await expect(store.openDisk('1', 8, 512)).rejects.toThrow(/bad disk/);
+  });
+
+  it('a full quota fails that write with a message that says how to free space; earlier data stays readable', async () => {
+    const kv = new MemoryKeyValueStore();
+    const disk = await new IdbDiskStore(kv).openDisk('q', 0, 2 * IDB_BLOCK_SIZE);
+    await disk.write(0, new Uint8Array(512).fill(4));
+    kv.setMany = async () => {
+      throw new DOMException('quota', 'QuotaExceededError');
+    };
+    const failure = Promise.resolve(disk.write(IDB_BLOCK_SIZE, new Uint8Array(512).fill(9)));
+    await expect(failure).rejects.toBeInstanceOf(BlockIoError);
+    await expect(failure).rejects.toThrow(/^disk 0 of VM q: .*quota .*full.*Free space/);
+    const got = new Uint8Array(512);
+    await disk.read(0, got);
+    expect(got.every((b) => b === 4)).toBe(true);
+    kv.set = async () => {
+      throw new DOMException('quota', 'QuotaExceededError');
+    };
+    await expect(new IdbDiskStore(kv).openDisk('q', 1, IDB_BLOCK_SIZE)).rejects.toThrow(
+      /disk 1 of VM q: .*quota/,
+    );
   });
 
   it('a request outside the disk fails (the guest gets an I/O error)', async () => {
