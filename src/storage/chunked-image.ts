@@ -131,6 +131,8 @@ export function parseChunkIndex(text: string, source: string): ChunkIndex {
 
 /** Where verified chunk members are kept between page loads. Errors are not fatal: the chunk is fetched. */
 export interface ChunkCache {
+  /** Whether chunk `c` is stored (known without a lookup, so a cold cache costs a read nothing). */
+  has(chunk: number): boolean;
   /** The stored members of `chunks` (undefined where there is none). */
   getMany(chunks: readonly number[]): Promise<(Uint8Array | undefined)[]>;
   put(chunk: number, member: Uint8Array): Promise<void>;
@@ -150,15 +152,27 @@ export class KeyValueChunkCache implements ChunkCache {
   private constructor(
     private readonly kv: KeyValueStore,
     private readonly prefix: string,
+    /** The chunks stored, listed once when opened. */
+    private readonly stored: Set<number>,
   ) {}
 
   /** The cache of image `imageSha256`; chunks of every other image are deleted (a new image replaced them). */
   static async open(kv: KeyValueStore, imageSha256: string): Promise<KeyValueChunkCache> {
     if (!SHA256_HEX.test(imageSha256)) throw new TypeError(`bad image sha256 ${imageSha256}`);
     const prefix = cachePrefix(imageSha256);
-    const stale = (await kv.keysWithPrefix('base/')).filter((key) => !key.startsWith(prefix));
+    const keys = await kv.keysWithPrefix('base/');
+    const stale = keys.filter((key) => !key.startsWith(prefix));
     if (stale.length > 0) await kv.delMany(stale);
-    return new KeyValueChunkCache(kv, prefix);
+    const stored = new Set<number>();
+    for (const key of keys) {
+      const chunk = Number(key.slice(prefix.length));
+      if (key.startsWith(prefix) && Number.isSafeInteger(chunk) && chunk >= 0) stored.add(chunk);
+    }
+    return new KeyValueChunkCache(kv, prefix, stored);
+  }
+
+  has(chunk: number): boolean {
+    return this.stored.has(chunk);
   }
 
   async getMany(chunks: readonly number[]): Promise<(Uint8Array | undefined)[]> {
@@ -166,12 +180,14 @@ export class KeyValueChunkCache implements ChunkCache {
     return values.map((value) => (value instanceof Uint8Array ? value : undefined));
   }
 
-  put(chunk: number, member: Uint8Array): Promise<void> {
-    return this.kv.set(`${this.prefix}${chunk}`, member);
+  async put(chunk: number, member: Uint8Array): Promise<void> {
+    await this.kv.set(`${this.prefix}${chunk}`, member);
+    this.stored.add(chunk);
   }
 
-  delete(chunk: number): Promise<void> {
-    return this.kv.delMany([`${this.prefix}${chunk}`]);
+  async delete(chunk: number): Promise<void> {
+    this.stored.delete(chunk);
+    await this.kv.delMany([`${this.prefix}${chunk}`]);
   }
 }
 
@@ -323,16 +339,18 @@ export class HttpChunkedImage implements BlockBackend {
     chunks: readonly number[],
     done: (c: number, bytes: Uint8Array) => void,
   ): Promise<number[]> {
-    if (!this.cache) return [...chunks];
+    const cache = this.cache;
+    const stored = cache ? chunks.filter((c) => cache.has(c)) : [];
+    if (!cache || stored.length === 0) return [...chunks];
+    const rest = chunks.filter((c) => !cache.has(c));
     let members: (Uint8Array | undefined)[];
     try {
-      members = await this.cache.getMany(chunks);
+      members = await cache.getMany(stored);
     } catch {
       return [...chunks];
     }
-    const rest: number[] = [];
     await Promise.all(
-      chunks.map(async (c, i) => {
+      stored.map(async (c, i) => {
         const member = members[i];
         if (member) {
           try {
@@ -340,7 +358,7 @@ export class HttpChunkedImage implements BlockBackend {
             this.stats.cachedChunks++;
             return;
           } catch {
-            void this.cache?.delete(c).catch(() => {}); // damaged in storage: fetch it again
+            void cache.delete(c).catch(() => {}); // damaged in storage: fetch it again
           }
         }
         rest.push(c);

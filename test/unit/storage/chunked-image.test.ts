@@ -185,7 +185,11 @@ describe('HttpChunkedImage: the base image over HTTP ranges', () => {
     const kv = new MemoryKeyValueStore();
     const sum = sha256(sampleImage());
     const first = await setup({ cache: await KeyValueChunkCache.open(kv, sum) });
+    const lookups: string[][] = [];
+    const getMany = kv.getMany.bind(kv);
+    kv.getMany = (keys) => (lookups.push([...keys]), getMany(keys));
     await readAt(first.image, 0, 8 * CHUNK);
+    expect(lookups).toEqual([]); // the cache knows it holds none of them: no lookup delays the fetch
     await new Promise((resolve) => setTimeout(resolve, 0)); // cache writes are not awaited by reads
     expect([...kv.map.keys()].sort()).toEqual([...Array(8).keys()].map((c) => `base/${sum}/${c}`).sort());
     const second = await setup({ cache: await KeyValueChunkCache.open(kv, sum) });
