@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { CHROMIUM } from '../test/helpers/browser.ts';
 import { browserFigures } from './browser-guest.ts';
 import { browserDiskFigures } from './browser-disk.ts';
+import { coldBootFigures } from './browser-cold-boot.ts';
 import { embedFigures, librarySize, networkCloneFigures } from './embed.ts';
 import { NodeGuest } from './node-guest.ts';
 import { nodeNetworkFigures } from './network.ts';
@@ -168,6 +169,24 @@ if (existsSync(CHROMIUM)) {
       runs: clones.address,
     },
   );
+  // Cold first boot in a fresh profile (root base image fetched by range as the guest reads it), then a
+  // reload in the same profile (chunks from IndexedDB): bench/browser-cold-boot.ts.
+  const cold = await coldBootFigures(RUNS);
+  const coldRows: [string, number[], string][] = [
+    [
+      'cold first boot (fresh profile): page load to shell prompt, 2 vCPUs',
+      cold.cold.map((l) => l.promptSeconds),
+      's',
+    ],
+    ['cold first boot: bytes fetched (all)', cold.cold.map((l) => l.fetchedBytes / 1e6), 'MB'],
+    ['cold first boot: root image bytes fetched', cold.cold.map((l) => l.rootBytes / 1e6), 'MB'],
+    ['cold first boot: root image requests', cold.cold.map((l) => l.rootRequests), 'requests'],
+    ['reload (same profile): page load to shell prompt', cold.reload.map((l) => l.promptSeconds), 's'],
+    ['reload: root image bytes fetched', cold.reload.map((l) => l.rootBytes / 1e6), 'MB'],
+  ];
+  for (const [what, runs, unit] of coldRows) {
+    figures.push({ name: `chromium ${what}`, value: median(runs), unit, runs });
+  }
   // Guest dd on a raw scratch disk, O_DIRECT, the write flushed (bench/browser-disk.ts): report only.
   const disk = await browserDiskFigures();
   for (const [kind, { writeMBps, readMBps }] of Object.entries(disk)) {

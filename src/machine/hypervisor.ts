@@ -195,8 +195,11 @@ export interface HypervisorOptions {
   readonly hostRamMiB: number;
   /** vCPU threads for one boot of one VM; `label` names the VM (for thread names). */
   readonly threads: (label: string) => ThreadFactory;
-  /** The default guest (loaded once, shared by every VM). */
-  readonly images: (config: VmConfig) => Promise<GuestBoot>;
+  /**
+   * The default guest (loaded once, shared by every VM). `needs.initrd` is false when the VM boots from its
+   * root disk, so the initramfs need not be fetched.
+   */
+  readonly images: (config: VmConfig, needs: { readonly initrd: boolean }) => Promise<GuestBoot>;
   /** Host RAM on a SharedArrayBuffer (default true); false runs VMs only with threads that share no memory. */
   readonly sharedMemory?: boolean;
   /** Defaults for `createVM`. */
@@ -304,9 +307,15 @@ export class Hypervisor implements TabvisorApi {
     if (nicConfigs.length > MAX_NICS)
       throw new UserError(`a VM has at most ${MAX_NICS} NICs, not ${nicConfigs.length}; remove one`);
     const nics = nicConfigs.map((nic, i) => resolveNic(nic, i));
-    const guest = await this.options.images(config);
     const disks = await this.options.disks?.({ id, name: shape.name });
     // A root disk replaces the initramfs, as the CLI's --disk does with the default image.
+    let guest: GuestBoot;
+    try {
+      guest = await this.options.images(config, { initrd: !disks?.rootOnFirstDisk });
+    } catch (error) {
+      await disks?.close(false);
+      throw error;
+    }
     const rootArgs = disks?.rootOnFirstDisk ? ' root=/dev/vda rw' : '';
     const vm = new ManagedVm(
       this,

@@ -91,14 +91,73 @@ export async function loadGuestImages(manifest: GuestManifest): Promise<{
 }
 
 /**
+ * The default guest described by `<base>/manifest.json` (public/images), fetched for a page: the manifest and
+ * kernel once, the initramfs only when a VM boots from it (a VM whose root is a disk never needs it), each
+ * decompressed once and shared; the kernel and the initramfs download at the same time. A failed fetch is tried
+ * again on the next call. The errors say which file failed and how to fix it.
+ */
+export class DefaultGuestLoader {
+  private manifest: Promise<Manifest> | undefined;
+  private kernel: Promise<Uint8Array> | undefined;
+  private initrd: Promise<Uint8Array> | undefined;
+
+  constructor(private readonly base: URL) {}
+
+  /** The guest; with `initrd: false` its initramfs is not fetched (and is undefined in the result). */
+  async load(needs: { readonly initrd: boolean } = { initrd: true }): Promise<GuestImages> {
+    const manifest = await (this.manifest ??= this.retryable(
+      this.fetchManifest(),
+      () => (this.manifest = undefined),
+    ));
+    const manifestUrl = new URL('manifest.json', this.base);
+    const file = (role: string) => manifest.files.find((f) => f.role === role);
+    const kernelFile = file('kernel');
+    if (!kernelFile)
+      throw new Error(`${manifestUrl.href} names no kernel; rebuild it with scripts/build-guest-image.sh`);
+    const initrdFile = needs.initrd ? file('initrd') : undefined;
+    this.kernel ??= this.retryable(
+      fetchBytes(new URL(kernelFile.path, this.base), 'kernel').then(maybeGunzip),
+      () => (this.kernel = undefined),
+    );
+    if (initrdFile) {
+      this.initrd ??= this.retryable(
+        fetchBytes(new URL(initrdFile.path, this.base), 'initramfs').then(maybeGunzip),
+        () => (this.initrd = undefined),
+      );
+    }
+    const [kernel, initrd] = await Promise.all([this.kernel, initrdFile ? this.initrd : undefined]);
+    return {
+      kernel,
+      kernelName: kernelFile.path,
+      initrd,
+      bootargs: manifest.bootargs,
+      defaultMemoryMiB: manifest.memoryMiB?.default ?? 128,
+    };
+  }
+
+  private async fetchManifest(): Promise<Manifest> {
+    const manifestUrl = new URL('manifest.json', this.base);
+    const manifestText = new TextDecoder().decode(await fetchBytes(manifestUrl, 'image manifest'));
+    try {
+      return JSON.parse(manifestText) as Manifest;
+    } catch {
+      throw new Error(`${manifestUrl.href} is not JSON; rebuild it with scripts/build-guest-image.sh`);
+    }
+  }
+
+  /** `promise`, forgotten (by `forget`) when it fails, so the next call fetches again. */
+  private retryable<T>(promise: Promise<T>, forget: () => void): Promise<T> {
+    return promise.catch((error: unknown) => {
+      forget();
+      throw error;
+    });
+  }
+}
+
+/**
  * Fetch the default guest described by `<base>/manifest.json` (public/images) and decompress its kernel and
  * initramfs. The errors say which file failed and how to fix it.
  */
-export async function loadDefaultGuest(base: URL): Promise<GuestImages> {
-  const manifest = await loadGuestManifest(base);
-  return {
-    ...(await loadGuestImages(manifest)),
-    bootargs: manifest.bootargs,
-    defaultMemoryMiB: manifest.defaultMemoryMiB,
-  };
+export function loadDefaultGuest(base: URL): Promise<GuestImages> {
+  return new DefaultGuestLoader(base).load();
 }
