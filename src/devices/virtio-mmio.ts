@@ -596,6 +596,26 @@ export class VirtioMmioTransport implements MmioDevice {
     this.ringDoorbell(1 << queue);
   }
 
+  /**
+   * I/O thread, after a restore from a snapshot: treat every ready queue as notified. The snapshot may have
+   * caught a queue whose notification the old I/O side had taken but whose buffers it had not yet used (a
+   * virtio console write the guest spins on, a packet); the new I/O side must look at every ring once, as a
+   * device does after migration. A spurious notification costs one look at an empty ring.
+   */
+  renotifyReadyQueues(): void {
+    this.lock.acquire();
+    try {
+      const status = this.block[this.base + STATUS];
+      if ((status & VIRTIO_STATUS_DRIVER_OK) === 0) return;
+      let ready = 0;
+      for (let q = 0; q < this.queueCount; q++)
+        if (this.block[this.queueBase(q) + Q_READY] !== 0) ready |= 1 << q;
+      if (ready !== 0) this.ringDoorbell(ready);
+    } finally {
+      this.lock.release();
+    }
+  }
+
   private ringDoorbell(queues: number): void {
     Atomics.or(this.block, this.base + NOTIFY_PENDING, queues);
     Atomics.add(this.block, this.base + DOORBELL, 1);

@@ -518,6 +518,8 @@ export class Vm {
       };
       const vm = new Vm(ram, frames, init, factory, snapshot.bootargs, [], nics);
       for (const host of vm.nicHosts) host.holdLinkDownUntilReset();
+      // Buffers the old I/O side took notice of but had not used yet are looked at again (see the method).
+      for (const transport of [vm.board.console, ...vm.board.nics]) transport.renotifyReadyQueues();
       return vm;
     });
   }
