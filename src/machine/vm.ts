@@ -64,13 +64,6 @@ export interface ThreadFactory {
     onMessage: (message: HartThreadMessage) => void,
     onError: (error: Error) => void,
   ): HartThreadHandle;
-  /**
-   * Threads that run on the VMM's own thread (CooperativeThreads) call `poll` between rounds of vCPU slices, so
-   * a device whose driver spins until the host answers (the virtio console: every console write) is served
-   * within the round instead of at the next event-loop turn. Returns a function that removes it. Factories with
-   * threads of their own leave it out: the VMM's doorbell waits wake at once there.
-   */
-  addIoPoll?(poll: () => void): () => void;
 }
 
 /** A VM's shape and what it boots. */
@@ -136,6 +129,12 @@ const VCPU_STATE_NAMES: Record<number, VcpuRunState> = {
 const SNAPSHOT_TIMEOUT_MS = 5000;
 
 const NO_BYTES = new Uint8Array(0);
+
+/** How many ring positions lie from `from` up to `limit` (0 when `limit` is not ahead; positions wrap at 2^31). */
+function bytesBefore(limit: number, from: number): number {
+  const distance = (limit - from) & 0x7fff_ffff;
+  return distance >= 0x4000_0000 ? 0 : distance;
+}
 
 /** Most console input bytes handed to the guest's UART at once. */
 const INPUT_CHUNK = 256;
@@ -216,15 +215,11 @@ export class Vm {
         }),
     );
     this.consoleOnPort = /^hvc\d+$/.test(consoleDevice(bootargs) ?? '');
-    this.consoleHost = new VirtioConsoleHost(
-      this.board.console,
-      this.board.memory,
-      { write: (bytes) => this.portOutput(bytes) },
-      {
-        onGuestError: (reason) =>
-          this.onDiskProblem?.(`console: the guest broke the virtio protocol: ${reason}`),
-      },
-    );
+    this.consoleHost = new VirtioConsoleHost(this.board.console, this.board.memory, {
+      onGuestError: (reason) =>
+        this.onDiskProblem?.(`console: the guest broke the virtio protocol: ${reason}`),
+    });
+    this.consoleHost.device.preferred = this.consoleOnPort;
     this.nicHosts = nics.map((_, i) => {
       const backend: NetBackend = { send: (frame) => this.nicBackends[i]?.send(frame) };
       return new VirtioNetHost(this.board.nics[i], this.board.memory, backend, {
@@ -241,23 +236,19 @@ export class Vm {
    *   its shell;
    * - the virtio console (hvc1; hvc0 is the SBI console), when the command line's last `console=` names an
    *   hvc device, as the default image's does: it is the one with a window size.
-   * When the guest's console is an hvc device, the stream shows the UART until the virtio console sends its
-   * first bytes (the kernel registered it as its console), then the virtio console alone; input waits for that
-   * moment and then goes to the virtio console. The moment is exact: the port's output is taken before the
-   * guest's write completes (see VirtioConsoleHost), and the UART is drained first, so boot-console text
-   * printed before it is shown, and the copies the boot console (`keep_bootcon`) prints after it are not.
-   * When the driver resets the device (Linux does before power-off and reboot), the stream goes back to the
-   * UART from the first byte written after the reset, so the kernel's last messages are shown. Whether the
-   * stream follows the port is kept in the control block, so a snapshot restores it. Otherwise (a ttyS0
-   * console) the stream is the UART, input goes there, and anything the guest writes to the virtio console is
-   * shown too, in order with the UART's output.
+   * When the guest's console is an hvc device, the stream shows the UART until the virtio console transmits for
+   * the first time (the kernel registered it as its console), then the virtio console alone; input waits for
+   * that moment and then goes to the virtio console. Both devices write rings on the harts; the switch is exact
+   * because the hart that switches records the UART's output position (UART bytes before it are shown, those
+   * after it are the boot console's copies, `keep_bootcon`, and are not). When the driver resets the device
+   * (Linux does before power-off and reboot), the reset records the UART's position again and the stream goes
+   * back to the UART from there, so the kernel's last messages are shown. The switch state lives in the control
+   * block, so snapshots keep it. Otherwise (a ttyS0 console) the stream is the UART, input goes there, and
+   * anything the guest writes to the virtio console is shown too.
    */
   private readonly consoleHost: VirtioConsoleHost;
   /** The command line makes an hvc device /dev/console: the stream moves to the virtio console. */
   private readonly consoleOnPort: boolean;
-
-  /** Removes the I/O poll a same-thread ThreadFactory runs (see ThreadFactory.addIoPoll). */
-  private readonly ioPollRemovers: (() => void)[] = [];
 
   /** The I/O side of each NIC (frames are moved on the VMM's thread). */
   private readonly nicHosts: VirtioNetHost[];
@@ -374,12 +365,6 @@ export class Vm {
     this.keepAlive = setInterval(() => {}, 1 << 30);
     void this.pump();
     void this.serveConsole();
-    const removePoll = this.factory.addIoPoll?.(() => {
-      if (!this.pumping) return;
-      this.consoleHost.service();
-      this.feedInput();
-    });
-    if (removePoll) this.ioPollRemovers.push(removePoll);
     for (const host of this.diskHosts) void this.serveDisk(host);
     this.nics.forEach((nic, i) => {
       const host = this.nicHosts[i];
@@ -647,33 +632,28 @@ export class Vm {
     return true;
   }
 
-  /** Take the UART's output: part of the console stream unless the stream follows the virtio console. */
+  /** Take both consoles' output and emit the stream, in order (see {@link consoleHost}). */
   private drainOutput(): void {
     const uart = this.board.uart;
     const port = this.consoleHost.device;
     const from = uart.txRing.readPosition;
     const bytes = uart.txRing.size === 0 ? NO_BYTES : uart.txRing.drain();
     if (bytes.length > 0) uart.txNotify();
-    if (!port.streamFollows) {
-      if (bytes.length > 0) this.emit(bytes);
-      return;
+    // Read after the drain: a switch or reset marked now came after every byte just taken.
+    const follows = port.streamFollows;
+    const shown = follows ? Math.min(bytes.length, bytesBefore(port.streamAt, from)) : bytes.length;
+    if (shown > 0) this.emit(bytes.subarray(0, shown));
+    const leftAt = follows ? port.takeLeftAt() : undefined;
+    // The port's output follows the UART bytes written before it took over and precedes those after its reset.
+    // Not following yet but about to: its first bytes wait for the next drain, after the UART's last ones.
+    if (follows || !this.consoleOnPort) {
+      const output = this.consoleHost.takeOutput();
+      if (output.length > 0) this.emit(output);
     }
-    // Checked after the drain: a reset marked now came after every byte just taken.
-    const leftAt = port.takeLeftAt();
-    if (leftAt === undefined) return; // the boot console's copies of what the virtio console showed
-    // The driver reset the virtio console (Linux does before poweroff and reboot): back to the UART, from the
-    // first byte the guest wrote after the reset.
-    port.streamFollows = false;
-    const skip = Math.min(bytes.length, (leftAt - from) & 0x7fff_ffff);
-    if (skip < bytes.length) this.emit(bytes.subarray(skip));
-  }
-
-  /** Output of the virtio console (called before the guest's write completes, see {@link consoleHost}). */
-  private portOutput(bytes: Uint8Array): void {
-    this.drainOutput();
-    if (this.consoleOnPort && !this.consoleHost.device.streamFollows)
-      this.consoleHost.device.streamFollows = true;
-    this.emit(bytes);
+    if (leftAt !== undefined) {
+      const skip = Math.max(shown, Math.min(bytes.length, bytesBefore(leftAt, from)));
+      if (skip < bytes.length) this.emit(bytes.subarray(skip));
+    }
   }
 
   /** Hand console-stream bytes to the listeners. */
@@ -686,16 +666,19 @@ export class Vm {
     for (const listener of this.outputListeners) listener(bytes);
   }
 
-  /** Serve the virtio console whenever a vCPU rings its doorbell (output, returned input buffers), until the VM halts. */
+  /** Take the virtio console's output and serve its queues whenever a vCPU rings its doorbell, until the VM halts. */
   private async serveConsole(): Promise<void> {
     const block = this.board.block;
     const host = this.consoleHost;
     const doorbell = host.doorbellIndex;
     while (this.pumping) {
       const seen = Atomics.load(block, doorbell);
+      this.drainOutput();
       const more = host.service();
       this.feedInput();
       if (more) {
+        // Chains waited for room in the ring: take what it holds, then let the event loop run before retrying.
+        this.drainOutput();
         await new Promise((resolve) => setTimeout(resolve, 0));
         continue;
       }
@@ -719,7 +702,6 @@ export class Vm {
       const power = Atomics.load(block, VM_POWER);
       if (power !== POWER_NONE) {
         this.drainOutput();
-        this.consoleHost.service();
         const code = Atomics.load(block, VM_POWER_CODE);
         await this.haltThreads();
         if (power === POWER_OFF) this.settle({ kind: 'poweroff', code });
@@ -754,7 +736,6 @@ export class Vm {
     await Promise.all(this.threads.map((t) => t.terminate()));
     this.threads.length = 0;
     this.pumping = false;
-    for (const remove of this.ioPollRemovers.splice(0)) remove();
     for (const unplug of this.nicUnplugs.splice(0)) unplug();
     this.nicBackends.length = 0;
     // Requests already handed to a back-end finish (a write the guest was told nothing about yet may still land).
