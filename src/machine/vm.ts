@@ -673,12 +673,12 @@ export class Vm {
     const doorbell = host.doorbellIndex;
     while (this.pumping) {
       const seen = Atomics.load(block, doorbell);
+      // Chains that waited for room in the ring are newer than what it holds: drain, take them, drain again.
       this.drainOutput();
       const more = host.service();
+      this.drainOutput();
       this.feedInput();
       if (more) {
-        // Chains waited for room in the ring: take what it holds, then let the event loop run before retrying.
-        this.drainOutput();
         await new Promise((resolve) => setTimeout(resolve, 0));
         continue;
       }
