@@ -49,6 +49,7 @@ import {
 } from '../devices/virtio-console.ts';
 import type { HartThreadInit, HartThreadMessage } from './hart-thread.ts';
 import { consoleDevice, loadLinux, type LinuxBootImages } from './linux-boot.ts';
+import { ConsoleStream } from './console-stream.ts';
 
 /** A running vCPU thread, as the VMM holds it. */
 export interface HartThreadHandle {
@@ -128,14 +129,6 @@ const VCPU_STATE_NAMES: Record<number, VcpuRunState> = {
 /** How long a snapshot waits for the vCPUs to pause and save their state. */
 const SNAPSHOT_TIMEOUT_MS = 5000;
 
-const NO_BYTES = new Uint8Array(0);
-
-/** How many ring positions lie from `from` up to `limit` (0 when `limit` is not ahead; positions wrap at 2^31). */
-function bytesBefore(limit: number, from: number): number {
-  const distance = (limit - from) & 0x7fff_ffff;
-  return distance >= 0x4000_0000 ? 0 : distance;
-}
-
 /** Most console input bytes handed to the guest's UART at once. */
 const INPUT_CHUNK = 256;
 /** Most bytes offered to the virtio console's receive buffers at once (16 page-sized buffers hold 64 KiB). */
@@ -214,12 +207,16 @@ export class Vm {
             this.onDiskProblem?.(`disk ${i}: ${error instanceof Error ? error.message : String(error)}`),
         }),
     );
-    this.consoleOnPort = /^hvc\d+$/.test(consoleDevice(bootargs) ?? '');
     this.consoleHost = new VirtioConsoleHost(this.board.console, this.board.memory, {
       onGuestError: (reason) =>
         this.onDiskProblem?.(`console: the guest broke the virtio protocol: ${reason}`),
     });
-    this.consoleHost.device.preferred = this.consoleOnPort;
+    this.stream = new ConsoleStream(
+      this.board.uart,
+      this.consoleHost,
+      /^hvc\d+$/.test(consoleDevice(bootargs) ?? ''),
+      (bytes) => this.emit(bytes),
+    );
     this.nicHosts = nics.map((_, i) => {
       const backend: NetBackend = { send: (frame) => this.nicBackends[i]?.send(frame) };
       return new VirtioNetHost(this.board.nics[i], this.board.memory, backend, {
@@ -229,26 +226,10 @@ export class Vm {
     });
   }
 
-  /**
-   * The I/O side of the virtio console. The VM's console stream (what {@link onOutput} delivers and
-   * {@link write} feeds) is the guest's /dev/console, which is one of two devices:
-   * - the UART, where the kernel's boot console (`earlycon=sbi`) prints and where a `console=ttyS0` guest runs
-   *   its shell;
-   * - the virtio console (hvc1; hvc0 is the SBI console), when the command line's last `console=` names an
-   *   hvc device, as the default image's does: it is the one with a window size.
-   * When the guest's console is an hvc device, the stream shows the UART until the virtio console transmits for
-   * the first time (the kernel registered it as its console), then the virtio console alone; input waits for
-   * that moment and then goes to the virtio console. Both devices write rings on the harts; the switch is exact
-   * because the hart that switches records the UART's output position (UART bytes before it are shown, those
-   * after it are the boot console's copies, `keep_bootcon`, and are not). When the driver resets the device
-   * (Linux does before power-off and reboot), the reset records the UART's position again and the stream goes
-   * back to the UART from there, so the kernel's last messages are shown. The switch state lives in the control
-   * block, so snapshots keep it. Otherwise (a ttyS0 console) the stream is the UART, input goes there, and
-   * anything the guest writes to the virtio console is shown too.
-   */
+  /** The I/O side of the virtio console (input, size; its output is taken by {@link stream}). */
   private readonly consoleHost: VirtioConsoleHost;
-  /** The command line makes an hvc device /dev/console: the stream moves to the virtio console. */
-  private readonly consoleOnPort: boolean;
+  /** The console stream: the guest's /dev/console out of the UART and the virtio console. */
+  private readonly stream: ConsoleStream;
 
   /** The I/O side of each NIC (frames are moved on the VMM's thread). */
   private readonly nicHosts: VirtioNetHost[];
@@ -501,7 +482,7 @@ export class Vm {
 
   /**
    * Type into the guest's console. Input is held until the guest has opened the console (enabled the UART's
-   * receive interrupt, or switched to the virtio console: see {@link consoleHost}) and is fed as the guest
+   * receive interrupt, or switched to the virtio console: see ConsoleStream) and is fed as the guest
    * reads it: nothing is dropped.
    */
   write(bytes: Uint8Array): void {
@@ -590,9 +571,9 @@ export class Vm {
   private feedInput(): void {
     if (this.pendingInput.length === 0) return;
     const uart = this.board.uart;
-    const toPort = this.consoleHost.device.streamFollows;
+    const toPort = this.stream.inputToPort;
     // A guest whose console is the virtio console reads nothing from the UART: hold input until it switched.
-    if (!toPort && (this.consoleOnPort || !uart.rxEnabled())) return;
+    if (this.stream.inputHeld || (!toPort && !uart.rxEnabled())) return;
     // Feed the UART only into an empty receive ring: the guest has read what it was given. The virtio console
     // needs no such check: the guest hands a receive buffer back only once its tty took the bytes.
     if (!toPort && uart.rxRing.size !== 0) return;
@@ -632,30 +613,6 @@ export class Vm {
     return true;
   }
 
-  /** Take both consoles' output and emit the stream, in order (see {@link consoleHost}). */
-  private drainOutput(): void {
-    const uart = this.board.uart;
-    const port = this.consoleHost.device;
-    const from = uart.txRing.readPosition;
-    const bytes = uart.txRing.size === 0 ? NO_BYTES : uart.txRing.drain();
-    if (bytes.length > 0) uart.txNotify();
-    // Read after the drain: a switch or reset marked now came after every byte just taken.
-    const follows = port.streamFollows;
-    const shown = follows ? Math.min(bytes.length, bytesBefore(port.streamAt, from)) : bytes.length;
-    if (shown > 0) this.emit(bytes.subarray(0, shown));
-    const leftAt = follows ? port.takeLeftAt() : undefined;
-    // The port's output follows the UART bytes written before it took over and precedes those after its reset.
-    // Not following yet but about to: its first bytes wait for the next drain, after the UART's last ones.
-    if (follows || !this.consoleOnPort) {
-      const output = this.consoleHost.takeOutput();
-      if (output.length > 0) this.emit(output);
-    }
-    if (leftAt !== undefined) {
-      const skip = Math.max(shown, Math.min(bytes.length, bytesBefore(leftAt, from)));
-      if (skip < bytes.length) this.emit(bytes.subarray(skip));
-    }
-  }
-
   /** Hand console-stream bytes to the listeners. */
   private emit(bytes: Uint8Array): void {
     if (this.inputPacing === 'line') {
@@ -674,9 +631,9 @@ export class Vm {
     while (this.pumping) {
       const seen = Atomics.load(block, doorbell);
       // Chains that waited for room in the ring are newer than what it holds: drain, take them, drain again.
-      this.drainOutput();
+      this.stream.drain();
       const more = host.service();
-      this.drainOutput();
+      this.stream.drain();
       this.feedInput();
       if (more) {
         await new Promise((resolve) => setTimeout(resolve, 0));
@@ -697,11 +654,11 @@ export class Vm {
     const block = this.board.block;
     const txEvent = this.board.uart.txEventIndex;
     while (this.pumping) {
-      this.drainOutput();
+      this.stream.drain();
       this.feedInput();
       const power = Atomics.load(block, VM_POWER);
       if (power !== POWER_NONE) {
-        this.drainOutput();
+        this.stream.drain();
         const code = Atomics.load(block, VM_POWER_CODE);
         await this.haltThreads();
         if (power === POWER_OFF) this.settle({ kind: 'poweroff', code });
