@@ -90,8 +90,9 @@ export class WorkerHypervisor implements TabvisorApi {
     const vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
     this.list.push(vm);
     try {
-      const { cols, rows } = vm.console.size();
-      await vm.host.create(id, { ...config, ...shape, start: false }, guest, { cols, rows });
+      // Only a size the page gave: otherwise a VM restored from a boot snapshot keeps the snapshot's.
+      const size = vm.console.sizeGiven ? vm.console.size() : undefined;
+      await vm.host.create(id, { ...config, ...shape, start: false }, guest, size);
     } catch (error) {
       vm.dispose();
       this.remove(vm);

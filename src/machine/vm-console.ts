@@ -106,6 +106,11 @@ export class VmConsole implements TabvisorConsole {
     return { cols: this.cols, rows: this.rows };
   }
 
+  /** Whether a size was given ({@link resize}); until then machines keep theirs (80 x 24, or a snapshot's). */
+  get sizeGiven(): boolean {
+    return this.sized;
+  }
+
   /**
    * @internal A machine restored from a snapshot has the size it was taken with. Returns the size to give it, or
    * undefined when nobody set one yet: then the console takes the machine's (no needless SIGWINCH in the guest).

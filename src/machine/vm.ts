@@ -135,8 +135,11 @@ const INPUT_CHUNK = 256;
 const PORT_INPUT_CHUNK = 64 * 1024;
 /** With line pacing, how long an idle guest with no prompt showing waits before it gets the next line anyway. */
 const LINE_PACING_IDLE_MS = 3000;
-/** The end of a shell prompt: `#`, `$` or `>` followed by a space, at the very end of the output. */
-const SHELL_PROMPT = /[#$>] $/;
+/**
+ * The end of a shell prompt: `#`, `$` or `>` followed by a space, at the very end of the output (or followed by
+ * ESC [ J, as busybox redraws its prompt after a terminal resize).
+ */
+const SHELL_PROMPT = /[#$>] (?:\x1b\[J)?$/;
 
 /** The smallest and largest guest memory we accept, in MiB. */
 export const MIN_MEMORY_MIB = 16;

@@ -53,6 +53,20 @@ describe('runCommand (vm.run)', () => {
     await expect(run).rejects.toThrow(/did not print/);
   });
 
+  it('waits for a prompt that a terminal resize redrew (prompt + ESC [ J) in the same output', async () => {
+    const console: VmConsole = new VmConsole((bytes) => {
+      const line = new TextDecoder().decode(bytes);
+      const marker = /echo (__TV_D""ONE_\w+__)\$\?/.exec(line)?.[1].replace('""', '');
+      setTimeout(() => console.push(encode(`${line.replace(/\n$/, '\r\n')}ok\r\n${marker}0\r\n:/root# `)), 1);
+    });
+    // A freshly restored guest: its first prompt and a redraw after a resize arrive together.
+    setTimeout(() => console.push(encode('\r\n:/root# \r:/root# \x1b[J')), 1);
+    expect(await runCommand(console, 'echo ok', { timeoutMs: 2000 })).toEqual({
+      output: 'ok\n',
+      exitStatus: 0,
+    });
+  });
+
   it('puts no `;` after a trailing `&` (a syntax error in sh)', async () => {
     const { console, typed } = fakeShell(answer('', 0));
     await runCommand(console, 'sleep 1 &  ');
