@@ -2,7 +2,13 @@ import type { AccessSize } from './mmio.ts';
 import type { AddressSpace } from '../mem/address-space.ts';
 import type { BufferSegment, DescriptorChain } from './virtqueue.ts';
 import type { VirtioDeviceModel, VirtioMmioTransport } from './virtio-mmio.ts';
-import { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, featureBit } from './virtio-mmio.ts';
+import {
+  VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_STATUS_DEVICE_NEEDS_RESET,
+  featureBit,
+} from './virtio-mmio.ts';
+import { ByteRing } from '../common/byte-ring.ts';
 import { UserError } from '../common/errors.ts';
 
 /** Device ID of a console (virtio 1.2, section 5). */
@@ -38,14 +44,20 @@ export const VIRTIO_CONSOLE_TX_QUEUE = 1;
  */
 export const VIRTIO_CONSOLE_QUEUE_SIZE = 16;
 /**
- * Guest-facing bounds (STYLE.md rule 4). The largest transmit chain the host copies: Linux sends at most one
- * page per buffer (hvc's output buffer is PAGE_SIZE), so 64 KiB leaves room for other drivers while keeping
- * what one chain can make the host allocate small. A longer chain is returned unread and counted.
+ * The transmit ring between the harts and the VMM (bytes, a power of two), as the UART's: a hart copies each
+ * transmit chain into it when the driver notifies the queue and returns the chain at once, so a console write
+ * never waits for the VMM. 16 KiB absorbs a burst of boot messages between two drains.
  */
-export const VIRTIO_CONSOLE_MAX_TX_CHAIN_BYTES = 64 * 1024;
+export const VIRTIO_CONSOLE_TX_RING_BYTES = 16 * 1024;
 /**
- * Transmit chains taken per {@link VirtioConsoleHost.service} call before it answers "more" and lets the event
- * loop run: a guest that refills the queue as fast as the host drains it cannot keep the VMM thread busy.
+ * Guest-facing bounds (STYLE.md rule 4). The largest transmit chain the device copies: Linux writes at most one
+ * page per buffer (hvc's output buffer is PAGE_SIZE); any chain up to the ring's size fits once the VMM drained
+ * it. A longer chain is returned unread and counted.
+ */
+export const VIRTIO_CONSOLE_MAX_TX_CHAIN_BYTES = VIRTIO_CONSOLE_TX_RING_BYTES;
+/**
+ * Transmit chains taken per call (a hart's notification, or the VMM retrying after the ring was full): a guest
+ * that refills the queue as fast as it is drained cannot keep one call going forever.
  */
 export const VIRTIO_CONSOLE_TX_BATCH = VIRTIO_CONSOLE_QUEUE_SIZE;
 
@@ -73,36 +85,53 @@ export function checkConsoleSize(cols: number, rows: number): void {
 
 /**
  * The console's own words, after its transport's region (int32 offsets from the device base):
- *   [0] SIZE      cols in the low 16 bits, rows in the high 16: exactly the first four bytes of the config
- *                 space, so a 32-bit config read gets a consistent pair
- *   [1] STREAM    1 while the VMM's console stream follows this port (see machine/vm.ts); kept here so a
- *                 snapshot restores it
- *   [2] LEFT      1 when the driver reset the device while the stream followed it: the stream goes back to
- *                 the other console, from [3] on
- *   [3] LEFT_AT   the other console's output position at that reset ({@link VirtioConsoleOptions})
- * All-zero words are the reset state (size 0 x 0: the VMM writes the real size before the VM starts).
+ *   [0] SIZE       cols in the low 16 bits, rows in the high 16: exactly the first four bytes of the config
+ *                  space, so a 32-bit config read gets a consistent pair
+ *   [1] PREFER     1 when the VMM's console stream should follow this port once it transmits (the guest's
+ *                  /dev/console is an hvc device); set by the VMM
+ *   [2] STREAM     1 while the console stream follows this port: set by the hart that transmits first while
+ *                  PREFER is 1, cleared by the VMM when it falls back
+ *   [3] STREAM_AT  the fallback console's output position when STREAM was set: its bytes before it still show
+ *   [4] LEFT       1 when the driver reset the device while STREAM was 1: the stream goes back to the fallback
+ *                  console, from [5] on; taken by the VMM
+ *   [5] LEFT_AT    the fallback console's output position at that reset
+ *   [6] TX_DROPPED transmit chains returned unread (device-writable parts, outside RAM, longer than the cap)
+ *   [8, ...)       the transmit ring ({@link VIRTIO_CONSOLE_TX_RING_BYTES} bytes): written by whoever holds the
+ *                  transport lock, drained by the VMM only
+ * All-zero words are the reset state (size 0 x 0: the VMM writes the real size before the VM starts). A driver
+ * reset keeps them: output already in the ring was returned to the guest and is still shown.
  */
 const SIZE = 0;
-const STREAM = 1;
-const LEFT = 2;
-const LEFT_AT = 3;
-const CONSOLE_WORDS = 4;
+const PREFER = 1;
+const STREAM = 2;
+const STREAM_AT = 3;
+const LEFT = 4;
+const LEFT_AT = 5;
+const TX_DROPPED = 6;
+const RING = 8;
+const CONSOLE_WORDS = RING + ByteRing.words(VIRTIO_CONSOLE_TX_RING_BYTES);
 
 /** What the board tells a console device (the same in every thread). */
 export interface VirtioConsoleOptions {
   /**
-   * The output position of the console the stream falls back to (`Uart16550.txPosition`),
-   * recorded when the driver resets this device while the stream follows it. Linux resets every virtio device
-   * before it powers off or reboots; its last messages then reach only the boot console on the UART.
+   * The output position of the console the stream falls back to (the UART's `Uart16550.txPosition`). It is
+   * recorded when the stream switches to this port (earlier bytes there are still shown) and when the driver
+   * resets this device while the stream follows it (later bytes there are shown again: Linux resets every
+   * virtio device before it powers off or reboots, and its last messages reach only the boot console).
    */
   readonly fallbackPosition?: () => number;
 }
 
 /**
- * A virtio console device (5.3) with one port: identity, features, the receive and transmit queues and the
- * configuration space (the terminal size). The size lives in the control block so every thread reads the same
- * value; the VMM changes it with {@link VirtioConsoleHost.resize}, which sends a configuration change
- * notification (Linux's virtio_console then calls hvc_resize: the tty gets the new window size and SIGWINCH).
+ * A virtio console device (5.3) with one port: identity, features, the receive and transmit queues, the
+ * configuration space (the terminal size) and the transmit ring. The size lives in the control block so every
+ * thread reads the same value; the VMM changes it with {@link VirtioConsoleHost.resize}, which sends a
+ * configuration change notification (Linux's virtio_console then calls hvc_resize: the tty gets the new window
+ * size and SIGWINCH).
+ *
+ * Transmit is served on the notifying thread ({@link onNotify}): Linux's console writes spin until their buffer
+ * comes back, so the hart copies each chain into the transmit ring and returns it at once, as a UART's THR write
+ * lands in its ring; the VMM drains the ring. Receive stays on the VMM's thread ({@link VirtioConsoleHost}).
  *
  * The transport also announces the configuration once when the driver sets DRIVER_OK
  * ({@link announceConfigWhenLive}): without MULTIPORT, Linux reads the size only from a configuration change
@@ -113,6 +142,8 @@ export class VirtioConsoleDevice implements VirtioDeviceModel {
   readonly features =
     featureBit(VIRTIO_F_VERSION_1) | featureBit(VIRTIO_F_INDIRECT_DESC) | featureBit(VIRTIO_CONSOLE_F_SIZE);
   readonly queueSizeMax: readonly number[] = [VIRTIO_CONSOLE_QUEUE_SIZE, VIRTIO_CONSOLE_QUEUE_SIZE];
+  /** The transmit ring: pushed under the transport lock, drained by the VMM ({@link VirtioConsoleHost}). */
+  readonly txRing: ByteRing;
 
   /** Control-block words the device's own state needs (after its transport's). */
   static words(): number {
@@ -128,8 +159,11 @@ export class VirtioConsoleDevice implements VirtioDeviceModel {
   constructor(
     private readonly block: Int32Array,
     private readonly base: number,
+    private readonly memory: AddressSpace,
     private readonly options: VirtioConsoleOptions = {},
-  ) {}
+  ) {
+    this.txRing = new ByteRing(block, base + RING, VIRTIO_CONSOLE_TX_RING_BYTES);
+  }
 
   /** The size the configuration space holds now. */
   get size(): ConsoleSize {
@@ -143,23 +177,38 @@ export class VirtioConsoleDevice implements VirtioDeviceModel {
     return Atomics.exchange(this.block, this.base + SIZE, word) !== word;
   }
 
-  /** Whether the VMM's console stream follows this port (VMM state kept in the block for snapshots). */
+  /** VMM: let the console stream follow this port once it transmits (the guest's console is an hvc device). */
+  set preferred(value: boolean) {
+    Atomics.store(this.block, this.base + PREFER, value ? 1 : 0);
+  }
+
+  /** Whether the console stream follows this port (VMM state kept in the block, so snapshots keep it). */
   get streamFollows(): boolean {
     return Atomics.load(this.block, this.base + STREAM) !== 0;
   }
 
-  set streamFollows(value: boolean) {
-    Atomics.store(this.block, this.base + STREAM, value ? 1 : 0);
-    if (value) Atomics.store(this.block, this.base + LEFT, 0);
+  /**
+   * While the stream follows this port: the fallback console's output position when it switched (its bytes
+   * before that are still part of the stream). Read {@link streamFollows} first: the position is stored before
+   * the flag.
+   */
+  get streamAt(): number {
+    return Atomics.load(this.block, this.base + STREAM_AT);
   }
 
   /**
-   * VMM: if the driver reset the device while the stream followed it, the fallback console's position at that
-   * moment (and the mark is cleared); otherwise undefined.
+   * VMM: if the driver reset the device while the stream followed it, stop following and return the fallback
+   * console's position at that reset (its bytes from there on are the stream again); otherwise undefined.
    */
   takeLeftAt(): number | undefined {
     if (Atomics.exchange(this.block, this.base + LEFT, 0) === 0) return undefined;
+    Atomics.store(this.block, this.base + STREAM, 0);
     return Atomics.load(this.block, this.base + LEFT_AT);
+  }
+
+  /** Transmit chains returned unread (statistics, tests). */
+  get txDropped(): number {
+    return Atomics.load(this.block, this.base + TX_DROPPED);
   }
 
   /** The driver reset the device: if the stream follows this port, record where the fallback console stands. */
@@ -167,6 +216,80 @@ export class VirtioConsoleDevice implements VirtioDeviceModel {
     if (Atomics.load(this.block, this.base + STREAM) === 0) return;
     Atomics.store(this.block, this.base + LEFT_AT, this.options.fallbackPosition?.() ?? 0);
     Atomics.store(this.block, this.base + LEFT, 1);
+  }
+
+  /**
+   * A queue notification, on the notifying thread. The transmit queue is served here ({@link transmit}); true
+   * when every chain was taken (the transport then only wakes the VMM to drain the ring). Receive
+   * notifications, and chains that did not fit the ring, are left to the VMM's thread (false).
+   */
+  onNotify(queue: number, transport: VirtioMmioTransport): boolean {
+    return queue === VIRTIO_CONSOLE_TX_QUEUE && this.transmit(transport);
+  }
+
+  /**
+   * Copy transmit chains into the ring and return them to the driver, up to {@link VIRTIO_CONSOLE_TX_BATCH}.
+   * Returns false when a chain is left waiting because the ring has no room for it yet (or the batch ended):
+   * call again after the VMM drained the ring. Any thread; the ring is pushed under the transport lock.
+   */
+  transmit(transport: VirtioMmioTransport): boolean {
+    let complete = true;
+    const pushed = transport.withLiveQueue(this.memory, VIRTIO_CONSOLE_TX_QUEUE, undefined, (live) => {
+      let bytesPushed = 0;
+      for (let taken = 0; ; taken++) {
+        if (taken === VIRTIO_CONSOLE_TX_BATCH) {
+          complete = false;
+          break;
+        }
+        const popped = live.ring.pop();
+        if (popped.kind === 'empty') break;
+        if (popped.kind === 'broken') {
+          live.fail(popped.reason);
+          break;
+        }
+        const bytes = this.gather(popped.chain);
+        if (bytes === undefined) {
+          Atomics.add(this.block, this.base + TX_DROPPED, 1);
+        } else if (bytes.length > this.txRing.free) {
+          // Not yet: put the chain back for the VMM, which retries after draining the ring.
+          live.ring.nextAvail = (live.ring.nextAvail - 1) & 0xffff;
+          complete = false;
+          break;
+        } else if (bytes.length > 0) {
+          this.streamMayFollow();
+          this.txRing.pushMany(bytes);
+          bytesPushed += bytes.length;
+        }
+        live.ring.pushUsed(popped.chain.head, 0);
+      }
+      return bytesPushed;
+    });
+    return complete || pushed === undefined;
+  }
+
+  /** The first output while PREFER is set switches the stream here; caller holds the transport lock. */
+  private streamMayFollow(): void {
+    const b = this.block;
+    if (Atomics.load(b, this.base + PREFER) === 0 || Atomics.load(b, this.base + STREAM) !== 0) return;
+    Atomics.store(b, this.base + STREAM_AT, this.options.fallbackPosition?.() ?? 0);
+    Atomics.store(b, this.base + LEFT, 0);
+    Atomics.store(b, this.base + STREAM, 1);
+  }
+
+  /** The bytes of a transmit chain, or undefined when it is not a valid one. */
+  private gather(chain: DescriptorChain): Uint8Array | undefined {
+    // 5.3.6.2: transmit buffers are device-readable only.
+    if (chain.writableBytes !== 0) return undefined;
+    if (chain.readableBytes > VIRTIO_CONSOLE_MAX_TX_CHAIN_BYTES) return undefined;
+    const out = new Uint8Array(chain.readableBytes);
+    let at = 0;
+    for (const segment of chain.readable) {
+      if (segment.length === 0) continue;
+      if (!segment.inRam) return undefined;
+      if (!this.memory.read(segment.gpa, out.subarray(at, at + segment.length))) return undefined;
+      at += segment.length;
+    }
+    return out;
   }
 
   /** With SIZE negotiated, tell a driver that just became live to read the size (see the class comment). */
@@ -191,32 +314,27 @@ export class VirtioConsoleDevice implements VirtioDeviceModel {
   }
 }
 
-/** Where the port's output goes (STYLE.md rule 2): the VMM's console stream, a test. Called outside every lock. */
-export interface CharBackend {
-  /** Bytes the guest wrote to the port, in order; a fresh array the receiver owns. */
-  write(bytes: Uint8Array): void;
-}
-
 /** Hooks through which the host reports what went wrong; the VMM logs them. */
 export interface VirtioConsoleHostOptions {
   /** The guest broke the virtqueue protocol; the device now needs a reset. */
   onGuestError?(reason: string): void;
 }
 
-/** Counters of one console device (for tests and diagnostics). */
+/** Counters of one console device's VMM side (for tests and diagnostics). */
 export interface VirtioConsoleStats {
+  /** Bytes taken from the transmit ring. */
   txBytes: number;
-  /** Transmit chains returned unread: device-writable parts, buffers outside RAM, or longer than the cap. */
-  txDropped: number;
   rxBytes: number;
   /** Receive chains returned empty because they had device-readable parts. */
   rxBadBuffers: number;
 }
 
 /**
- * The I/O-thread side of a virtio console. Transmit: the VMM calls {@link service} when the transport's
- * doorbell changes; each chain's bytes go to the {@link CharBackend}. Receive: {@link receive} copies input into
- * the guest's free receive buffers and answers how much fit (0: no buffer, or the device is not live). Resize:
+ * The VMM side of a virtio console. Transmit: the harts copy output into the device's ring
+ * ({@link VirtioConsoleDevice.onNotify}) and ring the doorbell; the VMM takes it with {@link takeOutput} (the
+ * ring is the interface between the device and the console stream, as the UART's is) and calls
+ * {@link service} to take chains that waited for room. Receive: {@link receive} copies input into the guest's
+ * free receive buffers and answers how much fit (0: no buffer, or the device is not live). Resize:
  * {@link resize} updates the configuration space and notifies the driver.
  *
  * No guest input makes the host throw. Malformed transmit chains are returned unread (used length 0) and
@@ -224,14 +342,15 @@ export interface VirtioConsoleStats {
  */
 export class VirtioConsoleHost {
   readonly device: VirtioConsoleDevice;
-  readonly stats: VirtioConsoleStats = { txBytes: 0, txDropped: 0, rxBytes: 0, rxBadBuffers: 0 };
-  /** True when the last {@link service} stopped at {@link VIRTIO_CONSOLE_TX_BATCH} with chains still waiting. */
+  readonly stats: VirtioConsoleStats = { txBytes: 0, rxBytes: 0, rxBadBuffers: 0 };
+  /** Chains are still waiting in the transmit queue (the ring was full, or a batch ended). */
   private txBacklog = false;
+  /** DEVICE_NEEDS_RESET was reported for the current driver session. */
+  private brokenReported = false;
 
   constructor(
     readonly transport: VirtioMmioTransport,
     private readonly memory: AddressSpace,
-    private readonly backend: CharBackend,
     private readonly options: VirtioConsoleHostOptions = {},
   ) {
     if (!(transport.device instanceof VirtioConsoleDevice))
@@ -239,24 +358,29 @@ export class VirtioConsoleHost {
     this.device = transport.device;
   }
 
-  /** Control-block index of the doorbell: when its value changes, call {@link service}. */
+  /** Control-block index of the doorbell: when its value changes, take the output and call {@link service}. */
   get doorbellIndex(): number {
     return this.transport.doorbellIndex;
   }
 
-  /** True once the driver made the device live (its buffers can be used). */
-  get live(): boolean {
-    return this.transport.withLiveQueue(this.memory, VIRTIO_CONSOLE_RX_QUEUE, undefined, () => true) === true;
+  /** Everything the guest transmitted since the last call (an empty array when nothing). */
+  takeOutput(): Uint8Array {
+    if (this.device.txRing.size === 0) return NO_BYTES;
+    const bytes = this.device.txRing.drain();
+    this.stats.txBytes += bytes.length;
+    return bytes;
   }
 
   /**
-   * Take the guest's notifications and pass what it transmitted to the backend. Returns true when transmit
-   * chains are still waiting (the batch limit was reached): call again after yielding. Receive notifications
-   * need no work: new buffers are used as input arrives.
+   * Take the notifications and copy the transmit chains that waited for room into the ring. Returns true when
+   * some still wait: take the output, then call again. Receive notifications need no work: new buffers are used
+   * as input arrives.
    */
   service(): boolean {
     const notified = this.transport.takeNotifications();
-    if ((notified & (1 << VIRTIO_CONSOLE_TX_QUEUE)) !== 0 || this.txBacklog) this.transmit();
+    if ((notified & (1 << VIRTIO_CONSOLE_TX_QUEUE)) !== 0) this.txBacklog = true;
+    if (this.txBacklog) this.txBacklog = !this.device.transmit(this.transport);
+    this.reportBroken();
     return this.txBacklog;
   }
 
@@ -297,7 +421,10 @@ export class VirtioConsoleHost {
       }
       return at;
     });
-    if (problem !== undefined) this.options.onGuestError?.(problem);
+    if (problem !== undefined) {
+      this.brokenReported = true;
+      this.options.onGuestError?.(problem);
+    }
     const count = taken ?? 0;
     this.stats.rxBytes += count;
     return count;
@@ -312,67 +439,16 @@ export class VirtioConsoleHost {
     if (this.device.setSize(cols, rows)) this.transport.configChanged();
   }
 
-  /**
-   * Take up to a batch of transmit chains under the lock, hand their bytes to the backend outside it, then
-   * return the chains to the driver. Completing only after the backend has the bytes keeps the guest's write
-   * in flight meanwhile: Linux's console writes wait for their buffer to come back, so everything the guest
-   * printed elsewhere before this write (the UART) is already visible to the backend, and nothing it prints
-   * after it is yet.
-   */
-  private transmit(): void {
-    const chunks: Uint8Array[] = [];
-    const heads: number[] = [];
-    let problem: string | undefined;
-    this.txBacklog = false;
-    const epoch = this.transport.withLiveQueue(this.memory, VIRTIO_CONSOLE_TX_QUEUE, undefined, (live) => {
-      for (let taken = 0; ; taken++) {
-        if (taken === VIRTIO_CONSOLE_TX_BATCH) {
-          this.txBacklog = true;
-          break;
-        }
-        const popped = live.ring.pop();
-        if (popped.kind === 'empty') break;
-        if (popped.kind === 'broken') {
-          problem = popped.reason;
-          live.fail(popped.reason);
-          break;
-        }
-        const bytes = this.gather(popped.chain);
-        heads.push(popped.chain.head);
-        if (bytes === undefined) this.stats.txDropped++;
-        else if (bytes.length > 0) chunks.push(bytes);
-      }
-      return live.epoch;
-    });
-    if (problem !== undefined) this.options.onGuestError?.(problem);
-    if (chunks.length > 0) {
-      const out = chunks.length === 1 ? chunks[0] : concat(chunks);
-      this.stats.txBytes += out.length;
-      this.backend.write(out);
-    }
-    if (heads.length === 0 || epoch === undefined) return;
-    // Nothing is written into a chain the driver took back meanwhile (a reset changes the epoch).
-    this.transport.withLiveQueue(this.memory, VIRTIO_CONSOLE_TX_QUEUE, epoch, (live) => {
-      for (const head of heads) live.ring.pushUsed(head, 0);
-    });
-  }
-
-  /** The bytes of a transmit chain, or undefined when it is not a valid one. */
-  private gather(chain: DescriptorChain): Uint8Array | undefined {
-    // 5.3.6.2: transmit buffers are device-readable only.
-    if (chain.writableBytes !== 0) return undefined;
-    if (chain.readableBytes > VIRTIO_CONSOLE_MAX_TX_CHAIN_BYTES) return undefined;
-    const out = new Uint8Array(chain.readableBytes);
-    let at = 0;
-    for (const segment of chain.readable) {
-      if (segment.length === 0) continue;
-      if (!segment.inRam) return undefined;
-      if (!this.memory.read(segment.gpa, out.subarray(at, at + segment.length))) return undefined;
-      at += segment.length;
-    }
-    return out;
+  /** A transmit-side protocol error shows only as DEVICE_NEEDS_RESET (the hart cannot call hooks): tell once. */
+  private reportBroken(): void {
+    const broken = (this.transport.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) !== 0;
+    if (broken && !this.brokenReported)
+      this.options.onGuestError?.('the device needs a reset (a broken queue)');
+    this.brokenReported = broken;
   }
 }
+
+const NO_BYTES = new Uint8Array(0);
 
 /** Copy `data` into the concatenation of `segments` (checked to be RAM and large enough). */
 function scatter(memory: AddressSpace, segments: readonly BufferSegment[], data: Uint8Array): void {
@@ -383,14 +459,4 @@ function scatter(memory: AddressSpace, segments: readonly BufferSegment[], data:
     memory.write(segment.gpa, data.subarray(at, at + take));
     at += take;
   }
-}
-
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
 }

@@ -111,6 +111,13 @@ export interface VirtioDeviceModel {
   announceConfigWhenLive?(driverFeatures: bigint): boolean;
   /** The driver reset the device (status 0). Called on the driver's thread, under the transport's lock. */
   onReset?(): void;
+  /**
+   * A queue notification the device serves on the notifying hart itself (the console copies its output into a
+   * ring). Return true when it did all the work: the transport then only wakes the I/O thread (the doorbell
+   * changes, no queue is marked pending). False, or no hook: the queue is marked pending for the I/O thread.
+   * Called without the transport lock.
+   */
+  onNotify?(queue: number, transport: VirtioMmioTransport): boolean;
 }
 
 /**
@@ -195,8 +202,9 @@ export interface LiveQueue {
  * negotiation, queue registers and interrupt line. The device behind it is a {@link VirtioDeviceModel}.
  *
  * Threads: every hart thread builds one over the shared control block and handles its own register accesses.
- * A QueueNotify never processes the queue on the hart: it sets the queue's bit in NOTIFY_PENDING and bumps the
- * DOORBELL futex word ({@link doorbellIndex}), and the I/O thread, which owns the device's back-end, calls
+ * A QueueNotify does not process the queue on the hart (unless the device serves it there, see
+ * {@link VirtioDeviceModel.onNotify}): it sets the queue's bit in NOTIFY_PENDING and bumps the DOORBELL futex
+ * word ({@link doorbellIndex}), and the I/O thread, which owns the device's back-end, calls
  * {@link takeNotifications} and then {@link withLiveQueue} to walk the rings. Completions come back through
  * `withLiveQueue` with the epoch seen when the request was taken, and raise the interrupt line.
  *
@@ -593,7 +601,8 @@ export class VirtioMmioTransport implements MmioDevice {
     // Without VIRTIO_F_NOTIFICATION_DATA the value is the 16-bit queue index (4.2.3.3).
     const queue = value & 0xffff;
     if (queue >= this.queueCount) return;
-    this.ringDoorbell(1 << queue);
+    if (this.device.onNotify?.(queue, this) === true) this.ringDoorbell(0);
+    else this.ringDoorbell(1 << queue);
   }
 
   /**
@@ -617,7 +626,7 @@ export class VirtioMmioTransport implements MmioDevice {
   }
 
   private ringDoorbell(queues: number): void {
-    Atomics.or(this.block, this.base + NOTIFY_PENDING, queues);
+    if (queues !== 0) Atomics.or(this.block, this.base + NOTIFY_PENDING, queues);
     Atomics.add(this.block, this.base + DOORBELL, 1);
     notifyWord(this.block, this.base + DOORBELL);
   }

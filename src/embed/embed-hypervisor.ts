@@ -19,7 +19,8 @@ const EMBED_HOST_RAM_MIB = 1024;
 const PROMPT_POLL_MS = 100;
 /** How long it may take to get there before no snapshot is saved. */
 const PROMPT_WAIT_MS = 120_000;
-const PROMPT_AT_END = /[#$] $/;
+/** A shell prompt at the end of the output (busybox ends a prompt redrawn after a resize with ESC [ J). */
+const PROMPT_AT_END = /[#$] (?:\x1b\[J)?$/;
 
 let shared:
   { readonly api: TabvisorApi; readonly mode: EmbedMode; readonly dispose: () => Promise<void> } | undefined;

@@ -100,8 +100,9 @@ export class WorkerHypervisor implements TabvisorApi {
       hosted = { ...guest, images: guest.images };
     }
     try {
-      const { cols, rows } = vm.console.size();
-      await vm.host.create(id, { ...config, ...shape, start: false }, hosted, { cols, rows });
+      // Only a size the page gave: otherwise a VM restored from a boot snapshot keeps the snapshot's.
+      const size = vm.console.sizeGiven ? vm.console.size() : undefined;
+      await vm.host.create(id, { ...config, ...shape, start: false }, hosted, size);
     } catch (error) {
       vm.dispose();
       this.remove(vm);

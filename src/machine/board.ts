@@ -150,7 +150,9 @@ export class Board {
     this.console = new VirtioMmioTransport(
       init.block,
       init.layout.console,
-      new VirtioConsoleDevice(init.block, consoleWords, { fallbackPosition: () => this.uart.txPosition }),
+      new VirtioConsoleDevice(init.block, consoleWords, this.memory, {
+        fallbackPosition: () => this.uart.txPosition,
+      }),
       this.plic,
       VIRT_CONSOLE_SLOT,
     );

@@ -48,7 +48,6 @@ function yieldToEventLoop(): Promise<void> {
 export class CooperativeThreads implements ThreadFactory {
   readonly shared: boolean;
   private readonly entries: Entry[] = [];
-  private readonly polls = new Set<() => void>();
   private looping = false;
 
   /** `shared`: whether the VM's memory is a SharedArrayBuffer (false where the page is not isolated). */
@@ -81,12 +80,6 @@ export class CooperativeThreads implements ThreadFactory {
         entry.done = true;
       },
     };
-  }
-
-  /** Run `poll` after every round of slices (the VMM serves devices whose drivers spin; see ThreadFactory). */
-  addIoPoll(poll: () => void): () => void {
-    this.polls.add(poll);
-    return () => this.polls.delete(poll);
   }
 
   /** Number of vCPUs being scheduled. */
@@ -132,14 +125,10 @@ export class CooperativeThreads implements ThreadFactory {
         }
       }
       for (let i = this.entries.length - 1; i >= 0; i--) if (this.entries[i].done) this.entries.splice(i, 1);
-      for (const poll of this.polls) poll();
       const now = performance.now();
       if (!ran) {
         const ms = Math.max(0, Math.min(IDLE_POLL_MS, earliest - now));
-        // A wait under a millisecond is a vCPU's pause-loop yield (spinning on a lock, or on the console
-        // waiting for the host, which the poll above just served): a timer would stretch it to 1-4 ms.
-        if (ms < 1) await yieldToEventLoop();
-        else await new Promise((resolve) => setTimeout(resolve, ms));
+        await new Promise((resolve) => setTimeout(resolve, ms));
         sliceStart = performance.now();
       } else if (now - sliceStart >= RUN_BEFORE_YIELD_MS) {
         await yieldToEventLoop();

@@ -479,8 +479,10 @@ class ManagedVm implements TabvisorVm {
       );
     }
     this.bootedFrom = restored ? 'snapshot' : 'cold';
-    // A restored machine has the size of the snapshot's host: give it ours (the guest is told if it differs).
-    machine.resizeConsole(consoleSize.cols, consoleSize.rows);
+    // A restored machine has the size of the snapshot's host: give it ours, if we have one (the guest is told
+    // when it differs).
+    const size = restored ? this.console.sizeForRestored(machine.consoleSize()) : undefined;
+    if (size) machine.resizeConsole(size.cols, size.rows);
     this.machine = machine;
     this.threads = threads;
     this.lastSample = undefined;

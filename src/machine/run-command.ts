@@ -15,8 +15,12 @@ export interface RunOptions {
   readonly timeoutMs?: number;
 }
 
-/** The end of a shell prompt (`# `, `$ `), as the default image's busybox shell prints it. */
-const PROMPT = /[#$] $/;
+/**
+ * The end of a shell prompt (`# `, `$ `), as the default image's busybox shell prints it. When the terminal is
+ * resized (SIGWINCH), busybox redraws its line as `\r` + prompt + ESC [ J (clear to the end of the screen), so a
+ * prompt may end in that sequence.
+ */
+const PROMPT = /[#$] (?:\x1b\[J)?$/;
 /** A prompt anywhere in the transcript: the shell has started. */
 const SHELL_SEEN = /[#$] /;
 /** The default time a command may take. */

@@ -50,6 +50,7 @@ import {
 } from '../devices/virtio-console.ts';
 import type { HartThreadInit, HartThreadMessage } from './hart-thread.ts';
 import { consoleDevice, loadLinux, type LinuxBootImages } from './linux-boot.ts';
+import { ConsoleStream } from './console-stream.ts';
 
 /** A running vCPU thread, as the VMM holds it. */
 export interface HartThreadHandle {
@@ -65,13 +66,6 @@ export interface ThreadFactory {
     onMessage: (message: HartThreadMessage) => void,
     onError: (error: Error) => void,
   ): HartThreadHandle;
-  /**
-   * Threads that run on the VMM's own thread (CooperativeThreads) call `poll` between rounds of vCPU slices, so
-   * a device whose driver spins until the host answers (the virtio console: every console write) is served
-   * within the round instead of at the next event-loop turn. Returns a function that removes it. Factories with
-   * threads of their own leave it out: the VMM's doorbell waits wake at once there.
-   */
-  addIoPoll?(poll: () => void): () => void;
 }
 
 /** A VM's shape and what it boots. */
@@ -143,16 +137,17 @@ const VCPU_STATE_NAMES: Record<number, VcpuRunState> = {
 /** How long a snapshot waits for the vCPUs to pause and save their state. */
 const SNAPSHOT_TIMEOUT_MS = 5000;
 
-const NO_BYTES = new Uint8Array(0);
-
 /** Most console input bytes handed to the guest's UART at once. */
 const INPUT_CHUNK = 256;
 /** Most bytes offered to the virtio console's receive buffers at once (16 page-sized buffers hold 64 KiB). */
 const PORT_INPUT_CHUNK = 64 * 1024;
 /** With line pacing, how long an idle guest with no prompt showing waits before it gets the next line anyway. */
 const LINE_PACING_IDLE_MS = 3000;
-/** The end of a shell prompt: `#`, `$` or `>` followed by a space, at the very end of the output. */
-const SHELL_PROMPT = /[#$>] $/;
+/**
+ * The end of a shell prompt: `#`, `$` or `>` followed by a space, at the very end of the output (or followed by
+ * ESC [ J, as busybox redraws its prompt after a terminal resize).
+ */
+const SHELL_PROMPT = /[#$>] (?:\x1b\[J)?$/;
 
 /** The smallest and largest guest memory we accept, in MiB. */
 export const MIN_MEMORY_MIB = 16;
@@ -223,15 +218,15 @@ export class Vm {
             this.onDiskProblem?.(`disk ${i}: ${error instanceof Error ? error.message : String(error)}`),
         }),
     );
-    this.consoleOnPort = /^hvc\d+$/.test(consoleDevice(bootargs) ?? '');
-    this.consoleHost = new VirtioConsoleHost(
-      this.board.console,
-      this.board.memory,
-      { write: (bytes) => this.portOutput(bytes) },
-      {
-        onGuestError: (reason) =>
-          this.onDiskProblem?.(`console: the guest broke the virtio protocol: ${reason}`),
-      },
+    this.consoleHost = new VirtioConsoleHost(this.board.console, this.board.memory, {
+      onGuestError: (reason) =>
+        this.onDiskProblem?.(`console: the guest broke the virtio protocol: ${reason}`),
+    });
+    this.stream = new ConsoleStream(
+      this.board.uart,
+      this.consoleHost,
+      /^hvc\d+$/.test(consoleDevice(bootargs) ?? ''),
+      (bytes) => this.emit(bytes),
     );
     this.nicHosts = nics.map((_, i) => {
       const backend: NetBackend = { send: (frame, offload) => this.nicBackends[i]?.send(frame, offload) };
@@ -242,30 +237,10 @@ export class Vm {
     });
   }
 
-  /**
-   * The I/O side of the virtio console. The VM's console stream (what {@link onOutput} delivers and
-   * {@link write} feeds) is the guest's /dev/console, which is one of two devices:
-   * - the UART, where the kernel's boot console (`earlycon=sbi`) prints and where a `console=ttyS0` guest runs
-   *   its shell;
-   * - the virtio console (hvc1; hvc0 is the SBI console), when the command line's last `console=` names an
-   *   hvc device, as the default image's does: it is the one with a window size.
-   * When the guest's console is an hvc device, the stream shows the UART until the virtio console sends its
-   * first bytes (the kernel registered it as its console), then the virtio console alone; input waits for that
-   * moment and then goes to the virtio console. The moment is exact: the port's output is taken before the
-   * guest's write completes (see VirtioConsoleHost), and the UART is drained first, so boot-console text
-   * printed before it is shown, and the copies the boot console (`keep_bootcon`) prints after it are not.
-   * When the driver resets the device (Linux does before power-off and reboot), the stream goes back to the
-   * UART from the first byte written after the reset, so the kernel's last messages are shown. Whether the
-   * stream follows the port is kept in the control block, so a snapshot restores it. Otherwise (a ttyS0
-   * console) the stream is the UART, input goes there, and anything the guest writes to the virtio console is
-   * shown too, in order with the UART's output.
-   */
+  /** The I/O side of the virtio console (input, size; its output is taken by {@link stream}). */
   private readonly consoleHost: VirtioConsoleHost;
-  /** The command line makes an hvc device /dev/console: the stream moves to the virtio console. */
-  private readonly consoleOnPort: boolean;
-
-  /** Removes the I/O poll a same-thread ThreadFactory runs (see ThreadFactory.addIoPoll). */
-  private readonly ioPollRemovers: (() => void)[] = [];
+  /** The console stream: the guest's /dev/console out of the UART and the virtio console. */
+  private readonly stream: ConsoleStream;
 
   /** The I/O side of each NIC (frames are moved on the VMM's thread). */
   private readonly nicHosts: VirtioNetHost[];
@@ -382,12 +357,6 @@ export class Vm {
     this.keepAlive = setInterval(() => {}, 1 << 30);
     void this.pump();
     void this.serveConsole();
-    const removePoll = this.factory.addIoPoll?.(() => {
-      if (!this.pumping) return;
-      this.consoleHost.service();
-      this.feedInput();
-    });
-    if (removePoll) this.ioPollRemovers.push(removePoll);
     for (const host of this.diskHosts) void this.serveDisk(host);
     this.nics.forEach((nic, i) => {
       const host = this.nicHosts[i];
@@ -557,7 +526,7 @@ export class Vm {
 
   /**
    * Type into the guest's console. Input is held until the guest has opened the console (enabled the UART's
-   * receive interrupt, or switched to the virtio console: see {@link consoleHost}) and is fed as the guest
+   * receive interrupt, or switched to the virtio console: see ConsoleStream) and is fed as the guest
    * reads it: nothing is dropped.
    */
   write(bytes: Uint8Array): void {
@@ -646,9 +615,9 @@ export class Vm {
   private feedInput(): void {
     if (this.pendingInput.length === 0) return;
     const uart = this.board.uart;
-    const toPort = this.consoleHost.device.streamFollows;
+    const toPort = this.stream.inputToPort;
     // A guest whose console is the virtio console reads nothing from the UART: hold input until it switched.
-    if (!toPort && (this.consoleOnPort || !uart.rxEnabled())) return;
+    if (this.stream.inputHeld || (!toPort && !uart.rxEnabled())) return;
     // Feed the UART only into an empty receive ring: the guest has read what it was given. The virtio console
     // needs no such check: the guest hands a receive buffer back only once its tty took the bytes.
     if (!toPort && uart.rxRing.size !== 0) return;
@@ -688,35 +657,6 @@ export class Vm {
     return true;
   }
 
-  /** Take the UART's output: part of the console stream unless the stream follows the virtio console. */
-  private drainOutput(): void {
-    const uart = this.board.uart;
-    const port = this.consoleHost.device;
-    const from = uart.txRing.readPosition;
-    const bytes = uart.txRing.size === 0 ? NO_BYTES : uart.txRing.drain();
-    if (bytes.length > 0) uart.txNotify();
-    if (!port.streamFollows) {
-      if (bytes.length > 0) this.emit(bytes);
-      return;
-    }
-    // Checked after the drain: a reset marked now came after every byte just taken.
-    const leftAt = port.takeLeftAt();
-    if (leftAt === undefined) return; // the boot console's copies of what the virtio console showed
-    // The driver reset the virtio console (Linux does before poweroff and reboot): back to the UART, from the
-    // first byte the guest wrote after the reset.
-    port.streamFollows = false;
-    const skip = Math.min(bytes.length, (leftAt - from) & 0x7fff_ffff);
-    if (skip < bytes.length) this.emit(bytes.subarray(skip));
-  }
-
-  /** Output of the virtio console (called before the guest's write completes, see {@link consoleHost}). */
-  private portOutput(bytes: Uint8Array): void {
-    this.drainOutput();
-    if (this.consoleOnPort && !this.consoleHost.device.streamFollows)
-      this.consoleHost.device.streamFollows = true;
-    this.emit(bytes);
-  }
-
   /** Hand console-stream bytes to the listeners. */
   private emit(bytes: Uint8Array): void {
     if (this.inputPacing === 'line') {
@@ -727,14 +667,17 @@ export class Vm {
     for (const listener of this.outputListeners) listener(bytes);
   }
 
-  /** Serve the virtio console whenever a vCPU rings its doorbell (output, returned input buffers), until the VM halts. */
+  /** Take the virtio console's output and serve its queues whenever a vCPU rings its doorbell, until the VM halts. */
   private async serveConsole(): Promise<void> {
     const block = this.board.block;
     const host = this.consoleHost;
     const doorbell = host.doorbellIndex;
     while (this.pumping) {
       const seen = Atomics.load(block, doorbell);
+      // Chains that waited for room in the ring are newer than what it holds: drain, take them, drain again.
+      this.stream.drain();
       const more = host.service();
+      this.stream.drain();
       this.feedInput();
       if (more) {
         await new Promise((resolve) => setTimeout(resolve, 0));
@@ -755,12 +698,11 @@ export class Vm {
     const block = this.board.block;
     const txEvent = this.board.uart.txEventIndex;
     while (this.pumping) {
-      this.drainOutput();
+      this.stream.drain();
       this.feedInput();
       const power = Atomics.load(block, VM_POWER);
       if (power !== POWER_NONE) {
-        this.drainOutput();
-        this.consoleHost.service();
+        this.stream.drain();
         const code = Atomics.load(block, VM_POWER_CODE);
         await this.haltThreads();
         if (power === POWER_OFF) this.settle({ kind: 'poweroff', code });
@@ -795,7 +737,6 @@ export class Vm {
     await Promise.all(this.threads.map((t) => t.terminate()));
     this.threads.length = 0;
     this.pumping = false;
-    for (const remove of this.ioPollRemovers.splice(0)) remove();
     for (const unplug of this.nicUnplugs.splice(0)) unplug();
     this.nicBackends.length = 0;
     // Requests already handed to a back-end finish (a write the guest was told nothing about yet may still land).

@@ -41,6 +41,13 @@ describe('console size (virtio console, hvc1)', () => {
     c.type('\x03'); // Ctrl-C ends the loop
     expect(await ask(c, 'SIZE', 'stty size')).toBe('20 90');
 
+    // A burst larger than the transmit ring (16 KiB, 4 KiB per write) arrives whole and in order.
+    const burstFrom = c.text().length;
+    c.type(`head -c 40000 /dev/zero | tr '\\0' x; echo; echo B""URST-END`);
+    await waitForMatch(c, /\nBURST-END/, burstFrom);
+    const burst = c.text().slice(burstFrom);
+    expect(burst).toMatch(/\nx{40000}\r\nBURST-END/);
+
     c.type('poweroff');
     expect((await vm.whenPoweredOff()).kind).toBe('poweroff');
     await vm.stop();

@@ -90,6 +90,22 @@ describe('runCommand (vm.run)', () => {
     await expect(run).rejects.toThrow(/did not print/);
   });
 
+  it('waits for a prompt that a terminal resize redrew (prompt + ESC [ J) in the same output', async () => {
+    const typed: string[] = [];
+    const console: VmConsole = new VmConsole((bytes) => {
+      const text = new TextDecoder().decode(bytes);
+      typed.push(text);
+      setTimeout(() => console.push(encode(`${wrappedEcho(text)}${answer('ok\r\n', 0)(text)}:/root# `)), 1);
+    });
+    // A freshly restored guest: its first prompt and a redraw after a resize arrive together.
+    setTimeout(() => console.push(encode('\r\n:/root# \r:/root# \x1b[J')), 1);
+    expect(await runCommand(console, 'echo ok', { timeoutMs: 2000 })).toEqual({
+      output: 'ok\n',
+      exitStatus: 0,
+    });
+    expect(typed).toHaveLength(1);
+  });
+
   it('a trailing `&` or comment stays inside the braces (the newline before `}` ends it)', async () => {
     const { console, typed } = fakeShell(answer('', 0));
     await runCommand(console, 'sleep 1 &  ');
