@@ -554,9 +554,7 @@ export class VirtioMmioTransport implements MmioDevice {
     const becameLive = (before & LIVE_BITS) !== LIVE_BITS && (after & LIVE_BITS) === LIVE_BITS;
     if (becameLive) {
       // Buffers made available before DRIVER_OK were not processed; look at every ready queue once.
-      let ready = 0;
-      for (let q = 0; q < this.queueCount; q++) if (b[this.queueBase(q) + Q_READY] !== 0) ready |= 1 << q;
-      if (ready !== 0) this.ringDoorbell(ready);
+      this.notifyReadyQueuesLocked();
       if (this.device.announceConfigWhenLive?.(this.driverFeatures()) === true)
         this.raiseLocked(VIRTIO_MMIO_INT_CONFIG);
     }
@@ -616,13 +614,18 @@ export class VirtioMmioTransport implements MmioDevice {
     try {
       const status = this.block[this.base + STATUS];
       if ((status & VIRTIO_STATUS_DRIVER_OK) === 0) return;
-      let ready = 0;
-      for (let q = 0; q < this.queueCount; q++)
-        if (this.block[this.queueBase(q) + Q_READY] !== 0) ready |= 1 << q;
-      if (ready !== 0) this.ringDoorbell(ready);
+      this.notifyReadyQueuesLocked();
     } finally {
       this.lock.release();
     }
+  }
+
+  /** Mark every ready queue notified and ring the doorbell once. Caller holds the lock. */
+  private notifyReadyQueuesLocked(): void {
+    let ready = 0;
+    for (let q = 0; q < this.queueCount; q++)
+      if (this.block[this.queueBase(q) + Q_READY] !== 0) ready |= 1 << q;
+    if (ready !== 0) this.ringDoorbell(ready);
   }
 
   private ringDoorbell(queues: number): void {

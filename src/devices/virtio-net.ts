@@ -1,4 +1,9 @@
-import type { FrameOffload, GsoKind, OffloadSupport } from '../common/frame-offload.ts';
+import {
+  MAX_SUPER_FRAME_BYTES,
+  type FrameOffload,
+  type GsoKind,
+  type OffloadSupport,
+} from '../common/frame-offload.ts';
 import type { AccessSize } from './mmio.ts';
 import type { AddressSpace } from '../mem/address-space.ts';
 import type { BufferSegment, DescriptorChain } from './virtqueue.ts';
@@ -91,10 +96,10 @@ export const VIRTIO_NET_QUEUE_SIZE = 256;
  */
 export const VIRTIO_NET_MAX_FRAME_BYTES = VIRTIO_NET_MTU + ETH_HEADER_BYTES + VLAN_TAG_BYTES;
 /**
- * The largest TCP super-frame (a frame with a gso_type) the device takes or gives: a tagged Ethernet header, an
- * IPv6 header and 64 KiB of payload. The switch checks the headers inside against the gso fields.
+ * The largest TCP super-frame (a frame with a gso_type) the device takes or gives. The switch checks the
+ * headers inside against the gso fields.
  */
-export const VIRTIO_NET_MAX_GSO_FRAME_BYTES = ETH_HEADER_BYTES + VLAN_TAG_BYTES + 40 + 0xffff;
+export const VIRTIO_NET_MAX_GSO_FRAME_BYTES = MAX_SUPER_FRAME_BYTES;
 /**
  * Chains the host takes from the transmit queue per {@link VirtioNetHost.service} call before it yields to the
  * event loop ({@link VirtioNetHost.service} then answers "more"): a guest refilling the queue as fast as the

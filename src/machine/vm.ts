@@ -259,12 +259,7 @@ export class Vm {
         await new Promise((resolve) => setTimeout(resolve, 0));
         continue;
       }
-      if (isSharedBuffer(block.buffer)) {
-        const wait = Atomics.waitAsync(block, doorbell, seen, 50);
-        if (wait.async) await wait.value;
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, 2));
-      }
+      await waitForDoorbell(block, doorbell, seen);
     }
   }
 
@@ -280,12 +275,7 @@ export class Vm {
     while (this.pumping) {
       const seen = Atomics.load(block, doorbell);
       host.service();
-      if (isSharedBuffer(block.buffer)) {
-        const wait = Atomics.waitAsync(block, doorbell, seen, 50);
-        if (wait.async) await wait.value;
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, 2));
-      }
+      await waitForDoorbell(block, doorbell, seen);
     }
   }
 
@@ -683,12 +673,7 @@ export class Vm {
         await new Promise((resolve) => setTimeout(resolve, 0));
         continue;
       }
-      if (isSharedBuffer(block.buffer)) {
-        const wait = Atomics.waitAsync(block, doorbell, seen, 50);
-        if (wait.async) await wait.value;
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, 2));
-      }
+      await waitForDoorbell(block, doorbell, seen);
     }
   }
 
@@ -741,5 +726,18 @@ export class Vm {
     this.nicBackends.length = 0;
     // Requests already handed to a back-end finish (a write the guest was told nothing about yet may still land).
     await Promise.all(this.diskHosts.map((host) => host.close()));
+  }
+}
+
+/**
+ * Wait until a doorbell word differs from `seen` (or 50 ms pass, so a halt is noticed). Without shared memory
+ * nobody can wake a waiter, so the I/O side polls every 2 ms instead.
+ */
+async function waitForDoorbell(block: Int32Array, doorbell: number, seen: number): Promise<void> {
+  if (isSharedBuffer(block.buffer)) {
+    const wait = Atomics.waitAsync(block, doorbell, seen, 50);
+    if (wait.async) await wait.value;
+  } else {
+    await new Promise((resolve) => setTimeout(resolve, 2));
   }
 }
