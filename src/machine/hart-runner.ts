@@ -27,6 +27,7 @@ import {
   notifyWord,
 } from '../common/shared-block.ts';
 import { decodeHartState, encodeHartState } from './hart-state-codec.ts';
+import { MIP_MTIP, MIP_STIP } from '../cpu/csr.ts';
 import { STOP_FATAL, STOP_HALT, STOP_PAUSE_LOOP, STOP_WFI, type Hart } from '../cpu/hart.ts';
 
 /** Instructions per slice: interrupts, timer and control requests are looked at between slices. */
@@ -167,9 +168,13 @@ export function runHartOnThread(
   }
 }
 
-/** Milliseconds until this hart's timer deadline (a large number when none is set). */
+/**
+ * Milliseconds until this hart's timer can wake it (a large number when it cannot). A deadline only wakes WFI
+ * when the timer interrupt is enabled in mie: Linux masks STIE when it needs no timer event and may leave a past
+ * deadline behind, and a hart that slept 0 ms for it would spin in its idle loop instead of sleeping.
+ */
 function sleepBudgetMs(hart: Hart): number {
   const deadline = hart.timecmp();
-  if (deadline === Infinity) return MAX_SLEEP_MS;
+  if (deadline === Infinity || (hart.mie & (MIP_STIP | MIP_MTIP)) === 0) return MAX_SLEEP_MS;
   return hart.msUntilTicks(deadline);
 }
