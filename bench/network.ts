@@ -17,8 +17,36 @@ import {
 /** Bytes sent per throughput run. */
 const STREAM_BYTES = 10 << 20;
 
-/** Median ping RTT (ms) and TCP throughput (MB/s) runs between two VMs on one in-process switch. */
-export async function nodeNetworkFigures(runs: number): Promise<{ rttMs: number[]; tcpMBps: number[] }> {
+/**
+ * The receiving guest's share of a ping: from an echo request leaving the switch into its NIC to its echo
+ * reply entering the switch, per exchange (ms, high-resolution host clock). RTT minus this is the sender's
+ * stack plus the host path both ways.
+ */
+function watchTurnaround(hub: NetworkHub, network: string, port: string): { take(): number[]; stop(): void } {
+  const target = hub.switchOf(network).ports.find((p) => p.name === port);
+  if (target === undefined) throw new Error(`no port ${port}`);
+  const turns: number[] = [];
+  let requestAt = -1;
+  const icmpType = (frame: Uint8Array): number =>
+    frame.length > 34 && frame[12] === 0x08 && frame[13] === 0x00 && frame[23] === 1 ? frame[34] : -1;
+  const stop = target.capture((frame, direction) => {
+    const type = icmpType(frame);
+    if (direction === 'tx' && type === 8) requestAt = performance.now();
+    else if (direction === 'rx' && type === 0 && requestAt >= 0) {
+      turns.push(performance.now() - requestAt);
+      requestAt = -1;
+    }
+  });
+  return { take: () => turns.splice(0), stop };
+}
+
+/**
+ * Median ping RTT (ms), the receiving guest's part of it (ms) and TCP throughput (MB/s) runs between two VMs on
+ * one in-process switch.
+ */
+export async function nodeNetworkFigures(
+  runs: number,
+): Promise<{ rttMs: number[]; turnaroundMs: number[]; tcpMBps: number[] }> {
   const hub = new NetworkHub();
   const vms: Vm[] = [];
   const consoles: ConsoleWatch[] = [];
@@ -39,15 +67,20 @@ export async function nodeNetworkFigures(runs: number): Promise<{ rttMs: number[
     await ask(sender, 'ADDR', WAIT_FOR_ADDRESS);
     const target = await ask(receiver, 'ADDR', WAIT_FOR_ADDRESS);
     const rttMs: number[] = [];
+    const turnaroundMs: number[] = [];
     const tcpMBps: number[] = [];
     await ask(sender, 'WARM', `ping -c 2 ${target} >/dev/null; echo warm`);
+    const turnaround = watchTurnaround(hub, 'bench', 'receiver/eth0');
     for (let i = 0; i < runs; i++) {
+      turnaround.take();
       const avg = await ask(
         sender,
         'RTT',
         `ping -c 10 -i 0.2 ${target} | sed -n 's|.*= [0-9.]*/\\([0-9.]*\\)/.*|\\1|p'`,
       );
       rttMs.push(Number(avg));
+      const turns = turnaround.take();
+      turnaroundMs.push(turns.reduce((sum, t) => sum + t, 0) / Math.max(1, turns.length));
       const port = 5000 + i;
       // The receiver discards the stream; the run ends when its NIC has taken STREAM_BYTES of frames (busybox
       // nc keeps the connection open after its input ends, so nothing in the guest marks the end).
@@ -82,7 +115,8 @@ export async function nodeNetworkFigures(runs: number): Promise<{ rttMs: number[
       for (const c of [sender, receiver]) c.type('\x03');
       await Promise.all([sender, receiver].map((c) => ask(c, 'IDLE', 'echo idle', 20_000)));
     }
-    return { rttMs, tcpMBps };
+    turnaround.stop();
+    return { rttMs, turnaroundMs, tcpMBps };
   } finally {
     await Promise.all(vms.map((vm) => vm.stop()));
     hub.dispose();

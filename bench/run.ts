@@ -7,7 +7,8 @@ import { existsSync } from 'node:fs';
 import { CHROMIUM } from '../test/helpers/browser.ts';
 import { browserFigures } from './browser-guest.ts';
 import { browserDiskFigures } from './browser-disk.ts';
-import { embedFigures, librarySize } from './embed.ts';
+import { coldBootFigures } from './browser-cold-boot.ts';
+import { embedFigures, librarySize, networkCloneFigures } from './embed.ts';
 import { NodeGuest } from './node-guest.ts';
 import { nodeNetworkFigures } from './network.ts';
 import { browserNetworkFigures } from './browser-network.ts';
@@ -79,6 +80,13 @@ figures.push(
     runs: nodeNet.rttMs,
   },
   {
+    name: "node: the receiving guest's part of the RTT (request in, reply out; avg of 10)",
+    value: median(nodeNet.turnaroundMs),
+    unit: 'ms',
+    target: undefined,
+    runs: nodeNet.turnaroundMs,
+  },
+  {
     name: 'node: VM-to-VM TCP throughput (nc, 10 MiB), 1 vCPU each',
     value: median(nodeNet.tcpMBps),
     unit: 'MB/s',
@@ -144,6 +152,40 @@ if (existsSync(CHROMIUM)) {
       target,
       runs,
     });
+  }
+  // A VM with a NIC started from a boot snapshot: its shell, then its own MAC and DHCP lease.
+  const clones = await networkCloneFigures(RUNS);
+  figures.push(
+    {
+      name: 'chromium embed: VM with a NIC from a snapshot, element added to usable shell',
+      value: median(clones.shell),
+      unit: 's',
+      runs: clones.shell,
+    },
+    {
+      name: 'chromium embed: VM with a NIC from a snapshot, element added to its own DHCP address',
+      value: median(clones.address),
+      unit: 's',
+      runs: clones.address,
+    },
+  );
+  // Cold first boot in a fresh profile (root base image fetched by range as the guest reads it), then a
+  // reload in the same profile (chunks from IndexedDB): bench/browser-cold-boot.ts.
+  const cold = await coldBootFigures(RUNS);
+  const coldRows: [string, number[], string][] = [
+    [
+      'cold first boot (fresh profile): page load to shell prompt, 2 vCPUs',
+      cold.cold.map((l) => l.promptSeconds),
+      's',
+    ],
+    ['cold first boot: bytes fetched (all)', cold.cold.map((l) => l.fetchedBytes / 1e6), 'MB'],
+    ['cold first boot: root image bytes fetched', cold.cold.map((l) => l.rootBytes / 1e6), 'MB'],
+    ['cold first boot: root image requests', cold.cold.map((l) => l.rootRequests), 'requests'],
+    ['reload (same profile): page load to shell prompt', cold.reload.map((l) => l.promptSeconds), 's'],
+    ['reload: root image bytes fetched', cold.reload.map((l) => l.rootBytes / 1e6), 'MB'],
+  ];
+  for (const [what, runs, unit] of coldRows) {
+    figures.push({ name: `chromium ${what}`, value: median(runs), unit, runs });
   }
   // Guest dd on a raw scratch disk, O_DIRECT, the write flushed (bench/browser-disk.ts): report only.
   const disk = await browserDiskFigures();

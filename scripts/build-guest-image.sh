@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build tabvisor's default RV32IMA guest from Debian packages alone:
 #   Linux 6.1 (linux-source-6.1) + musl 1.2.5 (trixie source) + static busybox 1.35 (bookworm source)
-#   -> public/images/{Image.gz, initramfs.cpio.gz, rootfs.ext2.gz, kernel.config, busybox.config, manifest.json}
+#   -> public/images/{Image.gz, initramfs.cpio.gz, rootfs.ext2.chunked + rootfs.ext2.chunks.json, kernel.config,
+#      busybox.config, manifest.json}
 #
 # Needs: Debian 12, root (apt-get install, device nodes), network access to Debian's mirror.
 # Work files go to build/guest/ (ignored by git). Downloaded sources and the unpacked kernel tree are reused;
@@ -282,7 +283,7 @@ file "$BB/busybox" | grep -q 'ELF 32-bit LSB executable, UCB RISC-V.*statically 
   die "busybox is not a static 32-bit RISC-V executable: $(file "$BB/busybox")"
 # Strip the date line kconfig writes in the header, so the published config is stable.
 grep -v '^# .*[0-9][0-9]:[0-9][0-9]:[0-9][0-9]' "$BB/.config" >"$WORK/busybox.config"
-for applet in sh ash init cttyhack setsid mount mountpoint hostname ip ifconfig udhcpc ping nc wget httpd devmem \
+for applet in sh ash init cttyhack setsid mount mountpoint hostname ip ifconfig udhcpc ifplugd flock readlink ping nc wget httpd devmem \
   top free dd md5sum vi poweroff reboot; do
   grep -qx "/[a-z/]*/$applet" "$BB/busybox.links" || die "busybox lacks the applet '$applet'"
 done
@@ -326,7 +327,7 @@ step "assemble root file system"
 ROOTFS=$WORK/rootfs
 rm -rf "$ROOTFS"
 mkdir -p "$ROOTFS"
-for d in bin sbin usr/bin usr/sbin usr/share/udhcpc etc/init.d dev proc sys tmp run root mnt var/log home; do
+for d in bin sbin usr/bin usr/sbin usr/share/udhcpc etc/init.d etc/ifplugd dev proc sys tmp run root mnt var/log home; do
   mkdir -p "$ROOTFS/$d"
 done
 chmod 1777 "$ROOTFS/tmp"
@@ -344,7 +345,7 @@ done <"$BB/busybox.links"
 (cd "$GUEST_DIR/rootfs" && find . -type f | sort) | while IFS= read -r f; do
   f=${f#./}
   mode=644
-  case $f in etc/init.d/*|usr/share/udhcpc/*) mode=755 ;; esac
+  case $f in etc/init.d/*|etc/ifplugd/*|usr/share/udhcpc/*) mode=755 ;; esac
   install -D -m "$mode" "$GUEST_DIR/rootfs/$f" "$ROOTFS/$f"
 done
 # The kernel runs /init from an initramfs and /sbin/init from a disk: both are busybox init.
@@ -369,7 +370,9 @@ step "root disk image (ext2, 32 MiB)"
 # no random UUID, so the image is reproducible.
 genext2fs -B 1024 -b 32768 -N 2048 -m 0 -L tabvisor-root -U -d "$ROOTFS" "$STAGE/rootfs.ext2"
 run_logged e2fsck e2fsck -fn "$STAGE/rootfs.ext2"
-gzip -n -9 -c "$STAGE/rootfs.ext2" >"$STAGE/rootfs.ext2.gz"
+# Packed for the page's HTTP-range base image: a gzip file with one member per 32 KiB chunk (`gzip -dc` gives the
+# image back) and an index of each chunk's member and sha256 (scripts/pack-disk-image.sh).
+"$REPO/scripts/pack-disk-image.sh" "$STAGE/rootfs.ext2" "$STAGE/rootfs.ext2.chunked" "$STAGE/rootfs.ext2.chunks.json"
 
 step "kernel image and configs"
 gzip -n -9 -c "$KIMAGE" >"$STAGE/Image.gz"
@@ -409,6 +412,13 @@ file_entry() { # file_entry ROLE FILE UNCOMPRESSED|-
   printf '    { "role": "%s", "path": "%s", "size": %d, "sha256": "%s", "compression": %s, "uncompressedSize": %d, "uncompressedSha256": "%s" }' \
     "$role" "$path" "$size" "$sum" "$comp" "$usize" "$usum"
 }
+chunked_entry() { # chunked_entry ROLE FILE INDEX UNCOMPRESSED: a pack-disk-image.sh image (gzip members + index)
+  local role=$1 path=$2 index=$3 raw=$4
+  [[ $(gzip -dc "$STAGE/$path" | sha256sum | cut -d' ' -f1) == "$(sha256 "$raw")" ]] || die "$path does not match $raw"
+  printf '    { "role": "%s", "path": "%s", "size": %d, "sha256": "%s", "compression": "gzip-chunks", "index": "%s", "indexSha256": "%s", "uncompressedSize": %d, "uncompressedSha256": "%s" }' \
+    "$role" "$path" "$(stat -c %s "$STAGE/$path")" "$(sha256 "$STAGE/$path")" "$index" "$(sha256 "$STAGE/$index")" \
+    "$(stat -c %s "$raw")" "$(sha256 "$raw")"
+}
 {
   echo '{'
   echo '  "format": 1,'
@@ -418,13 +428,13 @@ file_entry() { # file_entry ROLE FILE UNCOMPRESSED|-
   echo "  \"muslVersion\": \"$MUSL_VERSION\","
   echo '  "arch": "rv32ima",'
   echo '  "isa": "rv32ima_zicsr_zifencei",'
-  echo '  "bootargs": "console=ttyS0 earlycon=sbi",'
+  echo '  "bootargs": "console=hvc1 earlycon=sbi keep_bootcon",'
   echo "  \"memoryMiB\": { \"minimum\": $MIN_MIB, \"default\": 128 },"
   echo "  \"kernelImage\": { \"loadOffset\": $LOAD_OFFSET, \"imageSize\": $IMAGE_SIZE },"
   echo '  "files": ['
   file_entry kernel Image.gz "$KIMAGE"; echo ','
   file_entry initrd initramfs.cpio.gz "$STAGE/initramfs.cpio"; echo ','
-  file_entry rootfs rootfs.ext2.gz "$STAGE/rootfs.ext2"; echo ','
+  chunked_entry rootfs rootfs.ext2.chunked rootfs.ext2.chunks.json "$STAGE/rootfs.ext2"; echo ','
   file_entry kernel-config kernel.config -; echo ','
   file_entry busybox-config busybox.config -; echo
   echo '  ],'
@@ -433,10 +443,12 @@ file_entry() { # file_entry ROLE FILE UNCOMPRESSED|-
 } >"$STAGE/manifest.json"
 
 step "publish to ${OUT#"$REPO"/}"
-for f in Image.gz initramfs.cpio.gz rootfs.ext2.gz kernel.config busybox.config manifest.json; do
+for f in Image.gz initramfs.cpio.gz rootfs.ext2.chunked rootfs.ext2.chunks.json kernel.config busybox.config \
+  manifest.json; do
   cp "$STAGE/$f" "$OUT/$f.tmp"
   mv -f "$OUT/$f.tmp" "$OUT/$f"
 done
+rm -f "$OUT/rootfs.ext2.gz" # the root disk's format before rootfs.ext2.chunked
 finish_step
 echo
 ls -l "$OUT"

@@ -40,7 +40,7 @@ trap 'echo "qemu-boot-check: FAILED at line $LINENO" >&2' ERR
 mkdir -p "$WORK/logs"
 
 [[ $(id -u) -eq 0 ]] || die "run as root (it installs Debian packages)"
-for f in Image.gz initramfs.cpio.gz rootfs.ext2.gz manifest.json; do
+for f in Image.gz initramfs.cpio.gz rootfs.ext2.chunked manifest.json; do
   [[ -f $IMAGES/$f ]] || die "$IMAGES/$f missing: run scripts/build-guest-image.sh first"
 done
 
@@ -94,7 +94,7 @@ QEMU=(qemu-system-riscv32 -machine virt -cpu rv32 -smp "$SMP" -m "$MEMORY" -nogr
       -bios "$FW" -kernel "$WORK/Image"
       -netdev user,id=net0 -device virtio-net-device,netdev=net0)
 if ((DISK)); then
-  gzip -dc "$IMAGES/rootfs.ext2.gz" >"$WORK/rootfs.ext2"
+  gzip -dc "$IMAGES/rootfs.ext2.chunked" >"$WORK/rootfs.ext2" # gzip members, one per chunk
   QEMU+=(-drive "file=$WORK/rootfs.ext2,format=raw,if=none,id=disk0" -device virtio-blk-device,drive=disk0
          -append "$BOOTARGS root=/dev/vda rw hostname=$HOST")
   MODE="root disk (virtio-blk, ext2)"

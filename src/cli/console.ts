@@ -13,11 +13,21 @@ export interface AttachedConsole {
 /**
  * Make this process's terminal the guest's console. On a TTY, raw mode (every key goes to the guest, Ctrl-A x
  * quits); from a pipe, every byte is handed to the VM, which holds it until the guest reads it. End of input
- * does not stop the guest.
+ * does not stop the guest. When the output is a terminal, the guest is told its size now and whenever it
+ * changes (Node's 'resize' event, which follows SIGWINCH).
  */
 export function attachConsole(vm: Vm, input: NodeJS.ReadStream, output: NodeJS.WriteStream): AttachedConsole {
   const unsubscribe = vm.onOutput((bytes) => output.write(bytes));
   const isTty = input.isTTY === true;
+  const passSize = (): void => {
+    const { columns, rows } = output;
+    // A terminal that reports no size (0 x 0) leaves the guest's size as it was.
+    if (columns >= 1 && rows >= 1) vm.resizeConsole(Math.min(columns, 0xffff), Math.min(rows, 0xffff));
+  };
+  if (output.isTTY === true) {
+    passSize();
+    output.on('resize', passSize);
+  }
   let resolveQuit: (value: 'quit') => void = () => {};
   const quit = new Promise<'quit'>((resolve) => (resolveQuit = resolve));
   let escaped = false;
@@ -52,6 +62,7 @@ export function attachConsole(vm: Vm, input: NodeJS.ReadStream, output: NodeJS.W
     quit,
     detach(): void {
       unsubscribe();
+      output.off('resize', passSize);
       input.off('data', onData);
       if (isTty) input.setRawMode(false);
       input.pause();

@@ -26,6 +26,16 @@ export class ByteRing {
     return (Atomics.load(this.block, this.base) - Atomics.load(this.block, this.base + 1)) & 0x7fff_ffff;
   }
 
+  /** Bytes ever pushed, modulo 2^31 (the position the next byte will have). */
+  get writePosition(): number {
+    return Atomics.load(this.block, this.base);
+  }
+
+  /** Bytes ever taken, modulo 2^31 (the position of the next byte {@link shift} returns). */
+  get readPosition(): number {
+    return Atomics.load(this.block, this.base + 1);
+  }
+
   /** Free space in bytes. */
   get free(): number {
     return this.capacity - this.size;

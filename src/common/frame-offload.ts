@@ -27,6 +27,12 @@ export interface FrameOffload {
   readonly dataValid: boolean;
 }
 
+/**
+ * The largest TCP super-frame anyone takes or gives: an Ethernet header with one VLAN tag, an IPv6 header (40
+ * bytes) and 64 KiB of payload (an IPv4 super-frame is smaller still: its total length includes the header).
+ */
+export const MAX_SUPER_FRAME_BYTES = 14 + 4 + 40 + 0xffff;
+
 /** Segmentation a frame asks for. */
 export type GsoKind = 'none' | 'tcp4' | 'tcp6';
 

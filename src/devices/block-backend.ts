@@ -33,6 +33,11 @@ export interface BlockBackend {
    * absent the device does not offer VIRTIO_BLK_F_DISCARD.
    */
   discard?(offset: number, length: number): Promise<void> | void;
+  /**
+   * Optional: make `[offset, offset + length)` read as zeroes, more cheaply than writing zeroes (a hole, a
+   * zero bit, deleted blocks). When absent the device carries out WRITE_ZEROES as writes of zeroes.
+   */
+  writeZeroes?(offset: number, length: number): Promise<void> | void;
 }
 
 /** Bytes per sector: the unit of every virtio-blk offset and length (virtio 1.2, section 5.2.4). */

@@ -222,6 +222,15 @@ export class Uart16550 implements MmioDevice {
     return (Atomics.load(this.block, this.base + IER) & IER_ERBFI) !== 0;
   }
 
+  /**
+   * The TX ring position ({@link ByteRing.writePosition}) the guest's next output byte will have: every byte it
+   * wrote so far, including a held one, has a lower position. Read without the lock (a snapshot of a moment).
+   */
+  get txPosition(): number {
+    const held = Atomics.load(this.block, this.base + HELD) !== 0 ? 1 : 0;
+    return (this.txRing.writePosition + held) & 0x7fff_ffff;
+  }
+
   /** Bytes the guest wrote while ignoring THRE that could not be kept (statistics). */
   get txDropped(): number {
     return Atomics.load(this.block, this.base + TX_DROPPED);

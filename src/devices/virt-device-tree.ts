@@ -15,6 +15,11 @@ export const VIRT_UART_BASE = 0x1000_0000;
 export const VIRT_UART_IRQ = 10;
 /** Number of virtio-mmio slots; slot n (1..8) is at {@link virtioSlotBase}(n) with PLIC source n. */
 export const VIRT_VIRTIO_SLOTS = 8;
+/**
+ * The virtio console's own slot, after the eight general ones (disks and NICs keep all eight): `0x10009000`,
+ * PLIC source 9. QEMU's virt machine leaves that address and that source unused.
+ */
+export const VIRT_CONSOLE_SLOT = 9;
 /** Guest-physical base of RAM. */
 export const VIRT_RAM_BASE = 0x8000_0000;
 /** The UART's input clock as QEMU advertises it (1.8432 MHz * 2); only baud-rate arithmetic depends on it. */
@@ -32,7 +37,7 @@ const IRQ_M_EXT = 11;
  */
 export const DEFAULT_ISA = 'rv32ima_zicsr_zifencei_zihintpause';
 
-/** Base of virtio-mmio slot `slot` (1..8). */
+/** Base of virtio-mmio slot `slot` (1..8, and {@link VIRT_CONSOLE_SLOT}). */
 export function virtioSlotBase(slot: number): number {
   return VIRT_UART_BASE + slot * VIRTIO_MMIO_SLOT_SIZE;
 }
@@ -148,7 +153,7 @@ export function buildVirtTree(config: VirtDeviceTreeConfig): FdtNode {
     .u32('interrupts', VIRT_UART_IRQ)
     .u32('interrupt-parent', plicPhandle);
 
-  for (let slot = 1; slot <= VIRT_VIRTIO_SLOTS; slot++) {
+  for (const slot of [...Array.from({ length: VIRT_VIRTIO_SLOTS }, (_, i) => i + 1), VIRT_CONSOLE_SLOT]) {
     const base = virtioSlotBase(slot);
     soc
       .child(`virtio_mmio@${base.toString(16)}`)

@@ -92,8 +92,9 @@ export const VIRTIO_BLK_MAX_RANGES = 32;
 /** max_discard_sectors: sectors per discard range (1 GiB); discards are cheap for every backend we have. */
 export const VIRTIO_BLK_MAX_DISCARD_SECTORS = 1 << 21;
 /**
- * max_write_zeroes_sectors: sectors per write-zeroes range (4 MiB). Write zeroes is carried out as writes of
- * {@link VIRTIO_BLK_ZERO_CHUNK_BYTES}, so this bounds the host work one range costs.
+ * max_write_zeroes_sectors: sectors per write-zeroes range (4 MiB). Write zeroes is carried out by the
+ * backend's `writeZeroes`, or else as writes of {@link VIRTIO_BLK_ZERO_CHUNK_BYTES}, so this bounds the host
+ * work one range costs.
  */
 export const VIRTIO_BLK_MAX_WRITE_ZEROES_SECTORS = 1 << 13;
 /** Bytes of zeroes written per backend call when carrying out write zeroes. */
@@ -550,6 +551,11 @@ export class VirtioBlkHost {
   }
 
   private async zeroRanges(ranges: PendingRequest['ranges']): Promise<void> {
+    const writeZeroes = this.backend.writeZeroes;
+    if (writeZeroes !== undefined) {
+      for (const range of ranges) await writeZeroes.call(this.backend, range.offset, range.length);
+      return;
+    }
     for (const range of ranges) {
       for (let done = 0; done < range.length; done += VIRTIO_BLK_ZERO_CHUNK_BYTES) {
         const chunk = Math.min(VIRTIO_BLK_ZERO_CHUNK_BYTES, range.length - done);

@@ -90,16 +90,34 @@ export function featureBit(bit: bigint): bigint {
  * configuration space. Built identically in every thread from plain options, so it holds no mutable state.
  */
 export interface VirtioDeviceModel {
-  /** Device ID (virtio 1.2, section 5): 2 = block. */
+  /** Device ID (virtio 1.2, section 5): 1 = network, 2 = block, 3 = console. */
   readonly deviceId: number;
   /** Every feature the device offers, including VIRTIO_F_VERSION_1. */
   readonly features: bigint;
   /** QueueNumMax of each queue; the array length is the number of queues. */
   readonly queueSizeMax: readonly number[];
-  /** Read `size` bytes of configuration space at `configOffset` (little-endian, zero-extended). */
-  readConfig(configOffset: number, size: AccessSize): number;
+  /**
+   * Read `size` bytes of configuration space at `configOffset` (little-endian, zero-extended). `deviceState` is
+   * the device's own state word in the transport ({@link VirtioMmioTransport.updateDeviceState}; 0 after a
+   * reset), for configuration fields that change while the device runs (virtio-net's link status).
+   */
+  readConfig(configOffset: number, size: AccessSize, deviceState: number): number;
   /** A driver write to configuration space (most devices ignore them). */
   writeConfig(configOffset: number, size: AccessSize, value: number): void;
+  /**
+   * Whether to send a configuration change notification when the driver sets DRIVER_OK with these features:
+   * for a driver that reads some field only when told it changed (the console size). Default: no.
+   */
+  announceConfigWhenLive?(driverFeatures: bigint): boolean;
+  /** The driver reset the device (status 0). Called on the driver's thread, under the transport's lock. */
+  onReset?(): void;
+  /**
+   * A queue notification the device serves on the notifying hart itself (the console copies its output into a
+   * ring). Return true when it did all the work: the transport then only wakes the I/O thread (the doorbell
+   * changes, no queue is marked pending). False, or no hook: the queue is marked pending for the I/O thread.
+   * Called without the transport lock.
+   */
+  onNotify?(queue: number, transport: VirtioMmioTransport): boolean;
 }
 
 /**
@@ -116,6 +134,7 @@ export interface VirtioDeviceModel {
  *   [10] NOTIFY_PENDING       bit q: queue q was notified and not yet taken by the I/O thread (Atomics.or)
  *   [11] DOORBELL             futex word the I/O thread waits on; bumped after every notification
  *   [12] RESET_COUNT          device resets so far (statistics, tests)
+ *   [13] DEVICE_STATE         bits the device model defines (passed to readConfig); a device reset clears them
  *   [16 + q * QUEUE_WORDS, +QUEUE_WORDS)  queue q:
  *        NUM, READY, DESC_LO, DESC_HI, DRIVER_LO, DRIVER_HI, DEVICE_LO, DEVICE_HI,
  *        EPOCH      bumped whenever the queue is enabled, disabled or reset: completions of an older epoch
@@ -136,6 +155,7 @@ const IRQ_LEVEL = 9;
 const NOTIFY_PENDING = 10;
 const DOORBELL = 11;
 const RESET_COUNT = 12;
+const DEVICE_STATE = 13;
 const HEADER_WORDS = 16;
 
 const Q_NUM = 0;
@@ -168,6 +188,8 @@ export interface LiveQueue {
   readonly ring: SplitVirtqueue;
   /** The features the driver accepted. */
   readonly driverFeatures: bigint;
+  /** The device's state word (see {@link VirtioMmioTransport.updateDeviceState}). */
+  readonly deviceState: number;
   /**
    * The driver broke the protocol: set DEVICE_NEEDS_RESET, send a configuration change notification and stop
    * processing every queue until the driver resets the device (2.1.2).
@@ -180,8 +202,9 @@ export interface LiveQueue {
  * negotiation, queue registers and interrupt line. The device behind it is a {@link VirtioDeviceModel}.
  *
  * Threads: every hart thread builds one over the shared control block and handles its own register accesses.
- * A QueueNotify never processes the queue on the hart: it sets the queue's bit in NOTIFY_PENDING and bumps the
- * DOORBELL futex word ({@link doorbellIndex}), and the I/O thread, which owns the device's back-end, calls
+ * A QueueNotify does not process the queue on the hart (unless the device serves it there, see
+ * {@link VirtioDeviceModel.onNotify}): it sets the queue's bit in NOTIFY_PENDING and bumps the DOORBELL futex
+ * word ({@link doorbellIndex}), and the I/O thread, which owns the device's back-end, calls
  * {@link takeNotifications} and then {@link withLiveQueue} to walk the rings. Completions come back through
  * `withLiveQueue` with the epoch seen when the request was taken, and raise the interrupt line.
  *
@@ -226,7 +249,8 @@ export class VirtioMmioTransport implements MmioDevice {
   read(mmioOffset: number, size: AccessSize): number {
     if (mmioOffset >= VIRTIO_MMIO_CONFIG) {
       if (mmioOffset + size > VIRTIO_MMIO_SLOT_SIZE) return -1;
-      return this.device.readConfig(mmioOffset - VIRTIO_MMIO_CONFIG, size) >>> 0;
+      const state = Atomics.load(this.block, this.base + DEVICE_STATE);
+      return this.device.readConfig(mmioOffset - VIRTIO_MMIO_CONFIG, size, state) >>> 0;
     }
     if (size !== 4 || (mmioOffset & 3) !== 0 || mmioOffset < 0) return -1;
     this.lock.acquire();
@@ -306,6 +330,7 @@ export class VirtioMmioTransport implements MmioDevice {
         epoch: queueEpoch,
         ring,
         driverFeatures,
+        deviceState: b[this.base + DEVICE_STATE],
         fail: () => this.failLocked(),
       };
       try {
@@ -330,6 +355,35 @@ export class VirtioMmioTransport implements MmioDevice {
     } finally {
       this.lock.release();
     }
+  }
+
+  /**
+   * I/O thread: change the device's state word (configuration the device model derives from it, such as a link
+   * status) and, when it changed, send a configuration change notification as {@link configChanged} does. The
+   * word lives in the control block, so every thread and a snapshot see it; a device reset (status 0) clears it.
+   * Returns the new value.
+   */
+  updateDeviceState(update: (state: number) => number): number {
+    this.lock.acquire();
+    try {
+      const index = this.base + DEVICE_STATE;
+      const before = this.block[index];
+      const after = update(before) | 0;
+      if (after !== before) {
+        Atomics.store(this.block, index, after);
+        this.block[this.base + CONFIG_GENERATION]++;
+        if ((this.block[this.base + STATUS] & VIRTIO_STATUS_DRIVER_OK) !== 0)
+          this.raiseLocked(VIRTIO_MMIO_INT_CONFIG);
+      }
+      return after;
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /** The device's state word (see {@link updateDeviceState}). */
+  get deviceState(): number {
+    return Atomics.load(this.block, this.base + DEVICE_STATE);
   }
 
   /** The device status register (for the VMM's diagnostics and tests). */
@@ -500,9 +554,9 @@ export class VirtioMmioTransport implements MmioDevice {
     const becameLive = (before & LIVE_BITS) !== LIVE_BITS && (after & LIVE_BITS) === LIVE_BITS;
     if (becameLive) {
       // Buffers made available before DRIVER_OK were not processed; look at every ready queue once.
-      let ready = 0;
-      for (let q = 0; q < this.queueCount; q++) if (b[this.queueBase(q) + Q_READY] !== 0) ready |= 1 << q;
-      if (ready !== 0) this.ringDoorbell(ready);
+      this.notifyReadyQueuesLocked();
+      if (this.device.announceConfigWhenLive?.(this.driverFeatures()) === true)
+        this.raiseLocked(VIRTIO_MMIO_INT_CONFIG);
     }
   }
 
@@ -518,7 +572,8 @@ export class VirtioMmioTransport implements MmioDevice {
     const base = this.base;
     for (let w = STATUS; w < HEADER_WORDS; w++) {
       if (w === DOORBELL || w === RESET_COUNT || w === IRQ_LEVEL) continue;
-      if (w === NOTIFY_PENDING) Atomics.store(b, base + w, 0);
+      // Both are read without the lock (the I/O thread's notifications, configuration reads).
+      if (w === NOTIFY_PENDING || w === DEVICE_STATE) Atomics.store(b, base + w, 0);
       else b[base + w] = 0;
     }
     for (let q = 0; q < this.queueCount; q++) {
@@ -529,6 +584,7 @@ export class VirtioMmioTransport implements MmioDevice {
     }
     b[base + RESET_COUNT]++;
     this.updateIrqLocked();
+    this.device.onReset?.();
   }
 
   /** Enter DEVICE_NEEDS_RESET (2.1.2) and send a configuration change notification. Caller holds the lock. */
@@ -543,11 +599,37 @@ export class VirtioMmioTransport implements MmioDevice {
     // Without VIRTIO_F_NOTIFICATION_DATA the value is the 16-bit queue index (4.2.3.3).
     const queue = value & 0xffff;
     if (queue >= this.queueCount) return;
-    this.ringDoorbell(1 << queue);
+    if (this.device.onNotify?.(queue, this) === true) this.ringDoorbell(0);
+    else this.ringDoorbell(1 << queue);
+  }
+
+  /**
+   * I/O thread, after a restore from a snapshot: treat every ready queue as notified. The snapshot may have
+   * caught a queue whose notification the old I/O side had taken but whose buffers it had not yet used (a
+   * virtio console write the guest spins on, a packet); the new I/O side must look at every ring once, as a
+   * device does after migration. A spurious notification costs one look at an empty ring.
+   */
+  renotifyReadyQueues(): void {
+    this.lock.acquire();
+    try {
+      const status = this.block[this.base + STATUS];
+      if ((status & VIRTIO_STATUS_DRIVER_OK) === 0) return;
+      this.notifyReadyQueuesLocked();
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /** Mark every ready queue notified and ring the doorbell once. Caller holds the lock. */
+  private notifyReadyQueuesLocked(): void {
+    let ready = 0;
+    for (let q = 0; q < this.queueCount; q++)
+      if (this.block[this.queueBase(q) + Q_READY] !== 0) ready |= 1 << q;
+    if (ready !== 0) this.ringDoorbell(ready);
   }
 
   private ringDoorbell(queues: number): void {
-    Atomics.or(this.block, this.base + NOTIFY_PENDING, queues);
+    if (queues !== 0) Atomics.or(this.block, this.base + NOTIFY_PENDING, queues);
     Atomics.add(this.block, this.base + DOORBELL, 1);
     notifyWord(this.block, this.base + DOORBELL);
   }

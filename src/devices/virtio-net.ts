@@ -1,4 +1,9 @@
-import type { FrameOffload, GsoKind, OffloadSupport } from '../common/frame-offload.ts';
+import {
+  MAX_SUPER_FRAME_BYTES,
+  type FrameOffload,
+  type GsoKind,
+  type OffloadSupport,
+} from '../common/frame-offload.ts';
 import type { AccessSize } from './mmio.ts';
 import type { AddressSpace } from '../mem/address-space.ts';
 import type { BufferSegment, DescriptorChain } from './virtqueue.ts';
@@ -37,6 +42,14 @@ export const VIRTIO_NET_CONFIG_MTU = 10;
 export const VIRTIO_NET_CONFIG_SIZE = 12;
 /** `status` bit (5.1.4): the link is up. */
 export const VIRTIO_NET_S_LINK_UP = 1;
+
+/**
+ * Bit of the transport's device state word (VirtioMmioTransport.updateDeviceState): the host holds the link down
+ * until the driver resets the device. Set when a VM is restored from a snapshot with this card under a new MAC
+ * (see {@link VirtioNetHost.holdLinkDownUntilReset}); the reset clears the word, so the link comes back up exactly
+ * when the driver starts over and reads the configuration (and so the MAC) again.
+ */
+export const VIRTIO_NET_STATE_LINK_HELD_DOWN = 1;
 
 /**
  * struct virtio_net_hdr (5.1.6), the VERSION_1 layout, 12 bytes: u8 flags @0; u8 gso_type @1; le16 hdr_len @2;
@@ -83,10 +96,10 @@ export const VIRTIO_NET_QUEUE_SIZE = 256;
  */
 export const VIRTIO_NET_MAX_FRAME_BYTES = VIRTIO_NET_MTU + ETH_HEADER_BYTES + VLAN_TAG_BYTES;
 /**
- * The largest TCP super-frame (a frame with a gso_type) the device takes or gives: a tagged Ethernet header, an
- * IPv6 header and 64 KiB of payload. The switch checks the headers inside against the gso fields.
+ * The largest TCP super-frame (a frame with a gso_type) the device takes or gives. The switch checks the
+ * headers inside against the gso fields.
  */
-export const VIRTIO_NET_MAX_GSO_FRAME_BYTES = ETH_HEADER_BYTES + VLAN_TAG_BYTES + 40 + 0xffff;
+export const VIRTIO_NET_MAX_GSO_FRAME_BYTES = MAX_SUPER_FRAME_BYTES;
 /**
  * Chains the host takes from the transmit queue per {@link VirtioNetHost.service} call before it yields to the
  * event loop ({@link VirtioNetHost.service} then answers "more"): a guest refilling the queue as fast as the
@@ -113,8 +126,8 @@ export function parseUnicastMac(text: string): Uint8Array | undefined {
 
 /**
  * A virtio network device (5.1): identity, features, the receive and transmit queues and the configuration
- * space (MAC, link up, MTU 1500). Pure declaration, the same in every thread; frames move in
- * {@link VirtioNetHost} on the I/O thread.
+ * space (MAC, link status, MTU 1500). Pure declaration, the same in every thread (the link status comes from the
+ * transport's device state word); frames move in {@link VirtioNetHost} on the I/O thread.
  *
  * Features offered: VERSION_1, INDIRECT_DESC, CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, MRG_RXBUF, MAC,
  * STATUS, MTU. No control queue, one queue pair.
@@ -158,11 +171,15 @@ export class VirtioNetDevice implements VirtioDeviceModel {
     this.config = config;
   }
 
-  readConfig(configOffset: number, size: AccessSize): number {
+  readConfig(configOffset: number, size: AccessSize, deviceState = 0): number {
+    const linkDown = (deviceState & VIRTIO_NET_STATE_LINK_HELD_DOWN) !== 0;
     let value = 0;
     for (let i = size - 1; i >= 0; i--) {
       const at = configOffset + i;
-      value = (value << 8) | (at >= 0 && at < this.config.length ? this.config[at] : 0);
+      let byte = at >= 0 && at < this.config.length ? this.config[at] : 0;
+      // status is le16: LINK_UP lives in its low byte.
+      if (at === VIRTIO_NET_CONFIG_STATUS && linkDown) byte &= ~VIRTIO_NET_S_LINK_UP;
+      value = (value << 8) | byte;
     }
     return value >>> 0;
   }
@@ -201,6 +218,8 @@ export interface VirtioNetStats {
   rxNoBuffer: number;
   /** Frames dropped because the guest's receive buffer was too small for header + frame. */
   rxTooSmall: number;
+  /** Frames dropped either way while the host held the link down ({@link VirtioNetHost.holdLinkDownUntilReset}). */
+  linkDownDrops: number;
 }
 
 /**
@@ -222,6 +241,7 @@ export class VirtioNetHost {
     rxBytes: 0,
     rxNoBuffer: 0,
     rxTooSmall: 0,
+    linkDownDrops: 0,
   };
   /** True when the last {@link service} stopped at {@link VIRTIO_NET_TX_BATCH} with chains still waiting. */
   private txBacklog = false;
@@ -235,6 +255,26 @@ export class VirtioNetHost {
     if (!(transport.device instanceof VirtioNetDevice))
       throw new TypeError('the transport does not hold a virtio-net device');
     this.device = transport.device;
+  }
+
+  /**
+   * Take the link down until the driver resets the device, and tell the driver (configuration change
+   * notification; it reads `status` without LINK_UP). Meanwhile no frame moves either way. The reset that ends it
+   * is a driver starting over, which reads the configuration again: this is how a VM restored from a snapshot
+   * makes its guest pick up the card's new MAC (Linux reads the MAC only when it probes the card; the default
+   * image's ifplugd action re-binds the driver when the link goes down). A device the driver has not touched
+   * since its last reset (status 0) needs nothing: its driver will read the new MAC when it probes. Returns
+   * whether the link is now held down.
+   */
+  holdLinkDownUntilReset(): boolean {
+    if (this.transport.status === 0) return false;
+    this.transport.updateDeviceState((state) => state | VIRTIO_NET_STATE_LINK_HELD_DOWN);
+    return true;
+  }
+
+  /** True while the host holds the link down (until the driver resets the device). */
+  get linkHeldDown(): boolean {
+    return (this.transport.deviceState & VIRTIO_NET_STATE_LINK_HELD_DOWN) !== 0;
   }
 
   /** Control-block index of the doorbell: when its value changes, call {@link service}. */
@@ -270,7 +310,7 @@ export class VirtioNetHost {
 
   /**
    * Receive one frame for the guest (PortSink semantics): true when it was copied into receive buffers (or
-   * dropped because the buffer was too small, as a NIC drops it), false when the guest has no free buffer or
+   * dropped because the buffer was too small, or because the link is held down, as a NIC drops it), false when the guest has no free buffer or
    * the device is not live. The frame is only read. `offload` (only what {@link offloads} said the driver
    * takes) goes into the frame's virtio_net_hdr. With MRG_RXBUF a frame spreads over as many buffers as it
    * needs; they are taken only when enough are free.
@@ -286,7 +326,12 @@ export class VirtioNetHost {
     const header = receiveHeader(frame, offload);
     const needed = VIRTIO_NET_HDR_SIZE + length;
     let problem: string | undefined;
+    let linkDown = false;
     const taken = this.transport.withLiveQueue(this.memory, VIRTIO_NET_RX_QUEUE, undefined, (live) => {
+      if ((live.deviceState & VIRTIO_NET_STATE_LINK_HELD_DOWN) !== 0) {
+        linkDown = true;
+        return true;
+      }
       const ring = live.ring;
       const mergeable = (live.driverFeatures & featureBit(VIRTIO_NET_F_MRG_RXBUF)) !== 0n;
       const firstAvail = ring.nextAvail;
@@ -350,6 +395,10 @@ export class VirtioNetHost {
       return true;
     });
     if (problem !== undefined) this.options.onGuestError?.(problem);
+    if (linkDown) {
+      this.stats.linkDownDrops++;
+      return true;
+    }
     if (taken !== true) {
       this.stats.rxNoBuffer++;
       return false;
@@ -364,6 +413,9 @@ export class VirtioNetHost {
     let problem: string | undefined;
     this.txBacklog = false;
     this.transport.withLiveQueue(this.memory, VIRTIO_NET_TX_QUEUE, undefined, (live) => {
+      // While the link is held down, frames the guest queued (under the identity it had before a snapshot
+      // restore) are returned unsent, so no clone ever sends with another VM's MAC or address.
+      const linkDown = (live.deviceState & VIRTIO_NET_STATE_LINK_HELD_DOWN) !== 0;
       for (let taken = 0; ; taken++) {
         if (taken === VIRTIO_NET_TX_BATCH) {
           this.txBacklog = true;
@@ -376,9 +428,11 @@ export class VirtioNetHost {
           live.fail(popped.reason);
           return;
         }
-        const sent = this.gatherFrame(popped.chain, live.driverFeatures);
+        const sent = linkDown ? undefined : this.gatherFrame(popped.chain, live.driverFeatures);
         live.ring.pushUsed(popped.chain.head, 0);
-        if (sent === undefined) {
+        if (linkDown) {
+          this.stats.linkDownDrops++;
+        } else if (sent === undefined) {
           this.stats.txDropped++;
         } else {
           frames.push(sent.frame);

@@ -19,7 +19,8 @@ const EMBED_HOST_RAM_MIB = 1024;
 const PROMPT_POLL_MS = 100;
 /** How long it may take to get there before no snapshot is saved. */
 const PROMPT_WAIT_MS = 120_000;
-const PROMPT_AT_END = /[#$] $/;
+/** A shell prompt at the end of the output (busybox ends a prompt redrawn after a resize with ESC [ J). */
+const PROMPT_AT_END = /[#$] (?:\x1b\[J)?$/;
 
 let shared:
   { readonly api: TabvisorApi; readonly mode: EmbedMode; readonly dispose: () => Promise<void> } | undefined;
@@ -62,9 +63,9 @@ export function hypervisor(): TabvisorApi {
  */
 export async function createVM(config: EmbedVmConfig = {}): Promise<TabvisorVm> {
   const vm = await hypervisor().createVM(config);
-  // A VM with NICs or disks always boots cold (a snapshot holds neither), so it saves none either.
-  const plain = (config.nics?.length ?? 0) === 0;
-  if ((config.snapshot ?? 'auto') === 'auto' && plain && vm.stats().bootedFrom === 'cold') {
+  // Embedded VMs have no disks, so every cold boot can leave a snapshot (NICs included: a VM restored from it
+  // takes its own MAC and DHCP lease, see Vm.fromSnapshot).
+  if ((config.snapshot ?? 'auto') === 'auto' && vm.stats().bootedFrom === 'cold') {
     saves.set(vm, saveBootSnapshot(vm, config));
   }
   return vm;
@@ -92,7 +93,7 @@ async function saveBootSnapshot(vm: TabvisorVm, config: EmbedVmConfig): Promise<
         const bytes = await vm.snapshot();
         // Keep it only if nothing happened meanwhile (the snapshot must be at an idle prompt).
         if (vm.console.transcript() !== text) return false;
-        await storeSnapshot(snapshotKey(config, vm.cpus, vm.memoryMiB, config.bootargs ?? ''), bytes);
+        await storeSnapshot(config, snapshotKey(config, vm.cpus, vm.memoryMiB, config.bootargs ?? ''), bytes);
         return true;
       } catch {
         // No snapshot this time: the next VM boots cold again.

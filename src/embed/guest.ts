@@ -1,7 +1,7 @@
-import { del, get, set } from 'idb-keyval';
-import type { GuestBoot, VmConfig } from '../machine/hypervisor.ts';
+import { get, set } from 'idb-keyval';
+import type { BootImages, GuestBoot, VmConfig } from '../machine/hypervisor.ts';
 import { maybeGunzip } from '../machine/gzip.ts';
-import { loadDefaultGuest, type GuestImages } from '../ui/images.ts';
+import { loadGuestImages, loadGuestManifest } from '../ui/images.ts';
 import { defaultManifestUrl } from './assets.ts';
 
 /** What an embedded VM may add to {@link VmConfig}. */
@@ -15,13 +15,36 @@ export interface EmbedVmConfig extends VmConfig {
   readonly initrd?: string;
   /**
    * The boot snapshot: `'auto'` (default) starts from the snapshot this browser saved (IndexedDB) for the same
-   * image, shape and command line, and saves one after the first cold boot reaches its shell; a URL starts from a
-   * snapshot file shipped next to the image; `'none'` always boots cold.
+   * image, shape, NICs and command line, and saves one after the first cold boot reaches its shell; a URL starts
+   * from a snapshot file shipped next to the image; `'none'` always boots cold.
    */
   readonly snapshot?: string;
 }
 
-const guests = new Map<string, Promise<GuestImages>>();
+/** The command line of a bare kernel URL (no manifest to name one). */
+const BARE_KERNEL_BOOTARGS = 'console=ttyS0 earlycon=sbi';
+
+/** A guest as the embed knows it before any image is fetched. */
+interface GuestSource {
+  /** The kernel command line: the manifest's, or {@link BARE_KERNEL_BOOTARGS}. */
+  readonly bootargs: string;
+  /**
+   * What the images' bytes are: the manifest's sha256 of kernel and initramfs, or (a bare kernel) their URLs. A
+   * stored boot snapshot is used only with the same identity, so an image updated in place is never resumed
+   * from a snapshot of its predecessor.
+   */
+  readonly identity: string;
+  /** Fetch and unpack the kernel and initramfs: once per page, and only when a VM boots cold. */
+  readonly images: () => Promise<BootImages>;
+}
+
+/** A boot snapshot as stored in IndexedDB. */
+interface StoredSnapshot {
+  readonly identity: string;
+  readonly bytes: Uint8Array;
+}
+
+const sources = new Map<string, Promise<GuestSource>>();
 
 async function fetchBytes(url: URL, what: string): Promise<Uint8Array> {
   const response = await fetch(url);
@@ -33,18 +56,27 @@ async function fetchBytes(url: URL, what: string): Promise<Uint8Array> {
   return new Uint8Array(await response.arrayBuffer());
 }
 
-async function loadKernel(kernelUrl: URL, initrdUrl: URL | undefined): Promise<GuestImages> {
+/** `load`, run at most once at a time and remembered once it succeeded (a failure is tried again next call). */
+function once<T>(load: () => Promise<T>): () => Promise<T> {
+  let loading: Promise<T> | undefined;
+  return () => {
+    if (!loading) {
+      const attempt = load();
+      loading = attempt;
+      attempt.catch(() => {
+        if (loading === attempt) loading = undefined;
+      });
+    }
+    return loading;
+  };
+}
+
+async function loadKernel(kernelUrl: URL, initrdUrl: URL | undefined): Promise<BootImages> {
   const [kernel, initrd] = await Promise.all([
     fetchBytes(kernelUrl, 'kernel').then(maybeGunzip),
     initrdUrl ? fetchBytes(initrdUrl, 'initramfs').then(maybeGunzip) : Promise.resolve(undefined),
   ]);
-  return {
-    kernel,
-    kernelName: kernelUrl.pathname.split('/').pop() ?? 'kernel',
-    initrd,
-    bootargs: 'console=ttyS0 earlycon=sbi',
-    defaultMemoryMiB: 128,
-  };
+  return { kernel, kernelName: kernelUrl.pathname.split('/').pop() ?? 'kernel', initrd };
 }
 
 /** The absolute URL of a config's image (the manifest or kernel), for caches and snapshot keys. */
@@ -52,23 +84,38 @@ export function imageUrl(config: EmbedVmConfig): URL {
   return config.image ? new URL(config.image, location.href) : defaultManifestUrl();
 }
 
-/** Fetch and decompress a config's guest once per page (every VM with the same image shares it). */
-export function loadGuest(config: EmbedVmConfig): Promise<GuestImages> {
+/**
+ * A config's guest, once per page: a manifest is fetched (it is small and names the command line and the
+ * images' sha256), the kernel and initramfs only when {@link GuestSource.images} is called.
+ */
+function guestSource(config: EmbedVmConfig): Promise<GuestSource> {
   const url = imageUrl(config);
   const initrd = config.initrd ? new URL(config.initrd, location.href) : undefined;
   const key = `${url.href} ${initrd?.href ?? ''}`;
-  let guest = guests.get(key);
-  if (!guest) {
-    guest = url.pathname.endsWith('.json') ? loadDefaultGuest(new URL('./', url)) : loadKernel(url, initrd);
-    guest.catch(() => guests.delete(key)); // try again next time
-    guests.set(key, guest);
+  let source = sources.get(key);
+  if (!source) {
+    source = url.pathname.endsWith('.json')
+      ? loadGuestManifest(new URL('./', url)).then((manifest) => ({
+          bootargs: manifest.bootargs,
+          identity: `sha256:${manifest.kernel.sha256 ?? manifest.kernel.url.href}:${manifest.initrd?.sha256 ?? manifest.initrd?.url.href ?? ''}`,
+          images: once(() => loadGuestImages(manifest)),
+        }))
+      : Promise.resolve({
+          bootargs: BARE_KERNEL_BOOTARGS,
+          identity: `url:${url.href}:${initrd?.href ?? ''}`,
+          images: once(() => loadKernel(url, initrd)),
+        });
+    source.catch(() => sources.delete(key)); // try again next time
+    sources.set(key, source);
   }
-  return guest;
+  return source;
 }
 
 /**
- * The IndexedDB key of a config's boot snapshot: the image, the shape and the command line (`config.bootargs`,
- * empty for the image's default) must all match.
+ * The IndexedDB key of a config's boot snapshot: the image URL, the shape, the number of NICs and the command
+ * line (`config.bootargs`, empty for the image's default) must all match. (The image's bytes are checked
+ * against the stored identity, see {@link GuestSource.identity}; NIC networks and VLANs need not match: a
+ * restored guest takes its new card's MAC and asks for an address again, see Vm.fromSnapshot.)
  */
 export function snapshotKey(
   config: EmbedVmConfig,
@@ -76,12 +123,20 @@ export function snapshotKey(
   memoryMiB: number,
   bootargs: string,
 ): string {
-  return `tabvisor:snapshot:v1:${imageUrl(config).href}:${config.initrd ?? ''}:${cpus}:${memoryMiB}:${bootargs}`;
+  const nics = config.nics?.length ?? 0;
+  return `tabvisor:snapshot:v2:${imageUrl(config).href}:${config.initrd ?? ''}:${cpus}:${memoryMiB}:${nics}:${bootargs}`;
+}
+
+function isStoredSnapshot(value: unknown): value is StoredSnapshot {
+  const stored = value as Partial<StoredSnapshot> | undefined;
+  return typeof stored?.identity === 'string' && stored.bytes instanceof Uint8Array;
 }
 
 /**
  * The guest plus, where one applies, the boot snapshot's bytes: fetched from `config.snapshot` when it is a URL,
- * or from IndexedDB in `auto` mode. A snapshot that cannot be fetched is left out (the VM boots cold).
+ * or from IndexedDB in `auto` mode (only if it was taken of the same images). A snapshot that cannot be fetched
+ * is left out (the VM boots cold). No kernel or initramfs is fetched here: the VM loads them only if it boots
+ * cold ({@link GuestBoot.images}).
  */
 export async function resolveGuest(
   config: EmbedVmConfig,
@@ -89,26 +144,28 @@ export async function resolveGuest(
   memoryMiB: number,
 ): Promise<GuestBoot & { readonly snapshotSource: 'url' | 'idb' | 'none' }> {
   const mode = config.snapshot ?? 'auto';
-  // The snapshot and the images load in parallel (a cold-boot fallback needs the images anyway).
-  const stored =
+  // The manifest and the snapshot load in parallel.
+  const found: Promise<unknown> =
     mode === 'auto'
-      ? get<Uint8Array>(snapshotKey(config, cpus, memoryMiB, config.bootargs ?? '')).catch(() => undefined)
+      ? get(snapshotKey(config, cpus, memoryMiB, config.bootargs ?? '')).catch(() => undefined)
       : mode === 'none'
         ? Promise.resolve(undefined)
         : fetchBytes(new URL(mode, location.href), 'snapshot').catch(() => undefined);
-  const [guest, snapshot] = await Promise.all([loadGuest(config), stored]);
-  const bootargs = config.bootargs ?? guest.bootargs;
-  const base = { kernel: guest.kernel, kernelName: guest.kernelName, initrd: guest.initrd, bootargs };
-  if (!(snapshot instanceof Uint8Array)) return { ...base, snapshotSource: 'none' };
-  return { ...base, snapshot, snapshotSource: mode === 'auto' ? 'idb' : 'url' };
+  const [source, snapshot] = await Promise.all([guestSource(config), found]);
+  const base = { bootargs: config.bootargs ?? source.bootargs, images: source.images };
+  if (mode === 'auto') {
+    return isStoredSnapshot(snapshot) && snapshot.identity === source.identity
+      ? { ...base, snapshot: snapshot.bytes, snapshotSource: 'idb' }
+      : { ...base, snapshotSource: 'none' };
+  }
+  return snapshot instanceof Uint8Array
+    ? { ...base, snapshot, snapshotSource: 'url' }
+    : { ...base, snapshotSource: 'none' };
 }
 
-/** Save a boot snapshot for configs in `auto` mode. */
-export async function storeSnapshot(key: string, bytes: Uint8Array): Promise<void> {
-  await set(key, bytes);
-}
-
-/** Forget a stored boot snapshot (it was corrupt or did not fit). */
-export async function forgetSnapshot(key: string): Promise<void> {
-  await del(key);
+/** Save a boot snapshot of `config`'s guest for configs in `auto` mode. */
+export async function storeSnapshot(config: EmbedVmConfig, key: string, bytes: Uint8Array): Promise<void> {
+  const { identity } = await guestSource(config);
+  const stored: StoredSnapshot = { identity, bytes };
+  await set(key, stored);
 }

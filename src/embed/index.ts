@@ -18,6 +18,7 @@ export {
 export type { EmbedVmConfig } from './guest.ts';
 export { TabvisorVmElement, defineTabvisorVm, modeLabel } from './tabvisor-vm-element.ts';
 export type {
+  ConsoleSize,
   HostRamStats,
   RunOptions,
   RunResult,

@@ -1,8 +1,11 @@
 /**
- * `<tabvisor-vm>`: a live VM in a docs page. Attributes (read when the element is connected):
- * `image` (manifest.json or kernel URL), `initrd`, `snapshot` (`auto` | URL | `none`), `memory` (MiB), `cpus`,
- * `append` (kernel command line), `autostart` (`false` creates the VM without starting it), `network`, `vlan`,
- * `readonly` (the console takes no keyboard input; scripts still run), `name`.
+ * `<tabvisor-vm>`: a live VM in a docs page. Attributes: `image` (manifest.json or kernel URL), `initrd`,
+ * `snapshot` (`auto` | URL | `none`), `memory` (MiB), `cpus`, `append` (kernel command line), `autostart`
+ * (`false` creates the VM without starting it), `network`, `vlan`, `readonly` (the console takes no keyboard
+ * input; scripts still run), `name`. Changing one of the attributes that shape the VM ({@link VM_ATTRIBUTES})
+ * replaces the VM with one built from the new attributes, at once, as a `<video>` loads a new `src`; changes made
+ * together (no `await` between them) are applied together. `readonly` applies to the console at once; `autostart` starts a VM that is
+ * still waiting when it stops being `false`.
  * Shows an xterm console sized to the element and a toolbar (start, stop, reset, state, mode). `el.vm` is the VM
  * ({@link TabvisorVm}) once created, `el.ready` resolves with it, `el.run(command)` runs a command. Removing the
  * element deletes the VM and frees its workers, terminal and listeners.
@@ -41,19 +44,54 @@ export function modeLabel(mode: EmbedMode, cpus: number): string {
 const ElementBase: typeof HTMLElement =
   typeof HTMLElement === 'undefined' ? (class {} as unknown as typeof HTMLElement) : HTMLElement;
 
+/** Attributes that shape the VM: changing one replaces the VM. */
+export const VM_ATTRIBUTES = [
+  'image',
+  'initrd',
+  'snapshot',
+  'memory',
+  'cpus',
+  'append',
+  'network',
+  'vlan',
+  'name',
+] as const;
+
+/** The element's parts that live while it is connected. */
+interface ElementView {
+  readonly term: HTMLElement;
+  readonly state: HTMLElement;
+  readonly mode: HTMLElement;
+}
+
 /** The `<tabvisor-vm>` element. */
 export class TabvisorVmElement extends ElementBase {
+  /** Attributes whose changes the element applies (see the module comment). */
+  static get observedAttributes(): string[] {
+    return [...VM_ATTRIBUTES, 'readonly', 'autostart'];
+  }
+
   /** The VM, once created (undefined before and after). */
   vm: TabvisorVm | undefined;
-  /** Resolves with the VM once it is created; rejects when it cannot be. */
+  /** Resolves with the VM once it is created; rejects when it cannot be, or it is replaced or removed first. */
   ready: Promise<TabvisorVm>;
   /** How this page runs VMs. */
   readonly mode: EmbedMode = embedMode();
   private resolveReady!: (vm: TabvisorVm) => void;
   private rejectReady!: (error: Error) => void;
+  /** Undo what the current VM set up (listeners, terminal). */
   private readonly disposers: (() => void)[] = [];
-  private pane: TerminalPane | undefined;
+  private view: ElementView | undefined;
+  /** Bumped for every VM the element asks for, so a VM that arrives after it was replaced is deleted. */
   private generation = 0;
+  private replacing = false;
+  /**
+   * Resolves once the VM of the latest generation is deleted (or was never created). A new VM is created only
+   * after that: the replacement may reuse the name, and the old one's memory goes back first.
+   */
+  private previousGone: Promise<void> = Promise.resolve();
+  /** Marks the current VM gone (called after its delete()). */
+  private markGone: (() => void) | undefined;
 
   constructor() {
     super();
@@ -91,7 +129,6 @@ export class TabvisorVmElement extends ElementBase {
   }
 
   connectedCallback(): void {
-    const generation = ++this.generation;
     const root = this.shadowRoot ?? this.attachShadow({ mode: 'open' });
     root.replaceChildren();
     const style = document.createElement('style');
@@ -126,54 +163,121 @@ export class TabvisorVmElement extends ElementBase {
     term.className = 'term';
     frame.append(bar, term);
     root.append(style, frame);
-    const config = this.config();
-    mode.textContent = modeLabel(this.mode, config.cpus ?? 2);
     this.dataset.mode = this.mode;
-    state.textContent = 'loading';
-    createVM(config).then(
-      (vm) => {
-        if (generation !== this.generation || !this.isConnected) {
-          void vm.delete();
-          return;
-        }
-        this.vm = vm;
-        const console = this.hasAttribute('readonly') ? readOnly(vm.console) : vm.console;
-        this.pane = new TerminalPane(term, console);
-        mode.textContent = modeLabel(this.mode, vm.cpus);
-        const show = (): void => {
-          state.textContent = vm.state;
-          this.dataset.state = vm.state;
-        };
-        show();
-        this.disposers.push(hypervisor().onChange(show));
-        this.dataset.snapshot = vm.stats().bootedFrom === 'snapshot' ? 'restored' : 'cold';
-        void bootSnapshotSaved(vm).then((saved) => {
-          if (saved && this.vm === vm) this.dataset.snapshot = 'saved';
-        });
-        this.resolveReady(vm);
-        this.dispatchEvent(new CustomEvent('tabvisor-ready', { detail: vm }));
-      },
-      (error: unknown) => {
-        if (generation !== this.generation) return;
-        state.textContent = 'failed';
-        this.showError(error);
-        this.rejectReady(error instanceof Error ? error : new Error(String(error)));
-      },
-    );
+    this.view = { term, state, mode };
+    this.createVm();
+  }
+
+  attributeChangedCallback(name: string, oldValue: string | null, newValue: string | null): void {
+    // Before the element is connected (parsing, upgrade) the attributes are read when the VM is created.
+    if (!this.view || oldValue === newValue) return;
+    if (name === 'readonly') return; // the console reads the attribute on every keystroke
+    if (name === 'autostart') {
+      const vm = this.vm;
+      if (vm?.state === 'created' && newValue !== 'false')
+        void vm.start().catch((error: unknown) => this.showError(error));
+      return;
+    }
+    // The old VM goes at once (so `el.vm` and `el.ready` already speak of the replacement); the new one is
+    // created in a microtask, so changes made together (cpus, then memory, no await between) replace it once.
+    if (this.replacing) return;
+    this.replacing = true;
+    this.dropVm(new Error("the VM was replaced: the <tabvisor-vm> element's attributes changed"));
+    const view = this.view;
+    view.term.replaceChildren();
+    view.state.textContent = 'loading';
+    for (const line of this.shadowRoot?.querySelectorAll('.error') ?? []) line.remove();
+    queueMicrotask(() => {
+      this.replacing = false;
+      if (this.view === view) this.createVm();
+    });
   }
 
   disconnectedCallback(): void {
+    this.dropVm(new Error('the <tabvisor-vm> element was removed before its VM was ready'));
+    this.view = undefined;
+    this.shadowRoot?.replaceChildren();
+  }
+
+  /** Create the VM the attributes describe and show it in the view. */
+  private createVm(): void {
+    const view = this.view;
+    if (!view) return;
+    const generation = ++this.generation;
+    const config = this.config();
+    view.mode.textContent = modeLabel(this.mode, config.cpus ?? 2);
+    view.state.textContent = 'loading';
+    delete this.dataset.state;
+    delete this.dataset.snapshot;
+    let markGone!: () => void;
+    const gone = new Promise<void>((resolve) => (markGone = resolve));
+    const before = this.previousGone;
+    this.previousGone = gone;
+    before
+      .then(() => createVM(config))
+      .then(
+        (vm) => {
+          if (generation !== this.generation || !this.isConnected || this.view !== view) {
+            void vm.delete().then(markGone, markGone);
+            return;
+          }
+          this.vm = vm;
+          this.markGone = markGone;
+          const pane = new TerminalPane(view.term, this.keyboard(vm.console));
+          this.disposers.push(() => pane.dispose());
+          view.mode.textContent = modeLabel(this.mode, vm.cpus);
+          const show = (): void => {
+            view.state.textContent = vm.state;
+            this.dataset.state = vm.state;
+          };
+          show();
+          this.disposers.push(hypervisor().onChange(show));
+          this.dataset.snapshot = vm.stats().bootedFrom === 'snapshot' ? 'restored' : 'cold';
+          void bootSnapshotSaved(vm).then((saved) => {
+            if (saved && this.vm === vm) this.dataset.snapshot = 'saved';
+          });
+          this.resolveReady(vm);
+          this.dispatchEvent(new CustomEvent('tabvisor-ready', { detail: vm }));
+        },
+        (error: unknown) => {
+          markGone();
+          if (generation !== this.generation) return;
+          view.state.textContent = 'failed';
+          this.showError(error);
+          this.rejectReady(error instanceof Error ? error : new Error(String(error)));
+        },
+      );
+  }
+
+  /** Delete the current VM (or the one being created) and free what it used; `ready` starts afresh. */
+  private dropVm(why: Error): void {
     this.generation++;
     for (const dispose of this.disposers.splice(0)) dispose();
-    this.pane?.dispose();
-    this.pane = undefined;
     const vm = this.vm;
+    const markGone = this.markGone;
     this.vm = undefined;
+    this.markGone = undefined;
     // Anyone still waiting for this VM (a pending run) hears that it will not come.
-    this.rejectReady(new Error('the <tabvisor-vm> element was removed before its VM was ready'));
+    this.rejectReady(why);
     this.ready = this.freshReady();
-    this.shadowRoot?.replaceChildren();
-    if (vm) void vm.delete();
+    // A VM still being created is deleted when it arrives (the generation changed).
+    if (vm) void vm.delete().then(markGone, markGone);
+  }
+
+  /** The console as the terminal types into it: keystrokes are dropped while the element is `readonly`; sizes pass. */
+  private keyboard(console: TabvisorConsole): TabvisorConsole {
+    return {
+      write: (text) => {
+        if (!this.hasAttribute('readonly')) console.write(text);
+      },
+      // The terminal still passes its size on while readonly.
+      resize: (cols, rows) => console.resize(cols, rows),
+      size: () => console.size(),
+      transcript: () => console.transcript(),
+      waitFor: (pattern, timeoutMs) => console.waitFor(pattern, timeoutMs),
+      onOutput: (listener) => console.onOutput(listener),
+      onReset: (listener) => console.onReset(listener),
+    };
   }
 
   private freshReady(): Promise<TabvisorVm> {
@@ -194,17 +298,6 @@ export class TabvisorVmElement extends ElementBase {
     line.textContent = error instanceof Error ? error.message : String(error);
     root.querySelector('.frame')?.insertBefore(line, root.querySelector('.term'));
   }
-}
-
-/** A console view that ignores typing (the `readonly` attribute). */
-function readOnly(console: TabvisorConsole): TabvisorConsole {
-  return {
-    write: () => undefined,
-    transcript: () => console.transcript(),
-    waitFor: (pattern, timeoutMs) => console.waitFor(pattern, timeoutMs),
-    onOutput: (listener) => console.onOutput(listener),
-    onReset: (listener) => console.onReset(listener),
-  };
 }
 
 /** Register `<tabvisor-vm>` (once; safe to call again). */

@@ -5,11 +5,14 @@
  * receives {@link VmHostEvent}s on the same port: console output batched every {@link OUTPUT_FLUSH_MS}, transcript
  * resets and status. This module also runs in-process (tests).
  */
+import { releaseProxy, wrap } from 'comlink';
 import { CooperativeThreads } from '../machine/cooperative-threads.ts';
 import { pageNetworkEnvironment } from '../machine/networks.ts';
 import {
   Hypervisor,
   MIN_MEMORY_MIB,
+  type BootImages,
+  type ConsoleSize,
   type GuestBoot,
   type TabvisorVm,
   type VmConfig,
@@ -31,13 +34,21 @@ export type VmHostEvent =
       readonly stats: VmStats;
     };
 
+/**
+ * A guest as it crosses to the VM host: the images' bytes, or (so that a VM started from its boot snapshot never
+ * fetches them) a port on which the page answers one comlink call, `() => Promise<BootImages>`, when the VM
+ * boots cold. The host releases the port when the VM is deleted.
+ */
+export type HostedGuest = Omit<GuestBoot, 'images'> & { readonly images: BootImages | MessagePort };
+
 /** The VM host's control API (comlink, version 1). */
 export interface VmHostApi {
-  /** Create the hosted VM; resolves with its identity. */
+  /** Create the hosted VM with its console `size` (the page's terminal); resolves with its identity. */
   create(
     id: string,
     config: VmConfig,
-    guest: GuestBoot,
+    guest: HostedGuest,
+    size?: ConsoleSize,
   ): Promise<{ readonly name: string; readonly cpus: number; readonly memoryMiB: number }>;
   start(): Promise<void>;
   pause(): Promise<void>;
@@ -46,6 +57,8 @@ export interface VmHostApi {
   reset(): Promise<void>;
   delete(): Promise<void>;
   write(bytes: Uint8Array): void;
+  /** The page's terminal changed size (see TabvisorConsole.resize); before `create`, the size is kept for it. */
+  resize(cols: number, rows: number): void;
   snapshot(): Promise<Uint8Array>;
 }
 
@@ -53,8 +66,10 @@ export interface VmHostApi {
 export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[]) => void): VmHostApi {
   let hv: Hypervisor | undefined;
   let vm: TabvisorVm | undefined;
+  let consoleSize: ConsoleSize | undefined;
   let pending: Uint8Array[] = [];
   let flushTimer: ReturnType<typeof setTimeout> | undefined;
+  let releaseImages: (() => void) | undefined;
   const flush = (): void => {
     flushTimer = undefined;
     if (pending.length === 0) return;
@@ -73,15 +88,24 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
     return vm;
   };
   return {
-    async create(id, config, guest) {
+    async create(id, config, guest, size) {
+      consoleSize ??= size;
       const memoryMiB = config.memoryMiB ?? 128;
+      let images: GuestBoot['images'];
+      if ('kernel' in guest.images) images = guest.images;
+      else {
+        const load = wrap<() => BootImages>(guest.images);
+        releaseImages = () => load[releaseProxy]();
+        images = () => load();
+      }
+      const boot: GuestBoot = { ...guest, images };
       hv = new Hypervisor({
         hostRamMiB: Math.max(memoryMiB, MIN_MEMORY_MIB),
         sharedMemory: false,
         // NICs join the page's networks through the same BroadcastChannel uplink other tabs use.
         network: pageNetworkEnvironment(),
         threads: () => new CooperativeThreads(false),
-        images: async () => guest,
+        images: async () => boot,
       });
       hv.onChange(() => {
         if (!vm) return;
@@ -90,6 +114,7 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
       });
       const created = await hv.createVM({ ...config, start: false });
       vm = created;
+      if (consoleSize) created.console.resize(consoleSize.cols, consoleSize.rows);
       created.console.onOutput((bytes) => {
         pending.push(bytes.slice());
         flushTimer ??= setTimeout(flush, OUTPUT_FLUSH_MS);
@@ -108,10 +133,16 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
     async delete() {
       await vm?.delete();
       await hv?.dispose();
+      releaseImages?.();
+      releaseImages = undefined;
       flush();
     },
     write(bytes) {
       need().console.write(new TextDecoder().decode(bytes));
+    },
+    resize(cols, rows) {
+      consoleSize = { cols, rows };
+      vm?.console.resize(cols, rows);
     },
     snapshot: () => need().snapshot(),
   };

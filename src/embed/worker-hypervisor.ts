@@ -3,7 +3,7 @@
  * dedicated worker ({@link VmHostApi}). The console's transcript and `waitFor` live here, fed by batched output
  * events, so scripts see the same API as in parallel mode.
  */
-import { releaseProxy, wrap, type Remote } from 'comlink';
+import { expose, releaseProxy, transfer, wrap, type Remote } from 'comlink';
 import { UserError } from '../common/errors.ts';
 import {
   MAX_HOST_RAM_MIB,
@@ -20,7 +20,7 @@ import {
 } from '../machine/hypervisor.ts';
 import { runCommand } from '../machine/run-command.ts';
 import { VmConsole } from '../machine/vm-console.ts';
-import type { VmHostApi, VmHostEvent } from './vm-host.ts';
+import type { HostedGuest, VmHostApi, VmHostEvent } from './vm-host.ts';
 
 const FRAME_BYTES = 4096;
 
@@ -89,8 +89,20 @@ export class WorkerHypervisor implements TabvisorApi {
     });
     const vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
     this.list.push(vm);
+    // Images stay on the page until the VM boots cold and asks for them (a snapshot start never does).
+    let hosted: HostedGuest;
+    if (typeof guest.images === 'function') {
+      const channel = new MessageChannel();
+      expose(guest.images, channel.port1);
+      vm.imagePort = channel.port1;
+      hosted = transfer({ ...guest, images: channel.port2 }, [channel.port2]);
+    } else {
+      hosted = { ...guest, images: guest.images };
+    }
     try {
-      await vm.host.create(id, { ...config, ...shape, start: false }, guest);
+      // Only a size the page gave: otherwise a VM restored from a boot snapshot keeps the snapshot's.
+      const size = vm.console.sizeGiven ? vm.console.size() : undefined;
+      await vm.host.create(id, { ...config, ...shape, start: false }, hosted, size);
     } catch (error) {
       vm.dispose();
       this.remove(vm);
@@ -129,6 +141,8 @@ class RemoteVm implements TabvisorVm {
   private latest: VmStats;
   private runs: Promise<unknown> = Promise.resolve();
   private disposed = false;
+  /** @internal The page's end of the port that serves the images to the worker (closed on dispose). */
+  imagePort: MessagePort | undefined;
 
   constructor(
     private readonly owner: WorkerHypervisor,
@@ -139,9 +153,14 @@ class RemoteVm implements TabvisorVm {
     private readonly worker: Worker,
   ) {
     this.host = wrap<VmHostApi>(worker);
-    this.console = new VmConsole((bytes) => {
-      if (!this.disposed) void this.host.write(bytes);
-    });
+    this.console = new VmConsole(
+      (bytes) => {
+        if (!this.disposed) void this.host.write(bytes);
+      },
+      ({ cols, rows }) => {
+        if (!this.disposed) void this.host.resize(cols, rows);
+      },
+    );
     this.latest = {
       id,
       name,
@@ -252,6 +271,7 @@ class RemoteVm implements TabvisorVm {
     if (this.disposed) return;
     this.disposed = true;
     this.host[releaseProxy]();
+    this.imagePort?.close();
     this.worker.terminate();
   }
 

@@ -22,6 +22,7 @@ import {
   VIRT_CLINT_BASE,
   VIRT_PLIC_BASE,
   VIRT_UART_BASE,
+  VIRT_CONSOLE_SLOT,
   VIRT_UART_IRQ,
   VIRT_VIRTIO_SLOTS,
   virtioSlotBase,
@@ -29,6 +30,7 @@ import {
 import { EmptyVirtioSlot } from '../devices/virtio-mmio-empty.ts';
 import { VirtioBlkDevice, type VirtioBlkOptions } from '../devices/virtio-blk.ts';
 import { VirtioNetDevice, type VirtioNetOptions } from '../devices/virtio-net.ts';
+import { VirtioConsoleDevice } from '../devices/virtio-console.ts';
 import { VirtioMmioTransport } from '../devices/virtio-mmio.ts';
 import { UserError } from '../common/errors.ts';
 import { AddressSpace, type AddressSpaceInit } from '../mem/address-space.ts';
@@ -41,6 +43,8 @@ export interface BoardLayout {
   readonly plic: number;
   readonly uart: number;
   readonly sbi: number;
+  /** The virtio console's region: its transport, then the device's own words. */
+  readonly console: number;
   /** One virtio-mmio transport region per disk, in slot order. */
   readonly disks: readonly number[];
   /** One virtio-mmio transport region per NIC, in slot order (NICs sit in the slots after the disks). */
@@ -84,10 +88,11 @@ export function planBoard(hartCount: number, diskCount = 0, nicCount = 0): Board
   const uart = layout.alloc(Uart16550.words());
   const sbi = layout.alloc(Sbi.words());
   const hartStates = layout.alloc(hartCount * HART_STATE_AREA_DOUBLES * 2);
+  const console = layout.alloc(VirtioConsoleDevice.regionWords(VirtioMmioTransport.words(2)));
   const disks = Array.from({ length: diskCount }, () => layout.alloc(VirtioMmioTransport.words(1)));
-  if (nicCount === 0) return { plic, uart, sbi, disks, hartStates, words: layout.words };
+  if (nicCount === 0) return { plic, uart, sbi, console, disks, hartStates, words: layout.words };
   const nics = Array.from({ length: nicCount }, () => layout.alloc(VirtioMmioTransport.words(2)));
-  return { plic, uart, sbi, disks, nics, hartStates, words: layout.words };
+  return { plic, uart, sbi, console, disks, nics, hartStates, words: layout.words };
 }
 
 /** Create the shared state of a new board: control block with every hart's timer disarmed. */
@@ -122,6 +127,8 @@ export class Board {
   readonly clint: Clint;
   readonly plic: Plic;
   readonly uart: Uart16550;
+  /** The virtio console's transport (its own slot, {@link VIRT_CONSOLE_SLOT}); the device is its `device`. */
+  readonly console: VirtioMmioTransport;
   /** The virtio-mmio transports of the disks, slot 1 first. */
   readonly disks: readonly VirtioMmioTransport[];
   /** The virtio-mmio transports of the NICs, in slot order after the disks. */
@@ -142,6 +149,17 @@ export class Board {
     this.bus.map(VIRT_CLINT_BASE, this.clint);
     this.bus.map(VIRT_PLIC_BASE, this.plic);
     this.bus.map(VIRT_UART_BASE, this.uart);
+    const consoleWords = init.layout.console + VirtioMmioTransport.words(2);
+    this.console = new VirtioMmioTransport(
+      init.block,
+      init.layout.console,
+      new VirtioConsoleDevice(init.block, consoleWords, this.memory, {
+        fallbackPosition: () => this.uart.txPosition,
+      }),
+      this.plic,
+      VIRT_CONSOLE_SLOT,
+    );
+    this.bus.map(virtioSlotBase(VIRT_CONSOLE_SLOT), this.console);
     const disks = init.disks ?? [];
     this.disks = disks.map((options, i) => {
       const slot = i + 1;

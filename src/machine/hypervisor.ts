@@ -10,7 +10,7 @@ import { MAX_HARTS } from './board.ts';
 import type { LinuxBootImages } from './linux-boot.ts';
 import { runCommand, type RunOptions, type RunResult } from './run-command.ts';
 import { decodeSnapshot, encodeSnapshot } from './snapshot.ts';
-import { VmConsole, type TabvisorConsole } from './vm-console.ts';
+import { VmConsole, type ConsoleSize, type TabvisorConsole } from './vm-console.ts';
 import {
   MAX_NICS,
   NetworkHub,
@@ -32,14 +32,22 @@ import {
 } from './vm.ts';
 
 export { MAX_HARTS, MAX_MEMORY_MIB, MIN_MEMORY_MIB };
-export type { RunOptions, RunResult, TabvisorConsole, VcpuRunState };
+export type { ConsoleSize, RunOptions, RunResult, TabvisorConsole, VcpuRunState };
 export type { NicConfig, ResolvedNic, TabvisorNetwork };
 
-/** What a VM boots: the guest images, its command line, and optionally a boot snapshot (encodeSnapshot bytes) to start from instead of booting cold. */
-export type GuestBoot = Omit<LinuxBootImages, 'bootargs'> & {
+/** The kernel and initramfs a cold boot loads into guest RAM. */
+export type BootImages = Omit<LinuxBootImages, 'bootargs'>;
+
+/**
+ * What a VM boots: its kernel command line, the images of a cold boot, and optionally a boot snapshot
+ * (encodeSnapshot bytes) to start from instead. `images` is the bytes, or a loader that is called only when a
+ * machine boots cold, so a VM that starts from its snapshot never fetches or unpacks a kernel.
+ */
+export interface GuestBoot {
   readonly bootargs: string;
+  readonly images: BootImages | (() => Promise<BootImages>);
   readonly snapshot?: Uint8Array;
-};
+}
 
 /** Largest host RAM: guest page tables hold host byte offsets as int32, so frames must lie below 2 GiB. */
 export const MAX_HOST_RAM_MIB = 2048;
@@ -189,8 +197,11 @@ export interface HypervisorOptions {
   readonly hostRamMiB: number;
   /** vCPU threads for one boot of one VM; `label` names the VM (for thread names). */
   readonly threads: (label: string) => ThreadFactory;
-  /** The default guest (loaded once, shared by every VM). */
-  readonly images: (config: VmConfig) => Promise<GuestBoot>;
+  /**
+   * The default guest (loaded once, shared by every VM). `needs.initrd` is false when the VM boots from its
+   * root disk, so the initramfs need not be fetched.
+   */
+  readonly images: (config: VmConfig, needs: { readonly initrd: boolean }) => Promise<GuestBoot>;
   /** Host RAM on a SharedArrayBuffer (default true); false runs VMs only with threads that share no memory. */
   readonly sharedMemory?: boolean;
   /** Defaults for `createVM`. */
@@ -300,9 +311,15 @@ export class Hypervisor implements TabvisorApi {
     if (nicConfigs.length > MAX_NICS)
       throw new UserError(`a VM has at most ${MAX_NICS} NICs, not ${nicConfigs.length}; remove one`);
     const nics = nicConfigs.map((nic, i) => resolveNic(nic, i));
-    const images = await this.options.images(config);
     const disks = await this.options.disks?.({ id, name: shape.name });
     // A root disk replaces the initramfs, as the CLI's --disk does with the default image.
+    let guest: GuestBoot;
+    try {
+      guest = await this.options.images(config, { initrd: !disks?.rootOnFirstDisk });
+    } catch (error) {
+      await disks?.close(false);
+      throw error;
+    }
     const rootArgs = disks?.rootOnFirstDisk ? ' root=/dev/vda rw' : '';
     const vm = new ManagedVm(
       this,
@@ -311,15 +328,15 @@ export class Hypervisor implements TabvisorApi {
       shape.cpus,
       shape.memoryMiB,
       {
-        ...images,
-        ...(disks?.rootOnFirstDisk ? { initrd: undefined } : {}),
-        bootargs: config.bootargs ?? `${images.bootargs}${rootArgs}`,
+        ...guest,
+        bootargs: config.bootargs ?? `${guest.bootargs}${rootArgs}`,
       },
       nics,
+      disks?.rootOnFirstDisk === true,
     );
     vm.diskSet = disks;
     try {
-      vm.create();
+      await vm.create();
     } catch (error) {
       vm.disposeNics();
       await disks?.close(false);
@@ -414,11 +431,16 @@ class ManagedVm implements TabvisorVm {
     readonly name: string,
     readonly cpus: number,
     readonly memoryMiB: number,
-    private readonly images: GuestBoot,
+    private readonly guest: GuestBoot,
     readonly nics: readonly ResolvedNic[] = [],
+    /** Boot from the first disk: a cold boot loads no initramfs. */
+    private readonly rootOnDisk = false,
   ) {
     this.ips = new Array<number>(cpus).fill(0);
-    this.console = new VmConsole((bytes) => this.machine?.write(bytes));
+    this.console = new VmConsole(
+      (bytes) => this.machine?.write(bytes),
+      ({ cols, rows }) => this.machine?.resizeConsole(cols, rows),
+    );
     this.nicPorts = nics.map((nic, i) => owner.networkHub.nic(`${name}/eth${i}`, nic));
   }
 
@@ -437,29 +459,40 @@ class ManagedVm implements TabvisorVm {
 
   /**
    * Reserve memory and load the guest (state `created`), from the boot snapshot when there is one and
-   * `fromSnapshot` allows it. Throws when host RAM cannot hold it.
+   * `fromSnapshot` allows it; only a cold boot loads the kernel and initramfs. Throws when host RAM cannot hold
+   * it or the images cannot be loaded.
    */
-  create(fromSnapshot = true): void {
+  async create(fromSnapshot = true): Promise<void> {
     const threads = this.owner.threadsFor(`${this.name}/`);
-    // A boot snapshot holds a board without NICs: a VM with NICs boots cold.
+    // A boot snapshot holds no disk state (see Vm.snapshot): a VM with disks boots cold.
     const disks = this.diskSet?.backends ?? [];
-    const restored =
-      fromSnapshot && this.nicPorts.length === 0 && disks.length === 0 ? this.restore(threads) : undefined;
-    this.bootedFrom = restored ? 'snapshot' : 'cold';
-    const machine =
-      restored ??
-      Vm.create(
+    const restored = fromSnapshot && disks.length === 0 ? this.restore(threads) : undefined;
+    const consoleSize = this.console.size();
+    let machine = restored;
+    if (!machine) {
+      const images = typeof this.guest.images === 'function' ? await this.guest.images() : this.guest.images;
+      machine = Vm.create(
         {
           cpus: this.cpus,
           memoryMiB: this.memoryMiB,
-          ...this.images,
+          kernel: images.kernel,
+          kernelName: images.kernelName,
+          initrd: this.rootOnDisk ? undefined : images.initrd,
+          bootargs: this.guest.bootargs,
           nics: this.nicPorts,
           disks,
+          consoleSize,
           jit: this.owner.jit,
         },
         threads,
         this.owner.ram,
       );
+    }
+    this.bootedFrom = restored ? 'snapshot' : 'cold';
+    // A restored machine has the size of the snapshot's host: give it ours, if we have one (the guest is told
+    // when it differs).
+    const size = restored ? this.console.sizeForRestored(machine.consoleSize()) : undefined;
+    if (size) machine.resizeConsole(size.cols, size.rows);
     this.machine = machine;
     this.threads = threads;
     this.lastSample = undefined;
@@ -473,7 +506,7 @@ class ManagedVm implements TabvisorVm {
     return this.enqueue(async () => {
       if (this.state === 'running' || this.state === 'paused') return;
       if (this.state === 'deleted') throw new UserError(`VM ${this.name} was deleted`);
-      if (this.state !== 'created') this.boot();
+      if (this.state !== 'created') await this.boot();
       this.launch();
     });
   }
@@ -509,7 +542,7 @@ class ManagedVm implements TabvisorVm {
     return this.enqueue(async () => {
       if (this.state === 'deleted') throw new UserError(`VM ${this.name} was deleted`);
       await this.halt('the VM was reset');
-      this.boot();
+      await this.bootOrCrash();
       this.launch();
     });
   }
@@ -546,7 +579,7 @@ class ManagedVm implements TabvisorVm {
 
   /** A machine from the boot snapshot, or undefined (with a note on the console) when it cannot be used. */
   private restore(threads: ThreadFactory): Vm | undefined {
-    const bytes = this.images.snapshot;
+    const bytes = this.guest.snapshot;
     if (!bytes) return undefined;
     try {
       const snapshot = decodeSnapshot(bytes);
@@ -555,9 +588,10 @@ class ManagedVm implements TabvisorVm {
           `it was taken with ${snapshot.cpus} vCPUs and ${snapshot.memoryMiB} MiB, this VM has ${this.cpus} and ${this.memoryMiB} MiB`,
         );
       }
-      return Vm.fromSnapshot(snapshot, threads, this.owner.ram, this.owner.jit);
+      // Each NIC comes back with this VM's MAC, link held down until the guest re-reads it (Vm.fromSnapshot).
+      return Vm.fromSnapshot(snapshot, threads, this.owner.ram, this.nicPorts, this.owner.jit);
     } catch (error) {
-      const why = error instanceof Error ? error.message : String(error);
+      const why = errorMessage(error);
       this.console.push(
         new TextEncoder().encode(`[tabvisor] boot snapshot not used: ${why}; booting cold\r\n`),
       );
@@ -617,10 +651,20 @@ class ManagedVm implements TabvisorVm {
   }
 
   /** A fresh machine with the same configuration: new memory, new transcript. */
-  private boot(): void {
+  private async boot(): Promise<void> {
     this.console.reset('the VM booted again');
     this.reason = undefined;
-    this.create();
+    await this.create();
+  }
+
+  /** {@link boot} after the old machine was halted: a failure (images that no longer load) leaves it crashed. */
+  private async bootOrCrash(): Promise<void> {
+    try {
+      await this.boot();
+    } catch (error) {
+      this.setState('crashed', `it could not boot: ${errorMessage(error)}`);
+      throw error;
+    }
   }
 
   private launch(): void {
@@ -646,7 +690,12 @@ class ManagedVm implements TabvisorVm {
       // As QEMU does: a guest reboot starts a fresh machine with the same configuration, on the same console.
       const unread = machine.takeUnreadInput();
       await this.halt('the guest rebooted');
-      this.create(false);
+      try {
+        await this.create(false);
+      } catch (error) {
+        this.setState('crashed', `it could not boot again: ${errorMessage(error)}`);
+        return;
+      }
       this.machine?.write(unread);
       this.launch();
       return;
@@ -667,4 +716,8 @@ class ManagedVm implements TabvisorVm {
     this.queue = run.catch(() => {});
     return run;
   }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

@@ -23,6 +23,21 @@ const MiB = 1 << 20;
 /** RAM the kernel needs beyond its image, initrd and device tree to get to a shell (page tables, slab, tasks). */
 const RUNTIME_HEADROOM = 16 * MiB;
 
+/**
+ * The device the kernel makes /dev/console for `bootargs`: the last `console=` argument's name without its
+ * options (`hvc1` for `console=hvc1`, `ttyS0` for `console=ttyS0,115200`), or undefined when there is none
+ * (the kernel then uses the device tree's stdout-path, the UART).
+ */
+export function consoleDevice(bootargs: string): string | undefined {
+  let device: string | undefined;
+  for (const arg of bootargs.split(/\s+/)) {
+    if (!arg.startsWith('console=')) continue;
+    const name = arg.slice('console='.length).split(',')[0];
+    if (name !== '') device = name;
+  }
+  return device;
+}
+
 function alignUp(value: number, alignment: number): number {
   return Math.ceil(value / alignment) * alignment;
 }

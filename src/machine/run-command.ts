@@ -1,3 +1,4 @@
+import { UserError } from '../common/errors.ts';
 import type { TabvisorConsole } from './vm-console.ts';
 
 /** What {@link runCommand} resolves with. */
@@ -14,20 +15,37 @@ export interface RunOptions {
   readonly timeoutMs?: number;
 }
 
-/** The end of a shell prompt (`# `, `$ `), as the default image's busybox shell prints it. */
-const PROMPT = /[#$] $/;
+/**
+ * The end of a shell prompt (`# `, `$ `), as the default image's busybox shell prints it. When the terminal is
+ * resized (SIGWINCH), busybox redraws its line as `\r` + prompt + ESC [ J (clear to the end of the screen), so a
+ * prompt may end in that sequence.
+ */
+const PROMPT = /[#$] (?:\x1b\[J)?$/;
 /** A prompt anywhere in the transcript: the shell has started. */
 const SHELL_SEEN = /[#$] /;
 /** The default time a command may take. */
 const DEFAULT_RUN_TIMEOUT_MS = 60_000;
+/**
+ * The longest line `run` types. The default image's shell edits at most 1023 characters per line
+ * (busybox FEATURE_EDITING_MAX_LEN 1024) and silently cuts longer lines; the markers add about 40.
+ */
+export const MAX_RUN_LINE = 960;
 
 let serial = 0;
 
 /**
- * Type `command` at the guest's shell and wait for it to finish: appends `echo <marker>$?` and reads the exit
- * status from the marker line. The marker is written with an empty quote pair inside it (`__TV_D""ONE...`), so the
- * shell's echo of the typed line never matches; only the real `echo` output does. Assumes a shell prompt is
- * showing or about to show; runs on one console must not overlap (callers queue them).
+ * Type `command` at the guest's shell and wait for it to finish. What it types is
+ *
+ *     echo __TV_S""TART_<id>__; { <command>
+ *     }; echo __TV_D""ONE_<id>__$?
+ *
+ * and the output is exactly what the shell printed between the line `__TV_START_<id>__` and
+ * `__TV_DONE_<id>__<status>`. Both markers contain an empty quote pair as typed, so the terminal's echo of the
+ * typed lines never matches them, however the line editor wraps or redraws a long line (an 80-column terminal
+ * folds a 200-character command across lines, with cursor movements between): nothing depends on the echo's
+ * width. The braces run the command as one list whose status `$?` reports; the newline before `}` ends a
+ * trailing comment or `&` of the command. Assumes a shell prompt is showing or about to show; runs on one
+ * console must not overlap (callers queue them).
  */
 export async function runCommand(
   console: TabvisorConsole,
@@ -35,25 +53,28 @@ export async function runCommand(
   options: RunOptions = {},
 ): Promise<RunResult> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_RUN_TIMEOUT_MS;
+  const id = `${Date.now().toString(36)}${(serial++).toString(36)}`;
+  const body = command.replace(/\s+$/, '');
+  if (body.trim() === '') throw new UserError('run() needs a command to type; it was given only white space');
+  const typed = `echo __TV_S""TART_${id}__; { ${body}\n}; echo __TV_D""ONE_${id}__$?\n`;
+  const longest = Math.max(...typed.split('\n').map((line) => line.length));
+  if (longest > MAX_RUN_LINE) {
+    throw new UserError(
+      `a line of this command is too long for the guest's shell: ${longest} characters with run()'s markers, at most ${MAX_RUN_LINE}; split it across lines or write it to a script file first`,
+    );
+  }
   // A guest still booting (or just restored, before its fresh prompt): wait for the shell first, so the typed
   // line is not echoed in the middle of boot messages.
   if (!SHELL_SEEN.test(console.transcript())) await console.waitFor(PROMPT, timeoutMs);
-  const id = `${Date.now().toString(36)}${(serial++).toString(36)}`;
-  const typedMarker = `__TV_D""ONE_${id}__`;
+  const startMarker = new RegExp(`__TV_START_${id}__\\r?\\n`);
   const doneMarker = new RegExp(`__TV_DONE_${id}__(\\d+)\\r?\\n`);
-  const body = command.replace(/\s+$/, '');
-  // `cmd &; echo` is a syntax error: after a trailing `&` the echo needs no separator.
-  const separator = body.endsWith('&') ? ' ' : '; ';
-  const line = `${body}${separator}echo ${typedMarker}$?\n`;
-  console.write(line);
+  console.write(typed);
   const text = await console.waitFor(doneMarker, timeoutMs);
-  const match = doneMarker.exec(text);
-  const exitStatus = match ? Number(match[1]) : -1;
-  const end = match ? match.index : text.length;
-  // Output starts after the line that echoed the typed marker.
-  const echoed = text.lastIndexOf(typedMarker, end);
-  const newline = echoed < 0 ? -1 : text.indexOf('\n', echoed);
-  const start = newline < 0 || newline > end ? 0 : newline + 1;
+  const done = doneMarker.exec(text);
+  const started = startMarker.exec(text);
+  const exitStatus = done ? Number(done[1]) : -1;
+  const end = done ? done.index : text.length;
+  const start = started && started.index < end ? started.index + started[0].length : 0;
   const output = text.slice(start, end).replace(/\r\n/g, '\n').replace(/\r/g, '');
   // Let the next prompt print, so a following run's echo is not mixed with it.
   await console.waitFor(PROMPT, 2000).catch(() => undefined);

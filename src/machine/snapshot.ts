@@ -9,6 +9,11 @@ export interface VmSnapshot {
   readonly cpus: number;
   readonly memoryMiB: number;
   readonly bootargs: string;
+  /**
+   * virtio-net cards on the board (their transports' state is in `block`). A restore needs as many NICs; each
+   * gets the restoring VM's own MAC (see Vm.fromSnapshot). Files without the field have none.
+   */
+  readonly nics: number;
   /** Guest time (10 MHz ticks) when the snapshot was taken; the restored clock continues from here. */
   readonly ticks: number;
   /** A copy of the control block. */
@@ -26,7 +31,7 @@ export interface VmSnapshot {
  * File layout (little endian):
  *   [0, 8)    magic "TVSNAP\0" + format byte 1
  *   [8, 12)   u32 length of the JSON header
- *   JSON      { cpus, memoryMiB, bootargs, ticks, blockWords, pages }
+ *   JSON      { cpus, memoryMiB, bootargs, nics, ticks, blockWords, pages } (nics may be absent: 0)
  *   block     blockWords * 4 bytes
  *   bitmap    one bit per 4 KiB guest page: 1 = page stored (pages that are all zero are not)
  *   pages     the stored pages, in guest order
@@ -40,6 +45,7 @@ interface Header {
   cpus: number;
   memoryMiB: number;
   bootargs: string;
+  nics?: number;
   ticks: number;
   blockWords: number;
   pages: number;
@@ -66,6 +72,7 @@ export function encodeSnapshot(snapshot: VmSnapshot): Uint8Array {
     cpus: snapshot.cpus,
     memoryMiB: snapshot.memoryMiB,
     bootargs: snapshot.bootargs,
+    nics: snapshot.nics,
     ticks: snapshot.ticks,
     blockWords: snapshot.block.length,
     pages: stored,
@@ -117,6 +124,7 @@ export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
     !int(header.cpus, 1, 64) ||
     !int(header.memoryMiB, 1, 1 << 16) ||
     typeof header.bootargs !== 'string' ||
+    !(header.nics === undefined || int(header.nics, 0, 8)) ||
     typeof header.ticks !== 'number' ||
     !(header.ticks >= 0) ||
     !int(header.blockWords, 1, 1 << 24) ||
@@ -149,6 +157,7 @@ export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
     cpus: header.cpus,
     memoryMiB: header.memoryMiB,
     bootargs: header.bootargs,
+    nics: header.nics ?? 0,
     ticks: header.ticks,
     block,
     ram,

@@ -1,7 +1,24 @@
-/** The page API's view of a VM's serial console. */
+import {
+  DEFAULT_CONSOLE_COLS,
+  DEFAULT_CONSOLE_ROWS,
+  checkConsoleSize,
+  type ConsoleSize,
+} from '../devices/virtio-console.ts';
+
+export type { ConsoleSize };
+
+/** The page API's view of a VM's console (the guest's /dev/console: its virtio console, or the UART). */
 export interface TabvisorConsole {
   /** Type `text` into the guest's console (UTF-8). Ignored while the VM has no running machine. */
   write(text: string): void;
+  /**
+   * Tell the guest its terminal is `cols` x `rows` characters (`stty size`; the foreground program gets
+   * SIGWINCH). Whole numbers from 1 to 65535, else it throws a UserError. Kept across reboots and applied at
+   * every boot; default 80 x 24 (a machine restored from a boot snapshot keeps the snapshot's until one is given).
+   */
+  resize(cols: number, rows: number): void;
+  /** The size last given to {@link resize} (80 x 24 until then). */
+  size(): ConsoleSize;
   /** Everything the guest printed since it last booted (the oldest text is dropped past 1 Mi characters). */
   transcript(): string;
   /**
@@ -58,12 +75,51 @@ export class VmConsole implements TabvisorConsole {
   private readonly waiters = new Set<Waiter>();
   private readonly byteListeners = new Set<(bytes: Uint8Array) => void>();
   private readonly resetListeners = new Set<() => void>();
+  private cols = DEFAULT_CONSOLE_COLS;
+  private rows = DEFAULT_CONSOLE_ROWS;
+  /** Whether anyone gave a size (until then a restored snapshot keeps the size it was taken with). */
+  private sized = false;
 
-  constructor(private readonly send: (bytes: Uint8Array) => void) {}
+  /** `send` types bytes into the current machine; `applySize` passes a new terminal size on to it. */
+  constructor(
+    private readonly send: (bytes: Uint8Array) => void,
+    private readonly applySize: (size: ConsoleSize) => void = () => undefined,
+  ) {}
 
   /** Type text into the guest's console. */
   write(text: string): void {
     this.send(this.encoder.encode(text));
+  }
+
+  /** Set the guest's terminal size (see {@link TabvisorConsole.resize}). */
+  resize(cols: number, rows: number): void {
+    checkConsoleSize(cols, rows);
+    this.sized = true;
+    if (cols === this.cols && rows === this.rows) return;
+    this.cols = cols;
+    this.rows = rows;
+    this.applySize({ cols, rows });
+  }
+
+  /** The terminal size the guest is told. */
+  size(): ConsoleSize {
+    return { cols: this.cols, rows: this.rows };
+  }
+
+  /** Whether a size was given ({@link resize}); until then machines keep theirs (80 x 24, or a snapshot's). */
+  get sizeGiven(): boolean {
+    return this.sized;
+  }
+
+  /**
+   * @internal A machine restored from a snapshot has the size it was taken with. Returns the size to give it, or
+   * undefined when nobody set one yet: then the console takes the machine's (no needless SIGWINCH in the guest).
+   */
+  sizeForRestored(machineSize: ConsoleSize): ConsoleSize | undefined {
+    if (this.sized) return this.size();
+    this.cols = machineSize.cols;
+    this.rows = machineSize.rows;
+    return undefined;
   }
 
   /** Everything the guest printed since it last booted. */

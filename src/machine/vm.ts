@@ -42,8 +42,16 @@ import type { VmSnapshot } from './snapshot.ts';
 import type { BlockBackend } from '../devices/block-backend.ts';
 import { VirtioBlkHost, virtioBlkOptionsFor } from '../devices/virtio-blk.ts';
 import { VirtioNetHost, type NetBackend } from '../devices/virtio-net.ts';
+import {
+  DEFAULT_CONSOLE_COLS,
+  DEFAULT_CONSOLE_ROWS,
+  VirtioConsoleHost,
+  checkConsoleSize,
+  type ConsoleSize,
+} from '../devices/virtio-console.ts';
 import type { HartThreadInit, HartThreadMessage } from './hart-thread.ts';
-import { loadLinux, type LinuxBootImages } from './linux-boot.ts';
+import { consoleDevice, loadLinux, type LinuxBootImages } from './linux-boot.ts';
+import { ConsoleStream } from './console-stream.ts';
 
 /** A running vCPU thread, as the VMM holds it. */
 export interface HartThreadHandle {
@@ -71,6 +79,8 @@ export interface VmSpec extends LinuxBootImages {
   readonly nics?: readonly VmNic[];
   /** Translate hot guest code to JavaScript (default: the harts' default, see cpu/hart.ts jitByDefault). */
   readonly jit?: boolean;
+  /** The terminal size the guest's virtio console reports (default 80 x 24); see {@link Vm.resizeConsole}. */
+  readonly consoleSize?: ConsoleSize;
 }
 
 /**
@@ -132,12 +142,17 @@ const VCPU_STATE_NAMES: Record<number, VcpuRunState> = {
 /** How long a snapshot waits for the vCPUs to pause and save their state. */
 const SNAPSHOT_TIMEOUT_MS = 5000;
 
-/** Most console input bytes handed to the guest at once. */
+/** Most console input bytes handed to the guest's UART at once. */
 const INPUT_CHUNK = 256;
+/** Most bytes offered to the virtio console's receive buffers at once (16 page-sized buffers hold 64 KiB). */
+const PORT_INPUT_CHUNK = 64 * 1024;
 /** With line pacing, how long an idle guest with no prompt showing waits before it gets the next line anyway. */
 const LINE_PACING_IDLE_MS = 3000;
-/** The end of a shell prompt: `#`, `$` or `>` followed by a space, at the very end of the output. */
-const SHELL_PROMPT = /[#$>] $/;
+/**
+ * The end of a shell prompt: `#`, `$` or `>` followed by a space, at the very end of the output (or followed by
+ * ESC [ J, as busybox redraws its prompt after a terminal resize).
+ */
+const SHELL_PROMPT = /[#$>] (?:\x1b\[J)?$/;
 
 /** The smallest and largest guest memory we accept, in MiB. */
 export const MIN_MEMORY_MIB = 16;
@@ -208,6 +223,16 @@ export class Vm {
             this.onDiskProblem?.(`disk ${i}: ${error instanceof Error ? error.message : String(error)}`),
         }),
     );
+    this.consoleHost = new VirtioConsoleHost(this.board.console, this.board.memory, {
+      onGuestError: (reason) =>
+        this.onDiskProblem?.(`console: the guest broke the virtio protocol: ${reason}`),
+    });
+    this.stream = new ConsoleStream(
+      this.board.uart,
+      this.consoleHost,
+      /^hvc\d+$/.test(consoleDevice(bootargs) ?? ''),
+      (bytes) => this.emit(bytes),
+    );
     this.nicHosts = nics.map((_, i) => {
       const backend: NetBackend = { send: (frame, offload) => this.nicBackends[i]?.send(frame, offload) };
       return new VirtioNetHost(this.board.nics[i], this.board.memory, backend, {
@@ -216,6 +241,11 @@ export class Vm {
       });
     });
   }
+
+  /** The I/O side of the virtio console (input, size; its output is taken by {@link stream}). */
+  private readonly consoleHost: VirtioConsoleHost;
+  /** The console stream: the guest's /dev/console out of the UART and the virtio console. */
+  private readonly stream: ConsoleStream;
 
   /** The I/O side of each NIC (frames are moved on the VMM's thread). */
   private readonly nicHosts: VirtioNetHost[];
@@ -234,12 +264,7 @@ export class Vm {
         await new Promise((resolve) => setTimeout(resolve, 0));
         continue;
       }
-      if (isSharedBuffer(block.buffer)) {
-        const wait = Atomics.waitAsync(block, doorbell, seen, 50);
-        if (wait.async) await wait.value;
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, 2));
-      }
+      await waitForDoorbell(block, doorbell, seen);
     }
   }
 
@@ -255,12 +280,7 @@ export class Vm {
     while (this.pumping) {
       const seen = Atomics.load(block, doorbell);
       host.service();
-      if (isSharedBuffer(block.buffer)) {
-        const wait = Atomics.waitAsync(block, doorbell, seen, 50);
-        if (wait.async) await wait.value;
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, 2));
-      }
+      await waitForDoorbell(block, doorbell, seen);
     }
   }
 
@@ -288,7 +308,10 @@ export class Vm {
         nics: nics.map((nic) => ({ mac: nic.mac })),
         jit: spec.jit,
       };
-      return new Vm(ram, frames, init, factory, spec.bootargs, backends, nics);
+      const vm = new Vm(ram, frames, init, factory, spec.bootargs, backends, nics);
+      const size = spec.consoleSize ?? { cols: DEFAULT_CONSOLE_COLS, rows: DEFAULT_CONSOLE_ROWS };
+      vm.resizeConsole(size.cols, size.rows);
+      return vm;
     });
   }
 
@@ -329,6 +352,7 @@ export class Vm {
     }
     this.keepAlive = setInterval(() => {}, 1 << 30);
     void this.pump();
+    void this.serveConsole();
     for (const host of this.diskHosts) void this.serveDisk(host);
     this.nics.forEach((nic, i) => {
       const host = this.nicHosts[i];
@@ -354,10 +378,12 @@ export class Vm {
   async snapshot(): Promise<VmSnapshot> {
     if (this.power) throw new UserError('this VM has stopped; snapshot a running or paused VM');
     if (this.diskHosts.length > 0) {
-      throw new UserError('snapshots of VMs with disks are not supported yet; snapshot a VM without disks');
-    }
-    if (this.nicHosts.length > 0) {
-      throw new UserError('snapshots of VMs with NICs are not supported yet; snapshot a VM without NICs');
+      // The guest's page cache and file-system state in RAM describe the disk as it was at this instant, but
+      // the disk lives on (and changes) after the snapshot; restoring onto a disk that moved on corrupts its
+      // file system, and clones of one snapshot would share one disk. Requests in flight live on the I/O side.
+      throw new UserError(
+        'snapshots of VMs with disks are not supported: the guest would come back with file-system state in RAM that no longer matches its disk; snapshot a VM without disks (NICs are fine)',
+      );
     }
     const wasPaused = this.pausedTicks !== undefined;
     this.pause();
@@ -394,6 +420,7 @@ export class Vm {
       cpus: harts,
       memoryMiB: this.board.memory.ramSize >> 20,
       bootargs: this.bootargs,
+      nics: this.nicHosts.length,
       ticks: this.pausedTicks ?? this.board.clock.ticks(),
       block: copy,
       ram,
@@ -402,10 +429,33 @@ export class Vm {
     return snapshot;
   }
 
-  /** Create a VM that continues from `snapshot`. Nothing runs until {@link start}. */
-  static fromSnapshot(snapshot: VmSnapshot, factory: ThreadFactory, hostRam?: HostRam, jit?: boolean): Vm {
+  /**
+   * Create a VM that continues from `snapshot`. Nothing runs until {@link start}.
+   *
+   * NICs: `nics` must match the snapshot's count; each card comes back with the `nics[i].mac` given here, not the
+   * MAC of the VM the snapshot came from, so any number of VMs can start from one snapshot on one network. The
+   * guest's kernel, though, read the old MAC when it probed the card (Linux reads it only then) and its DHCP
+   * client holds the old VM's lease, both in the restored RAM. So every card the driver had set up comes back
+   * with its link held down (`holdLinkDownUntilReset`: status without LINK_UP, a configuration change interrupt,
+   * no frame in or out) until the driver resets the card. The default image's ifplugd action answers a lost link
+   * by re-binding the driver (a reset, then a probe that reads the new MAC), and the link-up that follows starts
+   * DHCP afresh: the clone gets its own address. A guest that does not react stays off the network instead of
+   * sending as another VM.
+   */
+  static fromSnapshot(
+    snapshot: VmSnapshot,
+    factory: ThreadFactory,
+    hostRam?: HostRam,
+    nics: readonly VmNic[] = [],
+    jit?: boolean,
+  ): Vm {
     validateVmShape(snapshot.cpus, snapshot.memoryMiB);
-    const layout = planBoard(snapshot.cpus);
+    if (nics.length !== snapshot.nics) {
+      throw new UserError(
+        `this snapshot was taken of a VM with ${snapshot.nics} NIC(s), this VM has ${nics.length}; start it from a snapshot of a VM with the same NICs`,
+      );
+    }
+    const layout = planBoard(snapshot.cpus, 0, snapshot.nics);
     if (snapshot.block.length !== layout.words || snapshot.ram.length !== snapshot.memoryMiB << 20) {
       throw new UserError('this snapshot was taken by a different version of tabvisor; take a new snapshot');
     }
@@ -431,8 +481,13 @@ export class Vm {
         layout,
         firmware: true,
         jit,
+        ...(nics.length > 0 ? { nics: nics.map((nic) => ({ mac: nic.mac })) } : {}),
       };
-      return new Vm(ram, frames, init, factory, snapshot.bootargs);
+      const vm = new Vm(ram, frames, init, factory, snapshot.bootargs, [], nics);
+      for (const host of vm.nicHosts) host.holdLinkDownUntilReset();
+      // Buffers the old I/O side took notice of but had not used yet are looked at again (see the method).
+      for (const transport of [vm.board.console, ...vm.board.nics]) transport.renotifyReadyQueues();
+      return vm;
     });
   }
 
@@ -453,8 +508,24 @@ export class Vm {
   }
 
   /**
+   * Set the terminal size the guest sees on its virtio console (its tty's window size: `stty size`, and
+   * SIGWINCH for the foreground process when it changes). Whole numbers 1..65535, else a UserError. A guest
+   * whose console is the UART (`console=ttyS0`) keeps its own idea of the size.
+   */
+  resizeConsole(cols: number, rows: number): void {
+    checkConsoleSize(cols, rows);
+    this.consoleHost.resize(cols, rows);
+  }
+
+  /** The terminal size the virtio console reports. */
+  consoleSize(): ConsoleSize {
+    return this.consoleHost.device.size;
+  }
+
+  /**
    * Type into the guest's console. Input is held until the guest has opened the console (enabled the UART's
-   * receive interrupt) and is fed as the guest reads it: nothing is dropped.
+   * receive interrupt, or switched to the virtio console: see ConsoleStream) and is fed as the guest
+   * reads it: nothing is dropped.
    */
   write(bytes: Uint8Array): void {
     for (const byte of bytes) this.pendingInput.push(byte);
@@ -541,11 +612,15 @@ export class Vm {
   }
 
   private feedInput(): void {
+    if (this.pendingInput.length === 0) return;
     const uart = this.board.uart;
-    if (this.pendingInput.length === 0 || !uart.rxEnabled()) return;
-    // Feed only into an empty receive ring: the guest has read what it was given.
-    if (uart.rxRing.size !== 0) return;
-    let take = INPUT_CHUNK;
+    const toPort = this.stream.inputToPort;
+    // A guest whose console is the virtio console reads nothing from the UART: hold input until it switched.
+    if (this.stream.inputHeld || (!toPort && !uart.rxEnabled())) return;
+    // Feed the UART only into an empty receive ring: the guest has read what it was given. The virtio console
+    // needs no such check: the guest hands a receive buffer back only once its tty took the bytes.
+    if (!toPort && uart.rxRing.size !== 0) return;
+    let take = toPort ? Math.min(this.pendingInput.length, PORT_INPUT_CHUNK) : INPUT_CHUNK;
     if (this.inputPacing === 'line') {
       // A line at a time, when the guest waits for it: every vCPU idle and a shell prompt at the end of the
       // output, as if typed at the prompt. A program reading its input without a prompt gets the next line
@@ -560,13 +635,16 @@ export class Vm {
       const newline = this.pendingInput.indexOf(0x0a);
       take =
         newline < 0 ? Math.min(this.pendingInput.length, INPUT_CHUNK) : Math.min(newline + 1, INPUT_CHUNK);
+    }
+    const chunk = Uint8Array.from(this.pendingInput.slice(0, take));
+    const written = toPort ? this.consoleHost.receive(chunk) : uart.rxRing.pushMany(chunk);
+    if (written === 0) return;
+    this.pendingInput.splice(0, written);
+    if (this.inputPacing === 'line') {
       this.outputTail = '';
       this.idleSinceMs = -1;
     }
-    const chunk = this.pendingInput.splice(0, take);
-    const written = uart.rxRing.pushMany(Uint8Array.from(chunk));
-    if (written < chunk.length) this.pendingInput.unshift(...chunk.slice(written));
-    uart.rxNotify();
+    if (!toPort) uart.rxNotify();
   }
 
   /** True when every vCPU sleeps (WFI) or is stopped: the guest is waiting for something, such as input. */
@@ -578,11 +656,8 @@ export class Vm {
     return true;
   }
 
-  private drainOutput(): void {
-    const uart = this.board.uart;
-    if (uart.txRing.size === 0) return;
-    const bytes = uart.txRing.drain();
-    uart.txNotify();
+  /** Hand console-stream bytes to the listeners. */
+  private emit(bytes: Uint8Array): void {
     if (this.inputPacing === 'line') {
       let tail = this.outputTail;
       for (const byte of bytes.subarray(Math.max(0, bytes.length - 64))) tail += String.fromCharCode(byte);
@@ -591,17 +666,37 @@ export class Vm {
     for (const listener of this.outputListeners) listener(bytes);
   }
 
+  /** Take the virtio console's output and serve its queues whenever a vCPU rings its doorbell, until the VM halts. */
+  private async serveConsole(): Promise<void> {
+    const block = this.board.block;
+    const host = this.consoleHost;
+    const doorbell = host.doorbellIndex;
+    while (this.pumping) {
+      const seen = Atomics.load(block, doorbell);
+      // Chains that waited for room in the ring are newer than what it holds: drain, take them, drain again.
+      this.stream.drain();
+      const more = host.service();
+      this.stream.drain();
+      this.feedInput();
+      if (more) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        continue;
+      }
+      await waitForDoorbell(block, doorbell, seen);
+    }
+  }
+
   /** The I/O loop: console output and input, and power events from the guest. */
   private async pump(): Promise<void> {
     this.pumping = true;
     const block = this.board.block;
     const txEvent = this.board.uart.txEventIndex;
     while (this.pumping) {
-      this.drainOutput();
+      this.stream.drain();
       this.feedInput();
       const power = Atomics.load(block, VM_POWER);
       if (power !== POWER_NONE) {
-        this.drainOutput();
+        this.stream.drain();
         const code = Atomics.load(block, VM_POWER_CODE);
         await this.haltThreads();
         if (power === POWER_OFF) this.settle({ kind: 'poweroff', code });
@@ -640,5 +735,18 @@ export class Vm {
     this.nicBackends.length = 0;
     // Requests already handed to a back-end finish (a write the guest was told nothing about yet may still land).
     await Promise.all(this.diskHosts.map((host) => host.close()));
+  }
+}
+
+/**
+ * Wait until a doorbell word differs from `seen` (or 50 ms pass, so a halt is noticed). Without shared memory
+ * nobody can wake a waiter, so the I/O side polls every 2 ms instead.
+ */
+async function waitForDoorbell(block: Int32Array, doorbell: number, seen: number): Promise<void> {
+  if (isSharedBuffer(block.buffer)) {
+    const wait = Atomics.waitAsync(block, doorbell, seen, 50);
+    if (wait.async) await wait.value;
+  } else {
+    await new Promise((resolve) => setTimeout(resolve, 2));
   }
 }

@@ -13,7 +13,7 @@
  * Everything in a {@link FrameOffload} comes from a guest or another tab, so {@link checkOffload} validates it
  * against the frame's own headers before the switch acts on it.
  */
-import type { FrameOffload, OffloadSupport } from '../common/frame-offload.ts';
+import { MAX_SUPER_FRAME_BYTES, type FrameOffload, type OffloadSupport } from '../common/frame-offload.ts';
 import {
   ETHERTYPE_IPV4,
   ETHERTYPE_IPV6,
@@ -63,11 +63,8 @@ const TCP_FLAG_CWR = 0x80;
 /** The largest IPv4 datagram, and the largest IPv6 payload without jumbograms. */
 const IP_MAX_LENGTH = 0xffff;
 
-/**
- * The largest super-frame accepted: a tagged Ethernet header, an IPv6 header and a full 64 KiB payload (an
- * IPv4 super-frame is smaller still: its total length includes the header).
- */
-export const GSO_MAX_FRAME = ETH_HEADER_BYTES + VLAN_TAG_BYTES + IPV6_HEADER_BYTES + IP_MAX_LENGTH;
+/** The largest super-frame accepted (see {@link MAX_SUPER_FRAME_BYTES}). */
+export const GSO_MAX_FRAME = MAX_SUPER_FRAME_BYTES;
 /**
  * The smallest segment size accepted. Linux never sends an MSS below 48 bytes (`tcp_min_snd_mss`); the floor
  * bounds the segments one super-frame can turn into (at most 64 KiB / 32 = 2048).
@@ -82,6 +79,9 @@ export const FINISHED: FrameOffload = {
   gsoSize: 0,
   dataValid: false,
 };
+
+/** A finished frame whose checksums the host computed or checked: what a receiver taking checksum offload is told. */
+export const CHECKSUMS_VALID: FrameOffload = { ...FINISHED, dataValid: true };
 
 /** True when `offload` asks for no work and carries no hint. */
 export function isFinished(offload: FrameOffload): boolean {
@@ -111,7 +111,7 @@ export function checkOffload(frame: Uint8Array, offload: FrameOffload): FrameOff
   if (gso !== 'none' && gso !== 'tcp4' && gso !== 'tcp6') return 'unknown segmentation type';
   if (csumStart === -1) {
     if (gso !== 'none') return 'segmentation without a pending checksum';
-    return offload.dataValid === true ? { ...FINISHED, dataValid: true } : FINISHED;
+    return offload.dataValid === true ? CHECKSUMS_VALID : FINISHED;
   }
   if (!Number.isInteger(csumStart) || !Number.isInteger(csumOffset) || csumOffset < 0)
     return 'checksum offsets are not non-negative integers';

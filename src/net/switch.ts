@@ -39,6 +39,7 @@ import {
   writeU16,
 } from './ethernet.ts';
 import {
+  CHECKSUMS_VALID,
   GSO_MAX_FRAME,
   acceptsOffload,
   checkOffload,
@@ -404,15 +405,6 @@ interface EgressForms {
   tagged: EgressForm | null;
 }
 
-/** What a receiver that takes checksum offload is told about a frame the switch finished. */
-const CHECKSUMS_VALID: FrameOffload = {
-  csumStart: -1,
-  csumOffset: 0,
-  gso: 'none',
-  gsoSize: 0,
-  dataValid: true,
-};
-
 /** The finished frames of `form` (computed once). */
 function finished(form: EgressForm): readonly Uint8Array[] {
   if (form.offload === undefined) return [form.frame];
@@ -661,44 +653,51 @@ export class EthernetSwitch {
 
   /** Hand `form` to `egress`: as it is where the sink takes its offload, else finished first. */
   #send(egress: SwitchPort, form: EgressForm, now: number): void {
-    const counters = egress.counters;
-    let frames: readonly Uint8Array[];
-    let offload: FrameOffload | undefined;
+    if (form.offload === undefined) {
+      this.#deliver(egress, form, form.frame, undefined, now);
+      return;
+    }
+    let support: OffloadSupport;
     try {
-      const support = form.offload === undefined ? NO_OFFLOADS : (egress.sink.offloads?.() ?? NO_OFFLOADS);
-      if (form.offload === undefined) {
-        frames = [form.frame];
-      } else if (acceptsOffload(support, form.offload)) {
-        frames = [form.frame];
-        offload = support.csum ? form.offload : undefined;
-      } else {
-        frames = finished(form);
-        offload = support.csum ? CHECKSUMS_VALID : undefined;
-      }
+      support = egress.sink.offloads?.() ?? NO_OFFLOADS;
+    } catch {
+      egress.counters.drops['sink-error']++;
+      return;
+    }
+    if (acceptsOffload(support, form.offload)) {
+      this.#deliver(egress, form, form.frame, support.csum ? form.offload : undefined, now);
+      return;
+    }
+    const hint = support.csum ? CHECKSUMS_VALID : undefined;
+    for (const piece of finished(form)) this.#deliver(egress, form, piece, hint, now);
+  }
+
+  /** Deliver one frame of `form` (the form's own, or one of its finished frames) and count it. */
+  #deliver(
+    egress: SwitchPort,
+    form: EgressForm,
+    frame: Uint8Array,
+    offload: FrameOffload | undefined,
+    now: number,
+  ): void {
+    const counters = egress.counters;
+    let accepted: boolean;
+    try {
+      accepted = egress.sink.deliver(frame, offload);
     } catch {
       counters.drops['sink-error']++;
       return;
     }
-    for (const frame of frames) {
-      let accepted: boolean;
-      try {
-        accepted = egress.sink.deliver(frame, offload);
-      } catch {
-        counters.drops['sink-error']++;
-        continue;
-      }
-      if (!accepted) {
-        counters.drops.busy++;
-        continue;
-      }
-      counters.txFrames++;
-      counters.txBytes += frame.length;
-      if (egress.capturing) {
-        // A capture shows finished frames, as they would be on a wire, whatever the sink was handed.
-        const pieces = frame === form.frame ? finished(form) : [frame];
-        for (const piece of pieces) egress.notifyCapture(piece, 'tx', now);
-      }
+    if (!accepted) {
+      counters.drops.busy++;
+      return;
     }
+    counters.txFrames++;
+    counters.txBytes += frame.length;
+    if (!egress.capturing) return;
+    // A capture shows finished frames, as they would be on a wire, whatever the sink was handed.
+    if (frame === form.frame) for (const piece of finished(form)) egress.notifyCapture(piece, 'tx', now);
+    else egress.notifyCapture(frame, 'tx', now);
   }
 
   #lookup(vlan: number, key: number, now: number): LearnedMac | undefined {

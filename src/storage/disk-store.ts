@@ -4,6 +4,7 @@
  * section 1, storage).
  */
 import type { BlockBackend } from '../devices/block-backend.ts';
+import type { StorageFailure } from './storage-protocol.ts';
 
 /** A disk that belongs to one VM; close it once its device is idle. */
 export interface StoredDisk extends BlockBackend {
@@ -26,4 +27,21 @@ export interface DiskStore {
   deleteVm(vmId: string): Promise<void>;
   /** Release what the store holds (the worker). */
   dispose(): void;
+}
+
+/** The message to show when a disk request failed for a reason a person can act on. */
+export function describeStorageFailure(failure: StorageFailure, what: string): string {
+  if (failure.name === 'QuotaExceededError') {
+    return (
+      `${what}: the browser's storage quota for this site is full; the write was refused and nothing ` +
+      'written before was lost. Free space by deleting a VM or a disk, or grant persistent storage'
+    );
+  }
+  if (failure.name === 'NoModificationAllowedError') {
+    return (
+      `${what} is open in another tab of this site (OPFS allows one writer per file); ` +
+      'close that tab, or its VM, and reload this one'
+    );
+  }
+  return `${what}: ${failure.name}: ${failure.message}`;
 }

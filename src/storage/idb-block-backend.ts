@@ -18,8 +18,9 @@ import {
   setMany,
   type UseStore,
 } from 'idb-keyval';
+import { UserError } from '../common/errors.ts';
 import { BLOCK_SECTOR_SIZE, BlockIoError } from '../devices/block-backend.ts';
-import type { DiskStore, StoredDisk } from './disk-store.ts';
+import { describeStorageFailure, type DiskStore, type StoredDisk } from './disk-store.ts';
 import { checkDiskName } from './storage-protocol.ts';
 
 /** Bytes per stored block: large enough that a sequential guest write is a few transactions, small enough that a 4 KiB write rewrites little. */
@@ -113,8 +114,14 @@ export class IdbDiskStore implements DiskStore {
     const prefix = idbDiskPrefix(vmId, index);
     const stored = await this.kv.get(`${prefix}size`);
     const size = typeof stored === 'number' ? stored : 0;
-    const disk = new IdbBlockBackend(this.kv, prefix, size);
-    if (size < sizeBytes) await disk.resize(sizeBytes);
+    const disk = new IdbBlockBackend(this.kv, prefix, size, `disk ${index} of VM ${vmId}`);
+    if (size < sizeBytes) {
+      try {
+        await disk.resize(sizeBytes);
+      } catch (error) {
+        throw new UserError(error instanceof Error ? error.message : String(error));
+      }
+    }
     return disk;
   }
 
@@ -141,6 +148,8 @@ export class IdbBlockBackend implements StoredDisk {
     private readonly kv: KeyValueStore,
     private readonly prefix: string,
     public sizeBytes: number,
+    /** Names the disk in error messages. */
+    private readonly what = prefix,
   ) {}
 
   read(offset: number, dst: Uint8Array): Promise<void> {
@@ -190,16 +199,48 @@ export class IdbBlockBackend implements StoredDisk {
     return this.serial(() => this.kv.sync());
   }
 
-  /** Discarded blocks are deleted (they read back as zeroes); partial blocks are zeroed in place. */
+  /**
+   * Discarded ranges read back as zeroes: whole blocks are deleted (which frees their space), the parts of
+   * blocks at either edge are zeroed in place.
+   */
   discard(offset: number, length: number): Promise<void> {
     return this.serial(async () => {
       this.check(offset, length);
+      if (length === 0) return;
+      const end = offset + length;
+      const first = Math.floor(offset / IDB_BLOCK_SIZE);
+      const last = Math.floor((end - 1) / IDB_BLOCK_SIZE);
       const whole: string[] = [];
-      for (let b = Math.ceil(offset / IDB_BLOCK_SIZE); (b + 1) * IDB_BLOCK_SIZE <= offset + length; b++) {
-        whole.push(this.key(b));
+      const edges: number[] = [];
+      for (let b = first; b <= last; b++) {
+        if (
+          this.covers(b, offset, length) ||
+          (b === last && end === this.sizeBytes && b * IDB_BLOCK_SIZE >= offset)
+        )
+          whole.push(this.key(b));
+        else edges.push(b);
       }
-      await this.kv.delMany(whole);
+      const old = await this.kv.getMany(edges.map((b) => this.key(b)));
+      const zeroed: [string, Uint8Array][] = [];
+      edges.forEach((b, i) => {
+        const previous = old[i];
+        if (!(previous instanceof Uint8Array)) return; // a missing block reads as zeroes already
+        const block = new Uint8Array(previous);
+        block.fill(
+          0,
+          Math.max(offset, b * IDB_BLOCK_SIZE) - b * IDB_BLOCK_SIZE,
+          Math.min(end, (b + 1) * IDB_BLOCK_SIZE) - b * IDB_BLOCK_SIZE,
+        );
+        zeroed.push([this.key(b), block]);
+      });
+      if (zeroed.length > 0) await this.kv.setMany(zeroed);
+      if (whole.length > 0) await this.kv.delMany(whole);
     });
+  }
+
+  /** The range reads as zeroes: the same as {@link discard} (deleting a block is cheaper than writing it). */
+  writeZeroes(offset: number, length: number): Promise<void> {
+    return this.discard(offset, length);
   }
 
   async resize(sizeBytes: number): Promise<void> {
@@ -257,8 +298,19 @@ export class IdbBlockBackend implements StoredDisk {
     }
   }
 
+  /**
+   * Run `operation` after the ones before it. A store failure becomes a {@link BlockIoError} that says what to
+   * do (a full quota: how to free space); the guest gets an I/O error for that request only.
+   */
   private serial<T>(operation: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(operation);
+    const run = this.chain.then(operation).catch((error: unknown) => {
+      if (error instanceof BlockIoError) throw error;
+      const failure =
+        error instanceof Error
+          ? { name: error.name, message: error.message }
+          : { name: 'Error', message: String(error) };
+      throw new BlockIoError(describeStorageFailure(failure, this.what), { cause: error });
+    });
     this.chain = run.catch(() => {});
     return run;
   }

@@ -69,6 +69,11 @@ export class MemoryBlockBackend implements BlockBackend {
     });
   }
 
+  /** The range reads as zeroes (the same as {@link discard} here). */
+  writeZeroes(offset: number, length: number): Promise<void> | void {
+    return this.discard(offset, length);
+  }
+
   private check(offset: number, length: number): void {
     if (!Number.isInteger(offset) || offset < 0 || length < 0 || offset + length > this.sizeBytes) {
       throw new Error(`range [${offset}, ${offset + length}) is outside the ${this.sizeBytes}-byte disk`);

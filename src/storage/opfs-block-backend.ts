@@ -11,7 +11,7 @@
  */
 import { UserError } from '../common/errors.ts';
 import { BLOCK_SECTOR_SIZE, BlockIoError } from '../devices/block-backend.ts';
-import type { DiskStore, StoredDisk } from './disk-store.ts';
+import { describeStorageFailure, type DiskStore, type StoredDisk } from './disk-store.ts';
 import {
   STORAGE_PROTOCOL_VERSION,
   checkDiskName,
@@ -22,6 +22,8 @@ import {
 
 /** Requests one OPFS disk accepts at once (they queue in the worker, which runs them one by one). */
 export const OPFS_QUEUE_DEPTH = 16;
+/** Bytes of zeroes per worker request when discarding or zeroing. */
+export const OPFS_ZERO_REQUEST_BYTES = 8 << 20;
 /** How long to keep retrying a locked file: a reloaded page's old worker may still be letting go of it. */
 const LOCK_RETRY_MS = 3000;
 
@@ -34,23 +36,6 @@ export interface StoragePort {
 }
 
 type Reply = Extract<StorageResponse, { ok: true }>;
-
-/** The message to show when a disk request failed for a reason a person can act on. */
-export function describeStorageFailure(failure: StorageFailure, what: string): string {
-  if (failure.name === 'QuotaExceededError') {
-    return (
-      `${what}: the browser's storage quota for this site is full; the write was refused and nothing ` +
-      'written before was lost. Free space by deleting a VM or a disk, or grant persistent storage'
-    );
-  }
-  if (failure.name === 'NoModificationAllowedError') {
-    return (
-      `${what} is open in another tab of this site (OPFS allows one writer per file); ` +
-      'close that tab, or its VM, and reload this one'
-    );
-  }
-  return `${what}: ${failure.name}: ${failure.message}`;
-}
 
 class StorageRequestError extends Error {
   constructor(readonly failure: StorageFailure) {
@@ -187,6 +172,23 @@ export class OpfsBlockBackend implements StoredDisk {
 
   async flush(): Promise<void> {
     await this.request({ op: 'flush', handle: this.handle });
+  }
+
+  /**
+   * The range reads as zeroes. OPFS has no way to punch a hole in a file (and its quota counts a file's
+   * length), so the worker writes zeroes, one request per {@link OPFS_ZERO_REQUEST_BYTES} so that other
+   * disks' requests queue between them.
+   */
+  async writeZeroes(offset: number, length: number): Promise<void> {
+    for (let done = 0; done < length; done += OPFS_ZERO_REQUEST_BYTES) {
+      const piece = Math.min(OPFS_ZERO_REQUEST_BYTES, length - done);
+      await this.request({ op: 'zero', handle: this.handle, offset: offset + done, length: piece });
+    }
+  }
+
+  /** Discarded ranges read back as zeroes, as on every other store ({@link writeZeroes}). */
+  discard(offset: number, length: number): Promise<void> {
+    return this.writeZeroes(offset, length);
   }
 
   async resize(sizeBytes: number): Promise<void> {

@@ -26,6 +26,9 @@ type SyncFileHandle = FileSystemFileHandle & { createSyncAccessHandle(): Promise
 
 /** Largest single request (the device never asks for more than a request's data length; 64 MiB is plenty). */
 const MAX_REQUEST_BYTES = 64 << 20;
+/** Zeroes are written from one buffer of this size (a `zero` request writes it as often as needed). */
+const ZERO_PIECE_BYTES = 1 << 20;
+const ZEROES = new Uint8Array(ZERO_PIECE_BYTES);
 /** Largest disk a VM may have (2^53 is where JS offsets stop being exact; 1 TiB is far below it). */
 const MAX_DISK_BYTES = 2 ** 40;
 
@@ -113,6 +116,18 @@ export class OpfsDiskServer {
         const written = access.write(request.bytes, { at: request.offset });
         if (written !== request.bytes.length) {
           throw new DOMException(`wrote ${written} of ${request.bytes.length} bytes`, 'QuotaExceededError');
+        }
+        return {};
+      }
+      case 'zero': {
+        const { access } = this.get(request.handle);
+        checkRange(request.offset, request.length);
+        for (let done = 0; done < request.length; done += ZERO_PIECE_BYTES) {
+          const piece = ZEROES.subarray(0, Math.min(ZERO_PIECE_BYTES, request.length - done));
+          const written = access.write(piece, { at: request.offset + done });
+          if (written !== piece.length) {
+            throw new DOMException(`wrote ${written} of ${piece.length} bytes`, 'QuotaExceededError');
+          }
         }
         return {};
       }

@@ -5,7 +5,7 @@
  */
 
 /** Bumped whenever a message changes shape; the worker refuses other versions. */
-export const STORAGE_PROTOCOL_VERSION = 1;
+export const STORAGE_PROTOCOL_VERSION = 2;
 
 /** A VM id as storage accepts it: it becomes one path segment and one key segment, so no `/`, `.` or `..`. */
 export const VM_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
@@ -31,6 +31,11 @@ export type StorageRequestBody =
   | { readonly op: 'open'; readonly vmId: string; readonly disk: number; readonly sizeBytes: number }
   | { readonly op: 'read'; readonly handle: number; readonly offset: number; readonly length: number }
   | { readonly op: 'write'; readonly handle: number; readonly offset: number; readonly bytes: Uint8Array }
+  /**
+   * Write `length` zero bytes at `offset` (discard and write-zeroes: OPFS cannot punch holes). The worker
+   * writes them from one zero buffer; nothing crosses the boundary but the numbers.
+   */
+  | { readonly op: 'zero'; readonly handle: number; readonly offset: number; readonly length: number }
   /** Resolves only after the sync access handle's `flush()` returned. */
   | { readonly op: 'flush'; readonly handle: number }
   /** Cut or grow the file to `sizeBytes` (reset of an overlay, resize on import). */

@@ -5,7 +5,6 @@
  */
 import type { BlockBackend } from '../devices/block-backend.ts';
 import type { DiskStore, StoredDisk } from './disk-store.ts';
-import { MemoryBlockBackend } from './memory-block-backend.ts';
 import { OverlayBlockBackend, overlaySizeFor } from './overlay-block-backend.ts';
 import { MAX_DISKS_PER_VM, checkDiskName } from './storage-protocol.ts';
 
@@ -19,9 +18,12 @@ export interface SavedDisk {
   readonly sizeBytes: number;
 }
 
-/** The read-only base of every VM's root disk: the default image's ext2 file system, decompressed. */
+/**
+ * The read-only base of every VM's root disk: the default image's ext2 file system (in the page an
+ * `HttpChunkedImage` shared by every VM, fetched in ranges as guests read it).
+ */
 export interface RootImage {
-  readonly bytes: Uint8Array;
+  readonly backend: BlockBackend;
   /** Identifies the contents (the manifest's sha256 of the uncompressed image). */
   readonly id: string;
 }
@@ -68,7 +70,7 @@ export class VmDisks {
               index: 0,
               kind: 'root-overlay',
               label: 'root',
-              sizeBytes: root.bytes.length,
+              sizeBytes: root.backend.sizeBytes,
             } satisfies SavedDisk,
           ]
         : []);
@@ -76,7 +78,7 @@ export class VmDisks {
       for (const disk of plan) {
         if (disk.kind === 'root-overlay') {
           if (!root) continue; // no base image on this page: boot without the root disk
-          const base = new MemoryBlockBackend(root.bytes, { readOnly: true });
+          const base = root.backend;
           const stored = await store.openDisk(vmId, disk.index, overlaySizeFor(base.sizeBytes));
           const backend = await OverlayBlockBackend.open(base, stored, root.id);
           disks.open.push({ saved: disk, stored, backend });

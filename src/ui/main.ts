@@ -11,7 +11,7 @@ import './style.css';
 import { BrowserThreads } from '../machine/browser-threads.ts';
 import { Hypervisor, MAX_HOST_RAM_MIB, type NicConfig, type TabvisorApi } from '../machine/hypervisor.ts';
 import { App } from './app.ts';
-import { loadDefaultGuest, type GuestImages } from './images.ts';
+import { DefaultGuestLoader, type GuestImages } from './images.ts';
 import { pageNetworkEnvironment } from '../machine/networks.ts';
 import { diagnoseIsolation, installIsolationWorker } from './isolation.ts';
 import { DiskPanel } from './disk-panel.ts';
@@ -70,14 +70,11 @@ async function main(): Promise<void> {
 
   const defaults = { cpus: intParam(params, 'cpus', 2), memoryMiB: intParam(params, 'mem', 128) };
   const hostRamMiB = intParam(params, 'hostmem', Math.min(DEFAULT_HOST_RAM_MIB, MAX_HOST_RAM_MIB));
-  let guest: Promise<GuestImages> | undefined;
-  const images = (): Promise<GuestImages> => {
-    guest ??= loadDefaultGuest(new URL('images/', base)).catch((error: unknown) => {
-      guest = undefined; // try again next time
-      throw error;
-    });
-    return guest;
-  };
+  // The initramfs is fetched only when a VM boots from it (not for VMs whose root is a disk).
+  const guest = new DefaultGuestLoader(new URL('images/', base));
+  const images = (_config: unknown, needs: { readonly initrd: boolean }): Promise<GuestImages> =>
+    guest.load(needs);
+  void guest.load({ initrd: false }).catch(() => {}); // every VM needs the kernel: fetch it while disks open
   // Disks: OPFS, or IndexedDB (`?storage=indexeddb`, or no OPFS sync handles); `?storage=none` attaches none.
   let storage: PageStorage | undefined;
   if (params.get('storage') !== 'none') {
@@ -96,7 +93,11 @@ async function main(): Promise<void> {
     hv = new Hypervisor({
       hostRamMiB,
       threads: (label) => new BrowserThreads(label),
-      images,
+      // The app keeps no boot snapshots: every VM boots cold, so the images are loaded up front.
+      images: async (config, needs) => {
+        const loaded = await images(config, needs);
+        return { bootargs: loaded.bootargs, images: loaded };
+      },
       defaults,
       network: pageNetworkEnvironment(),
       disks: storage?.hook,

@@ -10,11 +10,27 @@
  */
 import type { TabvisorApi, VmDiskSet } from '../machine/hypervisor.ts';
 import type { DiskStore } from '../storage/disk-store.ts';
-import { IdbDiskStore } from '../storage/idb-block-backend.ts';
 import { OpfsDiskStore } from '../storage/opfs-block-backend.ts';
 import { VmDisks, type RootImage } from '../storage/vm-disks.ts';
 import { forgetVm, loadSavedVms, saveVm, type SavedVm } from '../storage/vm-registry.ts';
-import { maybeGunzip } from '../machine/gzip.ts';
+import {
+  KeyValueChunkCache,
+  openChunkedImage,
+  type ChunkedImageStats,
+  type HttpChunkedImage,
+} from '../storage/chunked-image.ts';
+import { IdbDiskStore, idbKeyValueStore, type KeyValueStore } from '../storage/idb-block-backend.ts';
+
+/** The root image's entry in public/images/manifest.json. */
+interface ManifestFile {
+  readonly role: string;
+  readonly path: string;
+  readonly compression?: string | null;
+  readonly index?: string;
+  readonly indexSha256?: string;
+  readonly uncompressedSize?: number;
+  readonly uncompressedSha256?: string;
+}
 
 /** What `navigator.storage.persist()` answered ('unsupported' without the API). */
 export type PersistState = 'granted' | 'denied' | 'unsupported';
@@ -66,6 +82,8 @@ export class PageStorage {
   usage: { readonly usedBytes: number; readonly quotaBytes: number } | undefined;
   /** Saved VMs another tab of this site has open (not restored here). */
   elsewhere = 0;
+  /** The root disks' base image, once a VM opened it. */
+  private baseImage: HttpChunkedImage | undefined;
 
   private constructor(
     readonly store: DiskStore,
@@ -129,6 +147,11 @@ export class PageStorage {
     }
   }
 
+  /** What the root disks' base image fetched and found cached so far (undefined before a VM opened it). */
+  baseImageStats(): Readonly<ChunkedImageStats> | undefined {
+    return this.baseImage ? { ...this.baseImage.stats } : undefined;
+  }
+
   /** VM `id`'s open disks (undefined when it has none). */
   disks(id: string): VmDisks | undefined {
     return this.owned.get(id)?.disks;
@@ -162,6 +185,8 @@ export class PageStorage {
     try {
       disks = await VmDisks.open(this.store, storageId, restoring?.saved.disks, await this.rootImage());
     } catch (error) {
+      // A new VM that could not get its disks (a full quota) leaves nothing behind; a saved one keeps its own.
+      if (!restoring) await this.store.deleteVm(storageId).catch(() => {});
       release();
       throw error;
     }
@@ -216,22 +241,46 @@ export class PageStorage {
     }
   }
 
-  /** The default root file system (public/images rootfs.ext2.gz), fetched and decompressed once per page. */
+  /**
+   * The default root file system (public/images, role `rootfs`): one {@link HttpChunkedImage} per page, shared
+   * by every VM's root overlay. Nothing of it is fetched here but its index; chunks come as guests read them and
+   * are kept in IndexedDB (`tabvisor-base`), so a reload fetches none again.
+   */
   private rootImage(): Promise<RootImage | undefined> {
     this.root ??= (async () => {
-      const manifest = (await (await fetch(new URL('manifest.json', this.imagesBase))).json()) as {
-        files: { role: string; path: string; uncompressedSha256?: string }[];
-      };
+      const manifestUrl = new URL('manifest.json', this.imagesBase);
+      const response = await fetch(manifestUrl);
+      if (!response.ok) throw new Error(`${manifestUrl.href} answered ${response.status}`);
+      const manifest = (await response.json()) as { files: ManifestFile[] };
       const file = manifest.files.find((f) => f.role === 'rootfs');
       if (!file) return undefined;
-      const response = await fetch(new URL(file.path, this.imagesBase));
-      if (!response.ok) throw new Error(`the root image ${file.path} answered ${response.status}`);
-      const bytes = await maybeGunzip(new Uint8Array(await response.arrayBuffer()));
-      return { bytes, id: file.uncompressedSha256 ?? file.path };
+      if (file.compression !== 'gzip-chunks' || !file.index || !file.indexSha256) {
+        throw new Error(
+          `the root image ${file.path} is not packed for range requests (no chunk index in manifest.json); ` +
+            'rebuild public/images with scripts/build-guest-image.sh',
+        );
+      }
+      const image = await openChunkedImage({
+        indexUrl: new URL(file.index, this.imagesBase).href,
+        indexSha256: file.indexSha256,
+        cache: (sha256) => KeyValueChunkCache.open(this.chunkStore(), sha256),
+      });
+      if (image.sizeBytes !== file.uncompressedSize || image.index.sha256 !== file.uncompressedSha256) {
+        throw new Error(
+          `the root image index ${file.index} describes another image than manifest.json; redeploy public/images`,
+        );
+      }
+      this.baseImage = image;
+      return { backend: image, id: image.index.sha256 };
     })().catch((error: unknown) => {
       this.root = undefined;
       throw error;
     });
     return this.root;
+  }
+
+  /** Where base image chunks are kept between page loads (IndexedDB, whichever store holds the disks). */
+  private chunkStore(): KeyValueStore {
+    return idbKeyValueStore('tabvisor-base', 'chunks');
   }
 }

@@ -5,6 +5,8 @@ import type { TabvisorConsole } from '../machine/vm-console.ts';
 /**
  * One VM's console in an xterm.js terminal that fills its container: shows the guest's output (including what it
  * printed before the pane existed), sends keystrokes and pastes to the guest, and refits when the pane resizes.
+ * The guest is told the terminal's size at once and after every change (`console.resize`), so `stty size`,
+ * editors and pagers match the pane.
  */
 export class TerminalPane {
   private readonly terminal: Terminal;
@@ -21,7 +23,10 @@ export class TerminalPane {
     });
     this.terminal.loadAddon(this.fitAddon);
     this.terminal.open(container);
+    const resized = this.terminal.onResize(({ cols, rows }) => console.resize(cols, rows));
+    this.disposers.push(() => resized.dispose());
     this.fit();
+    console.resize(this.terminal.cols, this.terminal.rows);
     this.terminal.write(console.transcript());
     this.disposers.push(console.onOutput((bytes) => this.terminal.write(bytes)));
     this.disposers.push(console.onReset(() => this.terminal.reset()));

@@ -73,14 +73,23 @@ describe.skipIf(!enabled)('VM disks persist in Chromium (OPFS, persistent profil
   it('a file written in the guest is still there after a page reload (root disk is an OPFS overlay)', async () => {
     context = await launch(profile);
     const page = context.pages()[0] ?? (await context.newPage());
+    // Range requests for the base image's chunks (the root disk's base is fetched as the guest reads it).
+    const chunkRequests: string[] = [];
+    page.on('request', (request) => {
+      if (request.url().endsWith('/rootfs.ext2.chunked')) chunkRequests.push(request.headers().range ?? '');
+    });
     await openAndBoot(page, `${server?.url}?cpus=1&mem=64`);
+    expect(chunkRequests.length).toBeGreaterThan(0);
+    expect(chunkRequests.every((range) => /^bytes=\d+-\d+$/.test(range))).toBe(true);
     expect(await page.locator('#storage-status').getAttribute('data-store')).toBe('opfs');
     console.log(`storage status: ${await page.locator('#storage-status').innerText()}`);
     expect(await run(page, 'vm-1', 'cat /proc/cmdline')).toContain('root=/dev/vda');
     await run(page, 'vm-1', 'echo persisted-$((6*7)) > /root/reload.txt; sync');
     const started = performance.now();
+    chunkRequests.length = 0;
     await openAndBoot(page, `${server?.url}?cpus=1&mem=64`);
     console.log(`reload to prompt: ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    expect(chunkRequests).toEqual([]); // every chunk came from the IndexedDB cache
     expect(await page.evaluate(() => window.tabvisor?.vms.map((vm) => vm.name))).toEqual(['vm-1']);
     expect(await run(page, 'vm-1', 'cat /root/reload.txt')).toContain('persisted-42');
   });
@@ -190,6 +199,174 @@ describe.skipIf(!enabled)('VM disks persist in Chromium (OPFS, persistent profil
     } finally {
       await idb.close();
       rmSync(idbProfile, { recursive: true, force: true });
+    }
+  });
+
+  it('a second tab of the same profile leaves a VM to the tab that runs it, and says so', async () => {
+    const page = context?.pages()[0];
+    if (!page || !context) throw new Error('no page');
+    const second = await context.newPage();
+    try {
+      await second.goto(`${server?.url}?cpus=1&mem=64&autostart=0`);
+      await expect
+        .poll(() => second.locator('#storage-status').innerText(), { timeout: 30_000 })
+        .toMatch(/1 saved VM is open in another tab of this site .*close that tab and reload this one/);
+      expect(await second.evaluate(() => window.tabvisor?.vms.length)).toBe(0);
+    } finally {
+      await second.close();
+    }
+    expect(await run(page, 'vm-1', 'echo still-$((1+1))')).toContain('still-2');
+  });
+
+  it('a tab that gets past the Web Lock finds the disk open in OPFS and says to close the other tab', async () => {
+    const page = context?.pages()[0];
+    if (!page || !context) throw new Error('no page');
+    const second = await context.newPage();
+    try {
+      // A same-origin page steals the VMs' Web Locks and drops them when it navigates away (as if a lock were
+      // lost): the app that loads next gets the lock, and only OPFS itself stands between it and vm-1's disk.
+      await second.goto(`${server?.url}images/manifest.json`);
+      const stolen = await second.evaluate(async () => {
+        const vms = await (await navigator.storage.getDirectory()).getDirectoryHandle('vms');
+        const names: string[] = [];
+        for await (const name of (vms as unknown as { keys(): AsyncIterable<string> }).keys())
+          names.push(name);
+        await Promise.all(
+          names.map(
+            (name) =>
+              new Promise<void>((granted) => {
+                void navigator.locks.request(`tabvisor-vm-${name}`, { steal: true }, () => {
+                  granted();
+                  return new Promise(() => {}); // held until this page goes away
+                });
+              }),
+          ),
+        );
+        return names.length;
+      });
+      expect(stolen).toBeGreaterThan(0);
+      await second.goto(`${server?.url}?cpus=1&mem=64&autostart=0`);
+      await expect
+        .poll(() => second.locator('.notice.error').allInnerTexts(), { timeout: 30_000 })
+        .toContainEqual(
+          expect.stringMatching(
+            /VM vm-1 could not be restored[\s\S]*disk 0 of VM [\w-]+ is open in another tab of this site \(OPFS allows one writer per file\); close that tab, or its VM, and reload this one/,
+          ),
+        );
+      expect(await second.evaluate(() => window.tabvisor?.vms.length)).toBe(0);
+    } finally {
+      await second.close();
+    }
+    expect(await run(page, 'vm-1', 'echo fine-$((1+2))')).toContain('fine-3');
+  });
+
+  it('a full quota (Chromium quota override): a new VM is refused with how to free space, and leaves nothing behind', async () => {
+    const page = context?.pages()[0];
+    if (!page || !context || !server) throw new Error('no page');
+    const origin = new URL(server.url).origin;
+    const cdp = await context.newCDPSession(page);
+    const vmDirs = () =>
+      page.evaluate(async () => {
+        const vms = await (await navigator.storage.getDirectory()).getDirectoryHandle('vms');
+        let count = 0;
+        for await (const _ of (vms as unknown as { keys(): AsyncIterable<string> }).keys()) count++;
+        return count;
+      });
+    const before = await vmDirs();
+    const usage = await page.evaluate(async () => (await navigator.storage.estimate()).usage ?? 0);
+    // A root overlay needs about 33 MB; leave 1 MiB.
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: usage + (1 << 20) });
+    try {
+      const message = await page.evaluate(async () => {
+        try {
+          await window.tabvisor?.createVM({ name: 'over-quota', cpus: 1, memoryMiB: 32 });
+          return 'created';
+        } catch (error) {
+          return error instanceof Error ? error.message : String(error);
+        }
+      });
+      expect(message).toMatch(
+        /disk 0 of VM [\w-]+: the browser's storage quota for this site is full; the write was refused and nothing written before was lost\. Free space by deleting a VM or a disk/,
+      );
+      expect(await page.evaluate(() => Boolean(window.tabvisor?.vm('over-quota')))).toBe(false);
+      expect(await vmDirs()).toBe(before);
+      // The running VM's disk was reserved when it was made: it keeps working.
+      expect(await run(page, 'vm-1', 'echo q-$((2+2)) > /root/q.txt; sync; cat /root/q.txt')).toContain(
+        'q-4',
+      );
+    } finally {
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+      await cdp.detach();
+    }
+  });
+
+  it('with IndexedDB, guest writes past a full quota are I/O errors in the guest and a clear message in the VM row', async () => {
+    const idbProfile = mkdtempSync(join(tmpdir(), 'tabvisor-profile-quota-'));
+    const idb = await launch(idbProfile);
+    try {
+      const page = idb.pages()[0] ?? (await idb.newPage());
+      const url = `${server?.url}?cpus=1&mem=64&storage=indexeddb`;
+      const origin = new URL(server?.url ?? '').origin;
+      const cdp = await idb.newCDPSession(page);
+      // Set before the page opens IndexedDB (Chromium applies an override to databases opened after it):
+      // room for the boot (overlay header, saved VM, cached base chunks), not for 4 MiB more.
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 3 << 20 });
+      await openAndBoot(page, url);
+      // dd's fsync reports the failed writeback (sync(1) cannot: sync(2) returns nothing).
+      const output = await run(
+        page,
+        'vm-1',
+        'dd if=/dev/urandom of=/root/big bs=65536 count=64 conv=fsync 2>&1 | grep -v records; echo DD-DONE',
+        60_000,
+      );
+      expect(output).toMatch(/I\/O error/);
+      const row = page.locator('.vm-row', { hasText: 'vm-1' });
+      await expect
+        .poll(() => row.locator('.disk-message').innerText())
+        .toMatch(
+          /disk 0: disk 0 of VM [\w-]+: the browser's storage quota for this site is full.*Free space/,
+        );
+      expect(await page.evaluate(() => window.tabvisor?.vm('vm-1')?.state)).toBe('running');
+      // Space again: the same disk takes writes again.
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+      expect(
+        await run(page, 'vm-1', 'rm -f /root/big; echo room-$((3+4)) > /root/r.txt; sync; cat /root/r.txt'),
+      ).toContain('room-7');
+    } finally {
+      await idb.close();
+      rmSync(idbProfile, { recursive: true, force: true });
+    }
+  });
+
+  it('a corrupt base image chunk from the server fails the guest read with a message naming the chunk', async () => {
+    const freshProfile = mkdtempSync(join(tmpdir(), 'tabvisor-profile-corrupt-'));
+    const browser = await launch(freshProfile);
+    try {
+      const page = browser.pages()[0] ?? (await browser.newPage());
+      // Flip one byte in the middle of every range the server sends (after the first request, so the
+      // superblock read works and the damage lands in what the kernel reads next).
+      let seen = 0;
+      await page.route('**/rootfs.ext2.chunked', async (route) => {
+        try {
+          const response = await route.fetch();
+          const body = Buffer.from(await response.body());
+          if (seen++ > 0) body[body.length >> 1] ^= 0xff;
+          await route.fulfill({ response, body });
+        } catch {
+          // The browser closed while this range was in flight (the test is over): nothing to answer.
+        }
+      });
+      await page.goto(`${server?.url}?cpus=1&mem=64`);
+      const row = page.locator('.vm-row', { hasText: 'vm-1' });
+      await expect
+        .poll(() => row.locator('.disk-message').innerText(), { timeout: 60_000 })
+        .toMatch(
+          /the base image is corrupt: chunk \d+ \(disk bytes \[\d+, \d+\)\) from \S+rootfs\.ext2\.chunked/,
+        );
+      expect(await page.evaluate(() => window.tabvisor?.vms[0].console.transcript())).toMatch(/I\/O error/);
+    } finally {
+      await browser.close();
+      rmSync(freshProfile, { recursive: true, force: true });
     }
   });
 });

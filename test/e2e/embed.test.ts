@@ -154,6 +154,31 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
     console.log(`not isolated, snapshot start: page load to usable shell ${usableMs.toFixed(0)} ms`);
     expect(await snapshotStates(page)).toEqual(['restored', 'restored']);
     expect(await run(page, 'first', 'nproc')).toEqual({ output: '2\n', exitStatus: 0 });
+    // The element's terminal tells the guest in the worker its size, and again when the element is resized.
+    const size = () =>
+      page.evaluate(() =>
+        document.querySelector<HTMLElementTagNameMap['tabvisor-vm']>('#first')!.vm!.console.size(),
+      );
+    const rowsShown = () =>
+      page.evaluate(
+        () => document.getElementById('first')!.shadowRoot!.querySelector('.xterm-rows')!.childElementCount,
+      );
+    const before = await size();
+    expect(before.rows).toBe(await rowsShown());
+    expect(await run(page, 'first', 'stty size')).toEqual({
+      output: `${before.rows} ${before.cols}\n`,
+      exitStatus: 0,
+    });
+    await page.evaluate(() => {
+      document.getElementById('first')!.style.height = '200px';
+    });
+    await expect.poll(async () => (await size()).rows).toBeLessThan(before.rows);
+    const after = await size();
+    expect(after.rows).toBe(await rowsShown());
+    expect(await run(page, 'first', 'stty size')).toEqual({
+      output: `${after.rows} ${after.cols}\n`,
+      exitStatus: 0,
+    });
     expect(await removeAllAndCountWorkers(page)).toBe(0);
     await page.close();
     expect(pageErrors).toEqual([]);
@@ -200,8 +225,7 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
       }
     });
     expect(await waitForVms(page)).toEqual(['single-worker', 'single-worker']);
-    // The guest's init runs udhcpc in the background; poll until eth0 has its lease. (Commands stay short: the
-    // guest console is 80 columns, and run() strips the echoed command only when it fits on one line.)
+    // The guest's init runs udhcpc in the background; poll until eth0 has its lease.
     const addressOf = async (id: string): Promise<string> => {
       for (let attempt = 0; attempt < 30; attempt++) {
         const { output } = await run(page, id, 'ip -4 -o a s eth0');
@@ -219,6 +243,127 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
     const ping = await run(page, 'lan-a', `ping -c 2 -W 5 ${b}`);
     expect(ping.exitStatus).toBe(0);
     expect(ping.output).toContain('2 packets received');
+    expect(await removeAllAndCountWorkers(page)).toBe(0);
+    await page.close();
+    expect(pageErrors).toEqual([]);
+  });
+
+  for (const isolation of ['with isolation', 'without COOP/COEP'] as const) {
+    it(`${isolation}: two VMs restored from one boot snapshot on one network take their own MACs and DHCP addresses and ping each other`, async () => {
+      const page = await open(isolation === 'with isolation' ? isolated!.url : plain!.url);
+      const add = (ids: string[]): Promise<void> =>
+        page.evaluate((list) => {
+          for (const id of list) {
+            const el = document.createElement('tabvisor-vm');
+            el.id = id;
+            el.setAttribute('cpus', '1');
+            el.setAttribute('memory', '64');
+            el.setAttribute('network', 'docs-clones');
+            el.setAttribute('vlan', '9');
+            document.body.append(el);
+          }
+        }, ids);
+      await page.evaluate(() => {
+        for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
+      });
+      // A cold boot with a NIC saves the boot snapshot at its first prompt.
+      await add(['seed']);
+      await waitForVms(page);
+      const seedMac = (await run(page, 'seed', 'cat /sys/class/net/eth0/address')).output.trim();
+      expect(await snapshotStates(page)).toEqual(['saved']);
+      await removeAllAndCountWorkers(page);
+      await add(['clone-a', 'clone-b']);
+      await waitForVms(page);
+      expect(await snapshotStates(page)).toEqual(['restored', 'restored']);
+      // A clone first re-probes its card (new MAC) and then asks for an address: wait for both.
+      const identity = async (id: string): Promise<{ mac: string; ip: string }> => {
+        const { output } = await run(
+          page,
+          id,
+          `for i in $(seq 1 120); do m=$(cat /sys/class/net/eth0/address 2>/dev/null); ` +
+            `[ -n "$m" ] && [ "$m" != ${seedMac} ] && ip -4 addr show eth0 | grep -q 'inet ' && break; sleep 0.5; done; ` +
+            `echo "$m $(ip -4 addr show eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p')"`,
+        );
+        const [mac, ip] = output.trim().split(' ');
+        return { mac, ip };
+      };
+      const a = await identity('clone-a');
+      const b = await identity('clone-b');
+      for (const clone of [a, b]) {
+        expect(clone.mac).toMatch(/^02(:[0-9a-f]{2}){5}$/);
+        expect(clone.ip).toMatch(/^10\.0\.9\.1\d\d$/);
+      }
+      expect(new Set([seedMac, a.mac, b.mac]).size).toBe(3);
+      expect(a.ip).not.toBe(b.ip);
+      const ping = await run(page, 'clone-a', `ping -c 2 -W 5 ${b.ip}`);
+      expect(ping.exitStatus).toBe(0);
+      expect(ping.output).toContain('2 packets received');
+      expect(await removeAllAndCountWorkers(page)).toBe(0);
+      await page.close();
+      expect(pageErrors).toEqual([]);
+    });
+  }
+
+  it('attributes: autostart and readonly apply at once; cpus and memory replace the VM (once for both)', async () => {
+    const page = await open(isolated!.url);
+    await page.evaluate(() => {
+      for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
+      const el = document.createElement('tabvisor-vm');
+      el.id = 'attrs';
+      el.setAttribute('cpus', '1');
+      el.setAttribute('memory', '64');
+      el.setAttribute('autostart', 'false');
+      el.setAttribute('readonly', '');
+      document.body.append(el);
+    });
+    const state = (): Promise<string | undefined> =>
+      page.evaluate(() => document.getElementById('attrs')?.dataset.state);
+    await waitForVms(page);
+    expect(await state()).toBe('created');
+    await page.evaluate(() => document.getElementById('attrs')?.setAttribute('autostart', 'true'));
+    await expect.poll(state, { timeout: 10_000 }).toBe('running');
+    expect(await run(page, 'attrs', 'true')).toEqual({ output: '', exitStatus: 0 });
+    // Keystrokes into the terminal reach the guest only while the element is not readonly.
+    const typeInTerminal = async (text: string): Promise<void> => {
+      await page.locator('#attrs .xterm').click();
+      await page.keyboard.type(text);
+      await page.keyboard.press('Enter');
+    };
+    const transcript = (): Promise<string> =>
+      page.evaluate(
+        () =>
+          (
+            document.getElementById('attrs') as HTMLElementTagNameMap['tabvisor-vm']
+          ).vm?.console.transcript() ?? '',
+      );
+    await typeInTerminal('echo typed-$((1+1))-while-readonly');
+    await page.evaluate(() => document.getElementById('attrs')?.removeAttribute('readonly'));
+    await typeInTerminal('echo typed-$((2+2))-after');
+    await expect.poll(transcript, { timeout: 30_000 }).toContain('typed-4-after');
+    expect(await transcript()).not.toContain('while-readonly');
+    // Two shaping attributes in one task: one replacement VM, with both.
+    const firstId = await page.evaluate(
+      () => (document.getElementById('attrs') as HTMLElementTagNameMap['tabvisor-vm']).vm?.id,
+    );
+    const replaced = await page.evaluate(async () => {
+      const el = document.getElementById('attrs') as HTMLElementTagNameMap['tabvisor-vm'];
+      const events: string[] = [];
+      el.addEventListener('tabvisor-ready', (event) =>
+        events.push((event as CustomEvent<{ id: string }>).detail.id),
+      );
+      el.setAttribute('cpus', '2');
+      el.setAttribute('memory', '96');
+      const goneAtOnce = el.vm === undefined;
+      const vm = await el.ready;
+      return { goneAtOnce, id: vm.id, cpus: vm.cpus, memoryMiB: vm.memoryMiB, events };
+    });
+    expect(replaced.goneAtOnce).toBe(true);
+    expect(replaced.id).not.toBe(firstId);
+    expect(replaced).toMatchObject({ cpus: 2, memoryMiB: 96 });
+    expect(replaced.events).toEqual([replaced.id]);
+    expect(await run(page, 'attrs', 'nproc')).toEqual({ output: '2\n', exitStatus: 0 });
+    // The old VM is gone: only the new VM's two vCPU workers are left.
+    await expect.poll(() => page.workers().length, { timeout: 10_000 }).toBe(2);
     expect(await removeAllAndCountWorkers(page)).toBe(0);
     await page.close();
     expect(pageErrors).toEqual([]);

@@ -175,6 +175,31 @@ describe.skipIf(!enabled)('the page hypervisor in Chromium', () => {
     );
     expect(pageErrors).toEqual([]);
   });
+
+  it("the console pane tells the guest its size, and the guest's stty size follows the viewport", async () => {
+    const consoleSize = () => page.evaluate(() => window.tabvisor!.vm('vm-1')!.console.size());
+    const rowsShown = () => page.locator('.card[data-vm="1"] .xterm-rows > div').count();
+    const sttySize = () =>
+      page.evaluate(async () => (await window.tabvisor!.vm('vm-1')!.run('stty size')).output.trim());
+    const viewport = page.viewportSize() ?? { width: 1280, height: 720 };
+    const before = await consoleSize();
+    expect(before.rows).toBe(await rowsShown());
+    expect(await sttySize()).toBe(`${before.rows} ${before.cols}`);
+
+    await page.setViewportSize({ width: 900, height: viewport.height });
+    await expect.poll(async () => (await consoleSize()).cols).toBeLessThan(before.cols);
+    const narrower = await consoleSize();
+    expect(await sttySize()).toBe(`${narrower.rows} ${narrower.cols}`);
+
+    await page.setViewportSize(viewport);
+    await expect.poll(async () => (await consoleSize()).cols).toBe(before.cols);
+    expect(await sttySize()).toBe(`${before.rows} ${before.cols}`);
+    // The page API checks sizes like the CLI and the Vm do.
+    await expect(page.evaluate(() => window.tabvisor!.vm('vm-1')!.console.resize(0, 24))).rejects.toThrow(
+      /whole numbers of columns and rows from 1 to 65535/,
+    );
+    expect(pageErrors).toEqual([]);
+  });
 });
 
 describe.skipIf(!enabled)('the page on a host that sends no isolation headers', () => {

@@ -9,15 +9,26 @@ export async function defaultImage(name: string): Promise<Uint8Array> {
   return maybeGunzip(new Uint8Array(await readFile(new URL(name, images))));
 }
 
-/** A spec that boots the default kernel and initramfs with `cpus` vCPUs and `memoryMiB` of RAM. */
-export async function defaultSpec(cpus: number, memoryMiB = 64): Promise<VmSpec> {
+/** The default image's kernel command line (manifest.json): the shell on the virtio console, hvc1. */
+export async function defaultBootargs(): Promise<string> {
+  const manifest = JSON.parse(await readFile(new URL('manifest.json', images), 'utf8')) as {
+    bootargs: string;
+  };
+  return manifest.bootargs;
+}
+
+/**
+ * A spec that boots the default kernel and initramfs with `cpus` vCPUs and `memoryMiB` of RAM, with the
+ * image's command line (or `bootargs`, e.g. `console=ttyS0` for the shell on the UART).
+ */
+export async function defaultSpec(cpus: number, memoryMiB = 64, bootargs?: string): Promise<VmSpec> {
   return {
     cpus,
     memoryMiB,
     kernel: await defaultImage('Image.gz'),
     kernelName: 'Image.gz',
     initrd: await defaultImage('initramfs.cpio.gz'),
-    bootargs: 'console=ttyS0 earlycon=sbi',
+    bootargs: bootargs ?? (await defaultBootargs()),
   };
 }
 

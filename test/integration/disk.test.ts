@@ -10,7 +10,8 @@ const rootImage = (): string => {
   const path = join(scratch, `root-${Math.random().toString(36).slice(2)}.img`);
   writeFileSync(
     path,
-    gunzipSync(readFileSync(new URL('../../public/images/rootfs.ext2.gz', import.meta.url))),
+    // gzip members, one per chunk: gunzip gives the whole image
+    gunzipSync(readFileSync(new URL('../../public/images/rootfs.ext2.chunked', import.meta.url))),
   );
   return path;
 };

@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { nodeThreads } from '../../src/cli/node-threads.ts';
 import { decodeSnapshot, encodeSnapshot } from '../../src/machine/snapshot.ts';
-import { Vm } from '../../src/machine/vm.ts';
+import { Vm, type VmNic } from '../../src/machine/vm.ts';
+import { planBoard } from '../../src/machine/board.ts';
+import { VIRTIO_MMIO_CONFIG, VIRTIO_STATUS_DRIVER_OK } from '../../src/devices/virtio-mmio.ts';
+import { MemoryBlockBackend } from '../../src/storage/memory-block-backend.ts';
 import { defaultSpec, watchConsole } from '../helpers/guest.ts';
 
 describe('snapshots', () => {
@@ -35,5 +38,56 @@ describe('snapshots', () => {
     bogus.set([0x54, 0x56, 0x53, 0x4e, 0x41, 0x50, 0x00, 0x01]);
     new DataView(bogus.buffer).setUint32(8, 1 << 30, true);
     expect(() => decodeSnapshot(bogus)).toThrow(/header length/);
+  });
+
+  /** A NIC that goes nowhere. */
+  const nic = (mac: string): VmNic => ({
+    mac,
+    plug: () => ({ backend: { send: () => undefined }, unplug: () => undefined }),
+  });
+
+  /** A snapshot of a 16 MiB, 1-vCPU board with `nics` NICs whose drivers are live. */
+  function syntheticSnapshot(nics: number) {
+    const layout = planBoard(1, 0, nics);
+    const block = new Int32Array(layout.words);
+    // virtio-mmio transport word 1 is the device status: a driver that has set the card up.
+    for (const base of layout.nics ?? []) block[base + 1] = VIRTIO_STATUS_DRIVER_OK | 0xb;
+    return { cpus: 1, memoryMiB: 16, bootargs: '', nics, ticks: 0, block, ram: new Uint8Array(16 << 20) };
+  }
+
+  it('a snapshot file records its NICs (older files without the field have none)', () => {
+    expect(decodeSnapshot(encodeSnapshot(syntheticSnapshot(2))).nics).toBe(2);
+    expect(decodeSnapshot(encodeSnapshot(syntheticSnapshot(0))).nics).toBe(0);
+  });
+
+  it('a restore needs as many NICs as the snapshot, and says so', () => {
+    expect(() => Vm.fromSnapshot(syntheticSnapshot(1), nodeThreads)).toThrow(
+      /taken of a VM with 1 NIC\(s\), this VM has 0/,
+    );
+    expect(() =>
+      Vm.fromSnapshot(syntheticSnapshot(0), nodeThreads, undefined, [nic('02:00:00:00:00:01')]),
+    ).toThrow(/taken of a VM with 0 NIC\(s\), this VM has 1/);
+  });
+
+  it("restored NICs carry the new VM's MACs, with the link held down until the guest driver resets them", async () => {
+    const macs = ['02:00:00:00:00:0a', '02:00:00:00:00:0b'];
+    const vm = Vm.fromSnapshot(syntheticSnapshot(2), nodeThreads, undefined, macs.map(nic));
+    for (const [i, transport] of vm.board.nics.entries()) {
+      const mac = Array.from({ length: 6 }, (_, b) => transport.read(VIRTIO_MMIO_CONFIG + b, 1));
+      expect(mac.map((b) => b.toString(16).padStart(2, '0')).join(':')).toBe(macs[i]);
+      expect(transport.read(VIRTIO_MMIO_CONFIG + 6, 2)).toBe(0); // status without LINK_UP
+    }
+    await vm.stop();
+  });
+
+  it('a VM with a disk is not snapshotted, with the reason and what to do instead', async () => {
+    const vm = Vm.create(
+      { ...(await defaultSpec(1, 32)), disks: [new MemoryBlockBackend(1 << 20)] },
+      nodeThreads,
+    );
+    await expect(vm.snapshot()).rejects.toThrow(
+      /snapshots of VMs with disks are not supported: .*no longer matches its disk; snapshot a VM without disks/,
+    );
+    await vm.stop();
   });
 });

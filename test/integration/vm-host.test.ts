@@ -1,14 +1,36 @@
 import { readFile } from 'node:fs/promises';
+import { expose } from 'comlink';
 import { describe, expect, it } from 'vitest';
 import { maybeGunzip } from '../../src/machine/gzip.ts';
-import { createVmHost, type VmHostEvent } from '../../src/embed/vm-host.ts';
+import { createVmHost, type VmHostApi, type VmHostEvent } from '../../src/embed/vm-host.ts';
+import type { BootImages } from '../../src/machine/hypervisor.ts';
+import { defaultBootargs } from '../helpers/guest.ts';
 
 const images = new URL('../../public/images/', import.meta.url);
 const image = async (name: string): Promise<Uint8Array> =>
   maybeGunzip(new Uint8Array(await readFile(new URL(name, images))));
 
+/** The boot snapshot the first test takes, for the second. */
+let bootSnapshot: Uint8Array | undefined;
+
+/** A host whose output is collected, with a wait for text in it. */
+function watchedHost(): { host: VmHostApi; until: (done: (text: string) => boolean) => Promise<void> } {
+  let text = '';
+  const host = createVmHost((event) => {
+    if (event.tabvisor === 'output') text += new TextDecoder().decode(event.bytes);
+  });
+  const until = async (done: (text: string) => boolean): Promise<void> => {
+    const deadline = Date.now() + 60_000;
+    while (!done(text)) {
+      if (Date.now() > deadline) throw new Error(`timed out; output so far:\n${text.slice(-400)}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+  return { host, until };
+}
+
 describe('the single-worker VM host (in-process, as its worker runs it)', () => {
-  it('boots SMP Linux on one thread, batches console output into few messages, and snapshots at the prompt', async () => {
+  it('boots SMP Linux on one thread, batches console output into few messages, passes the terminal size, and snapshots at the prompt', async () => {
     const events: VmHostEvent[] = [];
     let text = '';
     const host = createVmHost((event) => {
@@ -16,11 +38,15 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
       if (event.tabvisor === 'output') text += new TextDecoder().decode(event.bytes);
     });
     const guest = {
-      kernel: await image('Image.gz'),
-      kernelName: 'Image.gz',
-      initrd: await image('initramfs.cpio.gz'),
-      bootargs: 'console=ttyS0 earlycon=sbi',
+      images: {
+        kernel: await image('Image.gz'),
+        kernelName: 'Image.gz',
+        initrd: await image('initramfs.cpio.gz'),
+      },
+      bootargs: await defaultBootargs(),
     };
+    // The page's terminal size may arrive before the VM exists: it is kept for it.
+    host.resize(101, 33);
     expect(await host.create('7', { name: 'hosted', cpus: 2, memoryMiB: 64 }, guest)).toEqual({
       name: 'hosted',
       cpus: 2,
@@ -35,8 +61,11 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
       }
     };
     await until(() => /# $/.test(text));
-    host.write(new TextEncoder().encode('echo cpus=$(nproc)\n'));
-    await until(() => text.includes('cpus=2'));
+    host.write(new TextEncoder().encode('echo cpus=$(nproc) size=$(stty size)-\n'));
+    await until(() => text.includes('cpus=2 size=33 101-'));
+    host.resize(77, 21);
+    host.write(new TextEncoder().encode('echo now=$(stty size)-\n'));
+    await until(() => text.includes('now=21 77-'));
     const outputs = events.filter((e) => e.tabvisor === 'output');
     const bytes = outputs.reduce((n, e) => n + (e.tabvisor === 'output' ? e.bytes.length : 0), 0);
     // Boot prints kilobytes; batching sends them in far fewer messages than bytes (or UART drains).
@@ -46,7 +75,42 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
     expect(status).toMatchObject({ state: 'running', stats: { id: '7', cpus: 2 } });
     const snapshot = await host.snapshot();
     expect(snapshot.length).toBeGreaterThan(1 << 20);
+    bootSnapshot = snapshot;
     await host.delete();
     expect(events.filter((e) => e.tabvisor === 'status').at(-1)).toMatchObject({ state: 'deleted' });
+  });
+
+  it('images served over a port reach the host only when its VM boots cold; a snapshot start never asks', async () => {
+    const images: BootImages = {
+      kernel: await image('Image.gz'),
+      kernelName: 'Image.gz',
+      initrd: await image('initramfs.cpio.gz'),
+    };
+    let asked = 0;
+    /** The page's side: one port per VM, answering `() => images` as the embed's worker hypervisor does. */
+    const serve = (): MessagePort => {
+      const channel = new MessageChannel();
+      expose(() => {
+        asked++;
+        return images;
+      }, channel.port1);
+      return channel.port2;
+    };
+    const bootargs = 'console=ttyS0 earlycon=sbi';
+    const restored = watchedHost();
+    await restored.host.create(
+      '1',
+      { cpus: 2, memoryMiB: 64 },
+      { bootargs, images: serve(), snapshot: bootSnapshot },
+    );
+    await restored.host.start();
+    await restored.until((text) => /# $/.test(text));
+    expect(asked).toBe(0);
+    const cold = watchedHost();
+    await cold.host.create('2', { cpus: 1, memoryMiB: 64 }, { bootargs, images: serve() });
+    expect(asked).toBe(1);
+    await cold.host.start();
+    await cold.until((text) => text.includes('Linux version') && /# $/.test(text));
+    await Promise.all([restored.host.delete(), cold.host.delete()]);
   });
 });

@@ -3,7 +3,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildVirtDeviceTree, virtioSlotBase } from '../../../src/devices/virt-device-tree.ts';
+import {
+  VIRT_CONSOLE_SLOT,
+  buildVirtDeviceTree,
+  virtioSlotBase,
+} from '../../../src/devices/virt-device-tree.ts';
 import type { VirtDeviceTreeConfig } from '../../../src/devices/virt-device-tree.ts';
 import { decodeFdt } from '../../../src/devices/fdt.ts';
 import type { FdtNode } from '../../../src/devices/fdt.ts';
@@ -116,8 +120,8 @@ describe('buildVirtDeviceTree', () => {
         expect(must(root.find('aliases')).getString('serial0')).toBe('/soc/serial@10000000');
       });
 
-      it('lists all 8 virtio-mmio slots with source n at 0x10000000 + n * 0x1000', () => {
-        for (let n = 1; n <= 8; n++) {
+      it('lists the 8 virtio-mmio slots and the console slot 9, with source n at 0x10000000 + n * 0x1000', () => {
+        for (let n = 1; n <= 9; n++) {
           const base = virtioSlotBase(n);
           expect(base).toBe(0x1000_0000 + n * 0x1000);
           const node = must(root.find(`soc/virtio_mmio@${base.toString(16)}`));
@@ -129,7 +133,8 @@ describe('buildVirtDeviceTree', () => {
         const soc = must(root.find('soc'));
         expect(soc.getString('compatible')).toBe('simple-bus');
         expect(soc.has('ranges')).toBe(true);
-        expect(soc.children.filter((c) => c.name.startsWith('virtio_mmio@'))).toHaveLength(8);
+        expect(soc.children.filter((c) => c.name.startsWith('virtio_mmio@'))).toHaveLength(9);
+        expect(virtioSlotBase(VIRT_CONSOLE_SLOT)).toBe(0x1000_9000);
       });
     });
   }

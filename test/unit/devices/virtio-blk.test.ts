@@ -44,6 +44,7 @@ import {
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../../src/devices/virtqueue.ts';
 import { RAM_BASE } from '../../../src/mem/address-space.ts';
 import { MemoryBlockBackend } from '../../../src/storage/memory-block-backend.ts';
+import { OverlayBlockBackend, overlaySizeFor } from '../../../src/storage/overlay-block-backend.ts';
 import {
   RecordingIrq,
   TestGuestRam,
@@ -269,6 +270,57 @@ describe('virtio-blk requests', () => {
       expect(disk.subarray(200 * 512, 500 * 512).every((x) => x === 0)).toBe(true);
       expect(disk[0]).toBe(pattern(1)[0]);
     });
+  });
+
+  it('on a copy-on-write overlay, discard and write zeroes make blocks read zero (not the base), with no data written', async () => {
+    const base = new MemoryBlockBackend(pattern(DISK_BYTES), { readOnly: true });
+    const stored = new MemoryBlockBackend(overlaySizeFor(DISK_BYTES), { async: true });
+    const overlay = await OverlayBlockBackend.open(base, stored, 'sha256:test');
+    const dataWrites: number[] = [];
+    const write = stored.write.bind(stored);
+    stored.write = (offset, src) => (dataWrites.push(offset), write(offset, src));
+    const s = setup(overlay);
+    expect(s.driver.deviceFeatures() & featureBit(VIRTIO_BLK_F_DISCARD)).not.toBe(0n);
+    const d = submit(s, [{ bytes: header(VIRTIO_BLK_T_DISCARD, 0) }, { bytes: ranges([[8, 16]]) }]);
+    const z = submit(s, [{ bytes: header(VIRTIO_BLK_T_WRITE_ZEROES, 0) }, { bytes: ranges([[64, 8]]) }]);
+    s.host.service();
+    await s.host.whenIdle();
+    expect([status(s, d), status(s, z)]).toEqual([VIRTIO_BLK_S_OK, VIRTIO_BLK_S_OK]);
+    expect(dataWrites).toEqual([]); // whole 4 KiB blocks: zero bits only
+    const r = read(s, 0, 80 * 512);
+    s.host.service();
+    await s.host.whenIdle();
+    const got = s.ram.get(r.dataGpa, 80 * 512);
+    const expected = pattern(80 * 512);
+    expected.fill(0, 8 * 512, 24 * 512);
+    expected.fill(0, 64 * 512, 72 * 512);
+    expect(got).toEqual(expected);
+    expect(base.bytes).toEqual(pattern(DISK_BYTES));
+  });
+
+  it("write zeroes uses the backend's writeZeroes when it has one, instead of writing zero buffers", async () => {
+    const inner = new MemoryBlockBackend(pattern(DISK_BYTES));
+    const calls: string[] = [];
+    const backend: BlockBackend = {
+      sizeBytes: inner.sizeBytes,
+      readOnly: false,
+      queueDepth: 4,
+      read: (offset, dst) => inner.read(offset, dst),
+      write: (offset, src) => (calls.push(`write ${offset}+${src.length}`), inner.write(offset, src)),
+      flush: () => inner.flush(),
+      writeZeroes: (offset, length) => (
+        calls.push(`zero ${offset}+${length}`),
+        inner.writeZeroes(offset, length)
+      ),
+    };
+    const s = setup(backend);
+    expect(s.driver.deviceFeatures() & featureBit(VIRTIO_BLK_F_DISCARD)).toBe(0n); // no discard in this backend
+    const z = submit(s, [{ bytes: header(VIRTIO_BLK_T_WRITE_ZEROES, 0) }, { bytes: ranges([[16, 256]]) }]);
+    s.host.service();
+    await s.host.whenIdle();
+    expect(status(s, z)).toBe(VIRTIO_BLK_S_OK);
+    expect(calls).toEqual([`zero ${16 * 512}+${256 * 512}`]);
+    expect(inner.bytes.subarray(16 * 512, 272 * 512).every((x) => x === 0)).toBe(true);
   });
 
   it('unknown request types and features the driver did not accept are VIRTIO_BLK_S_UNSUPP', () => {

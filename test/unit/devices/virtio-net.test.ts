@@ -5,6 +5,8 @@ import {
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
   VIRTIO_MMIO_CONFIG,
+  VIRTIO_MMIO_CONFIG_GENERATION,
+  VIRTIO_MMIO_INT_CONFIG,
   VIRTIO_MMIO_INT_VRING,
   VIRTIO_STATUS_DEVICE_NEEDS_RESET,
   VirtioMmioTransport,
@@ -359,23 +361,21 @@ describe('virtio-net offloads', () => {
   const DATA_VALID = 2;
   const GSO_TCPV4 = 1;
   const GSO_TCPV6 = 4;
+  /** A TCP/IPv4 super-frame's header fields: MSS 1448, headers to byte 66, checksum pending at 34 + 16. */
+  const TSO4_FIELDS = {
+    flags: NEEDS_CSUM,
+    gsoType: GSO_TCPV4,
+    gsoSize: 1448,
+    hdrLen: 66,
+    csumStart: 34,
+    csumOffset: 16,
+  };
 
   it('hands the backend the checksum and TSO requests of a transmit header', () => {
     const s = setup({ features: OFFLOAD_FEATURES });
     const big = frame(30_000);
     transmitWithHeader(s, netHeader({ flags: NEEDS_CSUM, csumStart: 34, csumOffset: 16 }), frame(200));
-    transmitWithHeader(
-      s,
-      netHeader({
-        flags: NEEDS_CSUM,
-        gsoType: GSO_TCPV4,
-        gsoSize: 1448,
-        hdrLen: 66,
-        csumStart: 34,
-        csumOffset: 16,
-      }),
-      big,
-    );
+    transmitWithHeader(s, netHeader(TSO4_FIELDS), big);
     transmitWithHeader(
       s,
       netHeader({ flags: NEEDS_CSUM, gsoType: GSO_TCPV6, gsoSize: 1428, csumStart: 54, csumOffset: 16 }),
@@ -451,18 +451,7 @@ describe('virtio-net offloads', () => {
     const used = s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed();
     expect(used.map((u) => u.len)).toEqual([1536, 1536, 1536, VIRTIO_NET_HDR_SIZE + 5000 - 3 * 1536]);
     const header = s.ram.get(gpas[0], VIRTIO_NET_HDR_SIZE);
-    expect(Array.from(header)).toEqual(
-      Array.from(
-        netHeader({
-          flags: NEEDS_CSUM,
-          gsoType: GSO_TCPV4,
-          gsoSize: 1448,
-          hdrLen: 66,
-          csumStart: 34,
-          csumOffset: 16,
-        }),
-      ).map((b, i) => (i === 10 ? 4 : b)),
-    );
+    expect(Array.from(header)).toEqual(Array.from(netHeader(TSO4_FIELDS)).map((b, i) => (i === 10 ? 4 : b)));
     const joined = new Uint8Array(4 * 1536);
     gpas.slice(0, 4).forEach((gpa, i) => joined.set(s.ram.get(gpa, 1536), i * 1536));
     expect(joined.subarray(VIRTIO_NET_HDR_SIZE, VIRTIO_NET_HDR_SIZE + 5000)).toEqual(f);
@@ -508,5 +497,70 @@ describe('virtio-net offloads', () => {
     postRx(s, 65_600);
     expect(s.host.deliver(frame(4000), offload)).toBe(true);
     expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()[0].len).toBe(VIRTIO_NET_HDR_SIZE + 4000);
+  });
+});
+
+describe('virtio-net link held down until the driver resets the device (snapshot clones)', () => {
+  const status = (s: Setup): number => s.driver.transport.read(VIRTIO_MMIO_CONFIG + 6, 2);
+
+  it('clears LINK_UP in status and sends a configuration change interrupt; the MAC bytes are untouched', () => {
+    const s = setup();
+    s.driver.handleInterrupt();
+    const generation = s.driver.read(VIRTIO_MMIO_CONFIG_GENERATION);
+    expect(s.host.holdLinkDownUntilReset()).toBe(true);
+    expect(s.host.linkHeldDown).toBe(true);
+    expect(status(s)).toBe(0);
+    expect(s.driver.read(VIRTIO_MMIO_CONFIG_GENERATION)).not.toBe(generation);
+    expect(s.driver.handleInterrupt() & VIRTIO_MMIO_INT_CONFIG).toBe(VIRTIO_MMIO_INT_CONFIG);
+    const mac = Array.from({ length: 6 }, (_, i) => s.driver.transport.read(VIRTIO_MMIO_CONFIG + i, 1));
+    expect(mac).toEqual([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+    // A 4-byte read across status and max_virtqueue_pairs sees the same status.
+    expect(s.driver.transport.read(VIRTIO_MMIO_CONFIG + 6, 4)).toBe(0x0001_0000);
+  });
+
+  it('no frame moves either way while the link is held: received frames are dropped, queued ones returned unsent', () => {
+    const s = setup();
+    postRx(s);
+    transmit(s, frame(60));
+    s.host.holdLinkDownUntilReset();
+    expect(s.host.deliver(frame(60))).toBe(true); // consumed (dropped), not "busy": the switch need not retry
+    expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()).toHaveLength(0);
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    s.host.service();
+    expect(s.sent).toHaveLength(0);
+    expect(s.driver.queues[VIRTIO_NET_TX_QUEUE].takeUsed()).toEqual([expect.objectContaining({ len: 0 })]);
+    expect(s.host.stats.linkDownDrops).toBe(2);
+    expect(s.host.stats.txFrames + s.host.stats.rxFrames).toBe(0);
+  });
+
+  it('a device reset brings the link back up, and the re-initialized device moves frames again', () => {
+    const s = setup();
+    s.host.holdLinkDownUntilReset();
+    s.driver.initialize({ queueCount: 2 }); // reset, negotiate, queues, DRIVER_OK: what a driver re-probe does
+    expect(s.host.linkHeldDown).toBe(false);
+    expect(status(s)).toBe(1);
+    postRx(s);
+    expect(s.host.deliver(frame(60))).toBe(true);
+    expect(s.driver.queues[VIRTIO_NET_RX_QUEUE].takeUsed()).toHaveLength(1);
+    transmit(s, frame(60));
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    s.host.service();
+    expect(s.sent).toHaveLength(1);
+  });
+
+  it('a device the driver has not touched since reset needs no hold: its probe reads the MAC anyway', () => {
+    const s = setup();
+    s.driver.reset();
+    expect(s.host.holdLinkDownUntilReset()).toBe(false);
+    expect(s.host.linkHeldDown).toBe(false);
+    expect(status(s)).toBe(1);
+  });
+
+  it("the hold lives in the shared control block: another thread's view of the device reads it", () => {
+    const s = setup();
+    s.host.holdLinkDownUntilReset();
+    // The driver's transport object (a hart thread's) is not the one the host changed.
+    expect(s.driver.transport).not.toBe(s.host.transport);
+    expect(status(s)).toBe(0);
   });
 });

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { parseLinuxImage } from '../../../src/machine/linux-image.ts';
+import { openChunkedImage } from '../../../src/storage/chunked-image.ts';
 
 const dir = new URL('../../../public/images/', import.meta.url);
 
@@ -11,7 +12,10 @@ interface ManifestFile {
   path: string;
   size: number;
   sha256: string;
-  compression: 'gzip' | null;
+  compression: 'gzip' | 'gzip-chunks' | null;
+  /** gzip-chunks: the chunk index (scripts/pack-disk-image.sh) and its sha256. */
+  index?: string;
+  indexSha256?: string;
   uncompressedSize: number;
   uncompressedSha256: string;
 }
@@ -33,7 +37,9 @@ describe('public/images/manifest.json', () => {
     expect(manifest.format).toBe(1);
     expect(manifest.kernelVersion).toMatch(/^6\.1\.\d+$/);
     expect(manifest.busyboxVersion).toBe('1.35.0');
-    expect(manifest.bootargs).toContain('console=ttyS0');
+    // The shell's console is the virtio console (hvc1: hvc0 is the SBI console); early messages use earlycon.
+    expect(manifest.bootargs).toContain('console=hvc1');
+    expect(manifest.bootargs).toContain('earlycon=sbi');
     expect(manifest.memoryMiB.minimum).toBeLessThanOrEqual(manifest.memoryMiB.default);
   });
 
@@ -42,7 +48,8 @@ describe('public/images/manifest.json', () => {
       const bytes = new Uint8Array(readFileSync(new URL(file.path, dir)));
       expect(bytes.length).toBe(file.size);
       expect(sha256(bytes)).toBe(file.sha256);
-      const raw = file.compression === 'gzip' ? new Uint8Array(gunzipSync(bytes)) : bytes;
+      // gzip-chunks is a gzip file of many members: gunzip gives the whole image too.
+      const raw = file.compression === null ? bytes : new Uint8Array(gunzipSync(bytes));
       expect(raw.length).toBe(file.uncompressedSize);
       expect(sha256(raw)).toBe(file.uncompressedSha256);
     });
@@ -58,6 +65,33 @@ describe('public/images/manifest.json', () => {
     const header = parseLinuxImage(image, kernel.path);
     expect(header.imageSize).toBe(manifest.kernelImage.imageSize);
     expect(header.textOffset).toBe(manifest.kernelImage.loadOffset);
+  });
+
+  it('the root disk is packed for range requests: the index matches, and every chunk reads back through it', async () => {
+    const root = manifest.files.find((f) => f.role === 'rootfs')!;
+    expect(root.compression).toBe('gzip-chunks');
+    const data = new Uint8Array(readFileSync(new URL(root.path, dir)));
+    const requests: string[] = [];
+    const image = await openChunkedImage({
+      indexUrl: new URL(root.index!, dir).href,
+      indexSha256: root.indexSha256!,
+      fetch: async (url, init) => {
+        if (url.endsWith('.json')) return new Response(readFileSync(new URL(url)));
+        expect(url).toBe(new URL(root.path, dir).href);
+        const [start, end] = /^bytes=(\d+)-(\d+)$/.exec(init.headers.Range)!.slice(1).map(Number);
+        requests.push(init.headers.Range);
+        return new Response(data.slice(start, end + 1), { status: 206 });
+      },
+    });
+    expect(image.sizeBytes).toBe(root.uncompressedSize);
+    expect(image.index.sha256).toBe(root.uncompressedSha256);
+    expect(image.index.dataSha256).toBe(root.sha256);
+    const raw = new Uint8Array(image.sizeBytes);
+    await image.read(0, raw);
+    expect(sha256(raw)).toBe(root.uncompressedSha256);
+    // Only the chunks with data were fetched, in one request per run of adjacent members.
+    expect(image.stats.fetchedChunks).toBe(image.index.chunks.filter((c) => c !== null).length);
+    expect(requests.length).toBeLessThanOrEqual(image.stats.fetchedChunks);
   });
 
   it('keeps the default download (kernel + initramfs, compressed) under 4 MB', () => {

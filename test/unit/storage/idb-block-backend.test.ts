@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { BlockIoError } from '../../../src/devices/block-backend.ts';
 import { IDB_BLOCK_SIZE, IdbDiskStore, MemoryKeyValueStore } from '../../../src/storage/idb-block-backend.ts';
 
 describe('IdbBlockBackend over a key-value store', () => {
@@ -39,6 +40,27 @@ describe('IdbBlockBackend over a key-value store', () => {
     expect(got.subarray(0, 512).every((b) => b === 1) && got.subarray(512).every((b) => b === 2)).toBe(true);
   });
 
+  it('discard and write zeroes delete whole blocks (freeing them) and zero the edges; the range reads as zeroes', async () => {
+    const kv = new MemoryKeyValueStore();
+    const disk = await new IdbDiskStore(kv).openDisk('1', 0, 4 * IDB_BLOCK_SIZE);
+    await disk.write(0, new Uint8Array(4 * IDB_BLOCK_SIZE).fill(1));
+    await disk.discard!(IDB_BLOCK_SIZE - 1024, IDB_BLOCK_SIZE + 2048); // block 1 whole, edges of 0 and 2
+    expect([...kv.map.keys()].sort()).toEqual([
+      'vm/1/disk/0/0',
+      'vm/1/disk/0/2',
+      'vm/1/disk/0/3',
+      'vm/1/disk/0/size',
+    ]);
+    await disk.writeZeroes!(3 * IDB_BLOCK_SIZE, IDB_BLOCK_SIZE); // the last block, whole
+    expect(kv.map.has('vm/1/disk/0/3')).toBe(false);
+    const got = new Uint8Array(4 * IDB_BLOCK_SIZE);
+    await disk.read(0, got);
+    const expected = new Uint8Array(4 * IDB_BLOCK_SIZE).fill(1);
+    expected.fill(0, IDB_BLOCK_SIZE - 1024, 2 * IDB_BLOCK_SIZE + 1024);
+    expected.fill(0, 3 * IDB_BLOCK_SIZE);
+    expect(got).toEqual(expected);
+  });
+
   it('flush commits a durable transaction; the disk reopens with its size and data', async () => {
     const kv = new MemoryKeyValueStore();
     const store = new IdbDiskStore(kv);
@@ -67,6 +89,27 @@ describe('IdbBlockBackend over a key-value store', () => {
     await expect(store.openDisk('../2', 0, 512)).rejects.toThrow(/bad VM id/);
     await expect(store.openDisk('a/b', 0, 512)).rejects.toThrow(/bad VM id/);
     await expect(store.openDisk('1', 8, 512)).rejects.toThrow(/bad disk/);
+  });
+
+  it('a full quota fails that write with a message that says how to free space; earlier data stays readable', async () => {
+    const kv = new MemoryKeyValueStore();
+    const disk = await new IdbDiskStore(kv).openDisk('q', 0, 2 * IDB_BLOCK_SIZE);
+    await disk.write(0, new Uint8Array(512).fill(4));
+    kv.setMany = async () => {
+      throw new DOMException('quota', 'QuotaExceededError');
+    };
+    const failure = Promise.resolve(disk.write(IDB_BLOCK_SIZE, new Uint8Array(512).fill(9)));
+    await expect(failure).rejects.toBeInstanceOf(BlockIoError);
+    await expect(failure).rejects.toThrow(/^disk 0 of VM q: .*quota .*full.*Free space/);
+    const got = new Uint8Array(512);
+    await disk.read(0, got);
+    expect(got.every((b) => b === 4)).toBe(true);
+    kv.set = async () => {
+      throw new DOMException('quota', 'QuotaExceededError');
+    };
+    await expect(new IdbDiskStore(kv).openDisk('q', 1, IDB_BLOCK_SIZE)).rejects.toThrow(
+      /disk 1 of VM q: .*quota/,
+    );
   });
 
   it('a request outside the disk fails (the guest gets an I/O error)', async () => {

@@ -19,6 +19,9 @@ describe('MemoryBlockBackend', () => {
     expect(disk.bytes.subarray(512, 1536).every((x) => x === 0)).toBe(true);
     expect(disk.bytes[511]).toBe(9);
     expect(disk.bytes[1536]).toBe(9);
+    disk.writeZeroes(0, 512);
+    expect(disk.bytes.subarray(0, 1536).every((x) => x === 0)).toBe(true);
+    expect(disk.bytes[1536]).toBe(9);
   });
 
   it('fails explicitly: out-of-range access and writes to a read-only disk throw', () => {

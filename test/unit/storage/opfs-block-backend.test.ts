@@ -2,7 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { UserError } from '../../../src/common/errors.ts';
 import { BlockIoError } from '../../../src/devices/block-backend.ts';
 import { OpfsDiskServer } from '../../../src/storage/opfs-disk-server.ts';
-import { OpfsDiskStore, type StoragePort } from '../../../src/storage/opfs-block-backend.ts';
+import {
+  OPFS_ZERO_REQUEST_BYTES,
+  OpfsDiskStore,
+  type StoragePort,
+} from '../../../src/storage/opfs-block-backend.ts';
 import { STORAGE_PROTOCOL_VERSION, type StorageResponse } from '../../../src/storage/storage-protocol.ts';
 
 /** An OPFS file with a sync access handle, as MDN describes it: one writer at a time, a quota on growth. */
@@ -136,6 +140,24 @@ describe('OPFS disks through the storage worker protocol (in-process server, fak
     expect(got.subarray(0, 512).every((b) => b === 0)).toBe(true);
     expect(got.subarray(512, 1536).every((b) => b === 7)).toBe(true);
     expect(fs.file('vms/vm-a/disk-0.img').bytes.length).toBe(1 << 20);
+  });
+
+  it('discard and write zeroes zero the range in the worker, a bounded piece per request', async () => {
+    const fs = new FakeOpfs();
+    const { store } = connect(fs);
+    const size = 3 * OPFS_ZERO_REQUEST_BYTES;
+    const disk = await store.openDisk('z', 0, size);
+    await disk.write(0, new Uint8Array(size).fill(5));
+    fs.log.length = 0;
+    await disk.discard!(512, 2 * OPFS_ZERO_REQUEST_BYTES + 1024);
+    expect(fs.log.filter((entry) => entry === 'request zero')).toHaveLength(3);
+    await disk.writeZeroes!(size - 4096, 4096);
+    const bytes = fs.file('vms/z/disk-0.img').bytes;
+    expect(bytes[511]).toBe(5);
+    expect(bytes.subarray(512, 512 + 2 * OPFS_ZERO_REQUEST_BYTES + 1024).every((b) => b === 0)).toBe(true);
+    expect(bytes[2 * OPFS_ZERO_REQUEST_BYTES + 1536]).toBe(5);
+    expect(bytes.subarray(size - 4096).every((b) => b === 0)).toBe(true);
+    expect(bytes.length).toBe(size);
   });
 
   it('flush resolves only after the sync access handle flushed, and after the writes sent before it', async () => {
