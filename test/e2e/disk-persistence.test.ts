@@ -31,14 +31,18 @@ function browserPids(profile: string): number[] {
   return pids;
 }
 
-/** Type `command` into VM `name` and return the output up to the next prompt. */
+/**
+ * Run `command` in VM `name` and return its output once it has finished. `vm.run` waits for its own end marker:
+ * waiting for the next `# ` instead could match a prompt the shell redrew (SIGWINCH when the terminal pane is
+ * fitted after boot) and return before the command ran, e.g. reload the page before a `sync` had finished.
+ */
 function run(page: Page, name: string, command: string, timeout = 30_000): Promise<string> {
   return page.evaluate(
     async ([vmName, text, ms]) => {
       const vm = window.tabvisor?.vm(vmName);
       if (!vm) throw new Error(`no VM ${vmName}`);
-      vm.console.write(`${text}\n`);
-      return vm.console.waitFor('# ', ms);
+      const result = await vm.run(text, { timeoutMs: ms });
+      return `${result.output}[exit ${result.exitStatus}]`;
     },
     [name, command, timeout] as const,
   );
