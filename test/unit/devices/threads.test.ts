@@ -31,6 +31,33 @@ async function runAll(jobs: Array<Omit<HammerJob, 'deadline'>>): Promise<number[
 }
 
 describe('devices shared between threads', () => {
+  it('the register lock excludes across threads, and waiters sleep while a holder keeps it (then are woken)', async () => {
+    const perThread = 4000;
+    const threads = 3; // more than the test machine's cores: holders lose their core now and then
+    const layout = new SharedLayout(1);
+    const base = layout.alloc(2); // the lock word, then a counter changed only under the lock
+    const block = createControlBlock(layout.words, true);
+    const tally = new Int32Array(new SharedArrayBuffer(8));
+    const done = await runAll(
+      Array.from({ length: threads }, (_, id) => ({
+        kind: 'lock' as const,
+        block,
+        base,
+        hartCount: threads,
+        id,
+        count: perThread,
+        tally,
+        holdEvery: 400,
+        holdMs: 2,
+      })),
+    );
+    expect(done).toEqual(Array(threads).fill(perThread));
+    expect(block[base + 1]).toBe(threads * perThread); // no increment lost: the lock excluded
+    expect(Atomics.load(block, base)).toBe(0); // free at the end
+    // A holder that kept the lock for 2 ms had waiters asleep on it (they marked it), and woke them.
+    expect(Atomics.load(tally, 1)).toBeGreaterThan(0);
+  });
+
   it('two harts writing THR at once lose and reorder nothing (the register lock serialises the ring)', async () => {
     const perWriter = 6000;
     const layout = new SharedLayout(2);

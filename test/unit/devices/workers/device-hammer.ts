@@ -8,6 +8,7 @@ import { Uart16550 } from '../../../../src/devices/uart-16550.ts';
 import { Plic, PLIC_CLAIM, PLIC_CONTEXT, PLIC_CONTEXT_STRIDE } from '../../../../src/devices/plic.ts';
 import { HartLines, MIP_SEIP } from '../../../../src/common/shared-block.ts';
 import type { IrqSink } from '../../../../src/devices/mmio.ts';
+import { SpinLock } from '../../../../src/common/spin-lock.ts';
 
 /** What the test sends to each worker. */
 export interface HammerJob {
@@ -15,8 +16,11 @@ export interface HammerJob {
    * uart-tx: write `count` bytes to THR. plic-claim: claim and complete interrupts on hart `id`'s S context until
    * all harts together have claimed `count`. plic-io: raise a source's level `count` times (cycling through
    * `sources`), each time waiting until a hart claimed and serviced it (the claimer lowers the level).
+   * lock: `count` times take the SpinLock at `base`, add one to the plain (non-atomic) word `base + 1`, and
+   * release; every `holdEvery`-th time hold the lock for `holdMs` first (so others must wait for it). All
+   * workers start together (`tally[0]` counts arrivals); `tally[1]` counts releases that found a sleeper.
    */
-  readonly kind: 'uart-tx' | 'plic-claim' | 'plic-io';
+  readonly kind: 'uart-tx' | 'plic-claim' | 'plic-io' | 'lock';
   readonly block: Int32Array;
   readonly base: number;
   readonly hartCount: number;
@@ -25,6 +29,9 @@ export interface HammerJob {
   /** plic-*: claims per source (index = source id); index 0 holds the total. */
   readonly tally?: Int32Array;
   readonly sources?: readonly number[];
+  /** lock: hold the lock for `holdMs` on every `holdEvery`-th turn. */
+  readonly holdEvery?: number;
+  readonly holdMs?: number;
   /** Date.now() after which the worker gives up. */
   readonly deadline: number;
 }
@@ -38,7 +45,23 @@ const job = workerData as HammerJob;
 const noIrq: IrqSink = { setLevel: () => undefined };
 let done = 0;
 
-if (job.kind === 'uart-tx') {
+if (job.kind === 'lock') {
+  const lock = new SpinLock(job.block, job.base);
+  const tally = job.tally ?? new Int32Array(2);
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  Atomics.add(tally, 0, 1);
+  while (Atomics.load(tally, 0) < job.hartCount && Date.now() < job.deadline) {
+    // wait for the others, so the turns overlap
+  }
+  for (; done < job.count && Date.now() < job.deadline; done++) {
+    lock.acquire();
+    const value = job.block[job.base + 1];
+    if (job.holdEvery !== undefined && done % job.holdEvery === 0) Atomics.wait(pause, 0, 0, job.holdMs ?? 1);
+    job.block[job.base + 1] = value + 1;
+    if (Atomics.load(job.block, job.base) === 2) Atomics.add(tally, 1, 1);
+    lock.release();
+  }
+} else if (job.kind === 'uart-tx') {
   const uart = new Uart16550(job.block, job.base, noIrq, 10);
   // Each byte carries the writer id in the top bit and a 7-bit sequence number.
   for (; done < job.count; done++) uart.write(0, 1, (job.id << 7) | (done & 0x7f));
