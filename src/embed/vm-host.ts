@@ -115,6 +115,13 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
       const created = await hv.createVM({ ...config, start: false });
       vm = created;
       if (consoleSize) created.console.resize(consoleSize.cols, consoleSize.rows);
+      // What the console shows already (a VM restored from a boot snapshot shows the snapshot's prompt) goes
+      // first: the page's transcript must start with it, as this one does.
+      const shown = created.console.transcript();
+      if (shown !== '') {
+        pending.push(new TextEncoder().encode(shown));
+        flushTimer ??= setTimeout(flush, OUTPUT_FLUSH_MS);
+      }
       created.console.onOutput((bytes) => {
         pending.push(bytes.slice());
         flushTimer ??= setTimeout(flush, OUTPUT_FLUSH_MS);

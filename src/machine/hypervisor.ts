@@ -9,7 +9,7 @@ import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
 import { MAX_HARTS } from './board.ts';
 import type { LinuxBootImages } from './linux-boot.ts';
 import { runCommand, type RunOptions, type RunResult } from './run-command.ts';
-import { decodeSnapshot, encodeSnapshot } from './snapshot.ts';
+import { MAX_SCREEN_CHARS, decodeSnapshot, encodeSnapshot } from './snapshot.ts';
 import { VmConsole, type ConsoleSize, type TabvisorConsole } from './vm-console.ts';
 import {
   MAX_NICS,
@@ -408,6 +408,16 @@ export class Hypervisor implements TabvisorApi {
   }
 }
 
+/**
+ * The line a terminal shows last for `transcript`: the text after the last line feed, and of that, what follows
+ * the last carriage return that has text after it (busybox redraws its prompt as `\r` + prompt).
+ */
+function lastLine(transcript: string): string {
+  const line = transcript.slice(transcript.lastIndexOf('\n') + 1);
+  const parts = line.split('\r').filter((part) => part !== '');
+  return (parts.pop() ?? '').slice(-MAX_SCREEN_CHARS);
+}
+
 /** One VM of a {@link Hypervisor}: its configuration, its console, and the machine of its current boot. */
 class ManagedVm implements TabvisorVm {
   state: VmState = 'created';
@@ -422,6 +432,10 @@ class ManagedVm implements TabvisorVm {
   private runs: Promise<unknown> = Promise.resolve();
   /** How the current machine started: booted from the kernel, or restored from the boot snapshot. */
   bootedFrom: 'cold' | 'snapshot' = 'cold';
+  /** The console line the boot snapshot was taken at, while restoring from it (see {@link VmSnapshot.screen}). */
+  private restoredScreen: string | undefined;
+  /** True when this machine's terminal was given the snapshot's console line. */
+  private screenRestored = false;
   private lastSample: { readonly at: number; readonly instret: readonly number[] } | undefined;
   private ips: number[];
 
@@ -489,6 +503,12 @@ class ManagedVm implements TabvisorVm {
       );
     }
     this.bootedFrom = restored ? 'snapshot' : 'cold';
+    // The terminal shows what it showed when the snapshot was taken (the prompt), at once: a script can type
+    // before the restored guest has printed anything.
+    const screen = restored ? this.restoredScreen : undefined;
+    this.restoredScreen = undefined;
+    if (screen) this.console.push(new TextEncoder().encode(screen));
+    this.screenRestored = screen !== undefined && screen !== '';
     // A restored machine has the size of the snapshot's host: give it ours, if we have one (the guest is told
     // when it differs).
     const size = restored ? this.console.sizeForRestored(machine.consoleSize()) : undefined;
@@ -572,7 +592,9 @@ class ManagedVm implements TabvisorVm {
         if (!machine || (this.state !== 'running' && this.state !== 'paused')) {
           throw new UserError(`VM ${this.name} is ${this.state}; only a running or paused VM has a snapshot`);
         }
-        resolve(encodeSnapshot(await machine.snapshot()));
+        resolve(
+          encodeSnapshot({ ...(await machine.snapshot()), screen: lastLine(this.console.transcript()) }),
+        );
       }).catch(reject);
     });
   }
@@ -583,6 +605,7 @@ class ManagedVm implements TabvisorVm {
     if (!bytes) return undefined;
     try {
       const snapshot = decodeSnapshot(bytes);
+      this.restoredScreen = snapshot.screen;
       if (snapshot.cpus !== this.cpus || snapshot.memoryMiB !== this.memoryMiB) {
         throw new UserError(
           `it was taken with ${snapshot.cpus} vCPUs and ${snapshot.memoryMiB} MiB, this VM has ${this.cpus} and ${this.memoryMiB} MiB`,
@@ -669,8 +692,9 @@ class ManagedVm implements TabvisorVm {
 
   private launch(): void {
     this.machine?.start();
-    // A boot snapshot is taken at a shell prompt, which the new transcript lacks: an Enter prints a fresh one.
-    if (this.bootedFrom === 'snapshot') this.machine?.write(Uint8Array.of(0x0a));
+    // A boot snapshot is taken at a shell prompt. A snapshot that kept its console line put it on the screen
+    // (create); for one that did not, an Enter makes the shell print a fresh prompt.
+    if (this.bootedFrom === 'snapshot' && !this.screenRestored) this.machine?.write(Uint8Array.of(0x0a));
     this.bootedAt = performance.now();
     this.setState('running');
   }

@@ -14,6 +14,12 @@ export interface VmSnapshot {
    * gets the restoring VM's own MAC (see Vm.fromSnapshot). Files without the field have none.
    */
   readonly nics: number;
+  /**
+   * The console's last line when the snapshot was taken (at most {@link MAX_SCREEN_CHARS}; a boot snapshot's is
+   * the shell prompt). A VM restored from it shows this line at once, as the terminal did. Files without it:
+   * nothing to show (the VMM then asks the shell for a fresh prompt).
+   */
+  readonly screen?: string;
   /** Guest time (10 MHz ticks) when the snapshot was taken; the restored clock continues from here. */
   readonly ticks: number;
   /** A copy of the control block. */
@@ -27,11 +33,15 @@ export interface VmSnapshot {
   readonly storedPages?: Uint8Array;
 }
 
+/** The longest console line a snapshot keeps ({@link VmSnapshot.screen}). */
+export const MAX_SCREEN_CHARS = 512;
+
 /**
  * File layout (little endian):
  *   [0, 8)    magic "TVSNAP\0" + format byte 1
  *   [8, 12)   u32 length of the JSON header
- *   JSON      { cpus, memoryMiB, bootargs, nics, ticks, blockWords, pages } (nics may be absent: 0)
+ *   JSON      { cpus, memoryMiB, bootargs, nics, screen, ticks, blockWords, pages } (nics may be absent: 0;
+ *             screen may be absent)
  *   block     blockWords * 4 bytes
  *   bitmap    one bit per 4 KiB guest page: 1 = page stored (pages that are all zero are not)
  *   pages     the stored pages, in guest order
@@ -46,6 +56,7 @@ interface Header {
   memoryMiB: number;
   bootargs: string;
   nics?: number;
+  screen?: string;
   ticks: number;
   blockWords: number;
   pages: number;
@@ -73,6 +84,7 @@ export function encodeSnapshot(snapshot: VmSnapshot): Uint8Array {
     memoryMiB: snapshot.memoryMiB,
     bootargs: snapshot.bootargs,
     nics: snapshot.nics,
+    ...(snapshot.screen !== undefined ? { screen: snapshot.screen.slice(-MAX_SCREEN_CHARS) } : {}),
     ticks: snapshot.ticks,
     blockWords: snapshot.block.length,
     pages: stored,
@@ -125,6 +137,10 @@ export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
     !int(header.memoryMiB, 1, 1 << 16) ||
     typeof header.bootargs !== 'string' ||
     !(header.nics === undefined || int(header.nics, 0, 8)) ||
+    !(
+      header.screen === undefined ||
+      (typeof header.screen === 'string' && header.screen.length <= MAX_SCREEN_CHARS)
+    ) ||
     typeof header.ticks !== 'number' ||
     !(header.ticks >= 0) ||
     !int(header.blockWords, 1, 1 << 24) ||
@@ -158,6 +174,7 @@ export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
     memoryMiB: header.memoryMiB,
     bootargs: header.bootargs,
     nics: header.nics ?? 0,
+    ...(header.screen !== undefined ? { screen: header.screen } : {}),
     ticks: header.ticks,
     block,
     ram,

@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { nodeThreads } from '../../src/cli/node-threads.ts';
 import { Hypervisor, type BootImages, type TabvisorVm } from '../../src/machine/hypervisor.ts';
 import type { NicConfig } from '../../src/machine/networks.ts';
+import { decodeSnapshot, encodeSnapshot } from '../../src/machine/snapshot.ts';
 import { defaultSpec } from '../helpers/guest.ts';
 
 /**
@@ -56,6 +57,34 @@ describe('boot snapshots in the page VMM (Node)', () => {
     expect(await vm.run('echo done # a comment')).toEqual({ output: 'done\n', exitStatus: 0 });
     expect(await vm.run('true &')).toEqual({ output: '', exitStatus: 0 });
     await vm.delete();
+  }, 120_000);
+
+  it("a VM restored from a boot snapshot shows the snapshot's prompt before its guest runs and takes a command at once; an older snapshot without that line gets a fresh prompt", async () => {
+    const origin = await hv.createVM({ name: 'prompted', cpus: 1, memoryMiB: 64 });
+    await origin.run('true');
+    const taken = await origin.snapshot();
+    await origin.delete();
+    const screen = decodeSnapshot(taken).screen;
+    expect(screen).toMatch(/:\/root# $/);
+
+    snapshot = taken;
+    const restored = await hv.createVM({ name: 'restored', cpus: 1, memoryMiB: 64, start: false });
+    expect(restored.stats().bootedFrom).toBe('snapshot');
+    expect(restored.console.transcript()).toBe(screen); // shown before a single guest instruction ran
+    await restored.start();
+    expect(await restored.run('echo at-$((40+2))')).toEqual({ output: 'at-42\n', exitStatus: 0 });
+    // No Enter was typed for it: the only prompts are the restored one and those after each command's lines.
+    expect(restored.console.transcript().startsWith(`${screen}echo `)).toBe(true);
+    await restored.delete();
+
+    const { screen: _dropped, ...older } = decodeSnapshot(taken);
+    snapshot = encodeSnapshot(older);
+    const fresh = await hv.createVM({ name: 'older', cpus: 1, memoryMiB: 64 });
+    expect(fresh.stats().bootedFrom).toBe('snapshot');
+    await fresh.console.waitFor(/# $/, 30_000); // the Enter the VMM typed made the shell print one
+    expect(await fresh.run('echo older')).toEqual({ output: 'older\n', exitStatus: 0 });
+    await fresh.delete();
+    snapshot = undefined;
   }, 120_000);
 
   it('two VMs with NICs restored from one snapshot take their own MACs and DHCP addresses, ping each other, and load no images', async () => {

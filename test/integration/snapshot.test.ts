@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { nodeThreads } from '../../src/cli/node-threads.ts';
-import { decodeSnapshot, encodeSnapshot } from '../../src/machine/snapshot.ts';
+import { MAX_SCREEN_CHARS, decodeSnapshot, encodeSnapshot } from '../../src/machine/snapshot.ts';
 import { Vm, type VmNic } from '../../src/machine/vm.ts';
 import { planBoard } from '../../src/machine/board.ts';
 import { VIRTIO_MMIO_CONFIG, VIRTIO_STATUS_DRIVER_OK } from '../../src/devices/virtio-mmio.ts';
@@ -58,6 +58,38 @@ describe('snapshots', () => {
   it('a snapshot file records its NICs (older files without the field have none)', () => {
     expect(decodeSnapshot(encodeSnapshot(syntheticSnapshot(2))).nics).toBe(2);
     expect(decodeSnapshot(encodeSnapshot(syntheticSnapshot(0))).nics).toBe(0);
+  });
+
+  it("a snapshot file keeps the console's last line (at most MAX_SCREEN_CHARS); a longer one in a file is refused", () => {
+    const prompt = 'root@tabvisor:/root# ';
+    expect(decodeSnapshot(encodeSnapshot({ ...syntheticSnapshot(0), screen: prompt })).screen).toBe(prompt);
+    expect(decodeSnapshot(encodeSnapshot(syntheticSnapshot(0))).screen).toBeUndefined();
+    const long = `${'x'.repeat(MAX_SCREEN_CHARS)}${prompt}`;
+    expect(decodeSnapshot(encodeSnapshot({ ...syntheticSnapshot(0), screen: long })).screen).toBe(
+      long.slice(-MAX_SCREEN_CHARS),
+    );
+    // A file whose header holds a longer line, or one that is not a string, was not written by us.
+    const withHeader = (edit: (header: Record<string, unknown>) => void): Uint8Array => {
+      const bytes = encodeSnapshot(syntheticSnapshot(0));
+      const length = new DataView(bytes.buffer).getUint32(8, true);
+      const header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + length))) as Record<
+        string,
+        unknown
+      >;
+      edit(header);
+      const json = new TextEncoder().encode(JSON.stringify(header));
+      const out = new Uint8Array(12 + json.length + bytes.length - 12 - length);
+      out.set(bytes.subarray(0, 12));
+      new DataView(out.buffer).setUint32(8, json.length, true);
+      out.set(json, 12);
+      out.set(bytes.subarray(12 + length), 12 + json.length);
+      return out;
+    };
+    expect(decodeSnapshot(withHeader((h) => (h.screen = prompt))).screen).toBe(prompt);
+    expect(() => decodeSnapshot(withHeader((h) => (h.screen = 'S'.repeat(MAX_SCREEN_CHARS + 1))))).toThrow(
+      /header/,
+    );
+    expect(() => decodeSnapshot(withHeader((h) => (h.screen = 42)))).toThrow(/header/);
   });
 
   it('a restore needs as many NICs as the snapshot, and says so', () => {
