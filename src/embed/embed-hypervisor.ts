@@ -4,7 +4,7 @@
  * worker per VM with every vCPU time-sliced inside ({@link WorkerHypervisor}). Both show the same
  * {@link TabvisorApi}.
  */
-import { BrowserThreads } from '../machine/browser-threads.ts';
+import { BrowserThreads, prepareBrowserThreads } from '../machine/browser-threads.ts';
 import { pageNetworkEnvironment } from '../machine/networks.ts';
 import { Hypervisor, type TabvisorApi, type TabvisorVm } from '../machine/hypervisor.ts';
 import { resolveGuest, snapshotKey, storeSnapshot, type EmbedVmConfig } from './guest.ts';
@@ -38,6 +38,7 @@ export function hypervisor(): TabvisorApi {
       const hv = new Hypervisor({
         hostRamMiB: EMBED_HOST_RAM_MIB,
         threads: (label) => new BrowserThreads(label),
+        prepareThreads: prepareBrowserThreads,
         network: pageNetworkEnvironment(),
         images: async (config) => {
           const { cpus = 2, memoryMiB = 128 } = config;

@@ -16,9 +16,80 @@ interface LiveWorker {
 }
 
 /**
+ * A vCPU worker started ahead of need ({@link prepareBrowserThreads}): its module loads and compiles while the
+ * VM's images or snapshot are still being read, and the first VM to spawn a thread adopts it.
+ */
+interface SpareWorker {
+  readonly worker: Worker;
+  /** Why it failed to load, if it did before anyone adopted it. */
+  failure: string | undefined;
+  readonly stopListening: () => void;
+  readonly expiry: ReturnType<typeof setTimeout>;
+}
+
+/** A spare nobody adopted within this time is terminated (its VM failed to be created, say). */
+export const SPARE_WORKER_LIFETIME_MS = 10_000;
+/** At most this many spares wait at once (one page rarely starts more vCPUs at a time). */
+export const MAX_SPARE_WORKERS = 16;
+
+const spares: SpareWorker[] = [];
+
+/** A new vCPU worker (one place, in the form bundlers recognise as a worker entry). */
+function startHartWorker(name: string): Worker {
+  return new Worker(new URL('./hart.worker.ts', import.meta.url), { type: 'module', name });
+}
+
+/**
+ * Start `count` vCPU workers now, for VMs about to be created on this page: each {@link BrowserThreads.spawn}
+ * adopts one instead of starting a worker then, so the worker's module load (tens of ms) overlaps reading the
+ * VM's images or boot snapshot. Spares show in devtools as `vcpu (spare)` until adopted; unadopted ones are
+ * terminated after {@link SPARE_WORKER_LIFETIME_MS}.
+ */
+export function prepareBrowserThreads(count: number): void {
+  const room = Math.max(0, Math.min(count, MAX_SPARE_WORKERS - spares.length));
+  for (let i = 0; i < room; i++) {
+    const worker = startHartWorker('vcpu (spare)');
+    const onError = (event: ErrorEvent): void => {
+      event.preventDefault();
+      spare.failure = event.message || 'its worker failed to load';
+    };
+    worker.addEventListener('error', onError);
+    const spare: SpareWorker = {
+      worker,
+      failure: undefined,
+      stopListening: () => worker.removeEventListener('error', onError),
+      expiry: setTimeout(() => {
+        const at = spares.indexOf(spare);
+        if (at >= 0) spares.splice(at, 1);
+        worker.terminate();
+      }, SPARE_WORKER_LIFETIME_MS),
+    };
+    spares.push(spare);
+  }
+}
+
+/** Spare vCPU workers waiting to be adopted (for tests). */
+export function spareBrowserThreads(): number {
+  return spares.length;
+}
+
+/** A spare worker that loaded (or is loading) fine, or a new worker named `name`. */
+function adoptOrStart(name: string): Worker {
+  for (let spare = spares.shift(); spare; spare = spares.shift()) {
+    clearTimeout(spare.expiry);
+    spare.stopListening();
+    if (spare.failure === undefined) return spare.worker;
+    // It failed to load before anyone listened: start afresh, so the failure is reported to the VM if it recurs.
+    spare.worker.terminate();
+  }
+  return startHartWorker(name);
+}
+
+/**
  * vCPU threads as browser module Web Workers on shared memory, one factory per VM boot. Each worker runs
- * `hart.worker.ts` and receives its {@link HartThreadInit} as the first message. Uses only Worker and
- * postMessage, so it also runs in a worker or in any runtime with module Workers.
+ * `hart.worker.ts` and receives its {@link HartThreadInit} as the first message (a worker started ahead by
+ * {@link prepareBrowserThreads} is adopted first). Uses only Worker and postMessage, so it also runs in a worker
+ * or in any runtime with module Workers.
  */
 export class BrowserThreads implements KillableThreadFactory {
   readonly shared = true;
@@ -34,7 +105,7 @@ export class BrowserThreads implements KillableThreadFactory {
     onError: (error: Error) => void,
   ): HartThreadHandle {
     const name = `${this.label}vcpu-${init.hartId}`;
-    const worker = new Worker(new URL('./hart.worker.ts', import.meta.url), { type: 'module', name });
+    const worker = adoptOrStart(name);
     const hartId = init.hartId;
     worker.addEventListener('message', (event: MessageEvent<HartThreadMessage>) => onMessage(event.data));
     worker.addEventListener('error', (event: ErrorEvent) => {

@@ -198,6 +198,11 @@ export interface HypervisorOptions {
   /** vCPU threads for one boot of one VM; `label` names the VM (for thread names). */
   readonly threads: (label: string) => ThreadFactory;
   /**
+   * Start `count` vCPU threads ahead of need, for a VM being created: called before its images (or boot
+   * snapshot) are read, so thread start-up overlaps that (the page: `prepareBrowserThreads`).
+   */
+  readonly prepareThreads?: (count: number) => void;
+  /**
    * The default guest (loaded once, shared by every VM). `needs.initrd` is false when the VM boots from its
    * root disk, so the initramfs need not be fetched.
    */
@@ -311,6 +316,7 @@ export class Hypervisor implements TabvisorApi {
     if (nicConfigs.length > MAX_NICS)
       throw new UserError(`a VM has at most ${MAX_NICS} NICs, not ${nicConfigs.length}; remove one`);
     const nics = nicConfigs.map((nic, i) => resolveNic(nic, i));
+    this.options.prepareThreads?.(shape.cpus);
     const disks = await this.options.disks?.({ id, name: shape.name });
     // A root disk replaces the initramfs, as the CLI's --disk does with the default image.
     let guest: GuestBoot;

@@ -8,7 +8,7 @@
  */
 import '@xterm/xterm/css/xterm.css';
 import './style.css';
-import { BrowserThreads } from '../machine/browser-threads.ts';
+import { BrowserThreads, prepareBrowserThreads } from '../machine/browser-threads.ts';
 import { Hypervisor, MAX_HOST_RAM_MIB, type NicConfig, type TabvisorApi } from '../machine/hypervisor.ts';
 import { App } from './app.ts';
 import { DefaultGuestLoader, type GuestImages } from './images.ts';
@@ -93,6 +93,7 @@ async function main(): Promise<void> {
     hv = new Hypervisor({
       hostRamMiB,
       threads: (label) => new BrowserThreads(label),
+      prepareThreads: prepareBrowserThreads,
       // The app keeps no boot snapshots: every VM boots cold, so the images are loaded up front.
       images: async (config, needs) => {
         const loaded = await images(config, needs);
