@@ -8,8 +8,15 @@ import { ROOT } from './browser.ts';
 export interface LibrarySize {
   /** `tabvisor.js`, what a page imports. */
   readonly entryGzipBytes: number;
-  /** The entry plus its worker chunks (`assets/*.js`). */
+  /** The entry plus all its worker chunks (`assets/*.js`): more than any one page downloads. */
   readonly totalGzipBytes: number;
+  /**
+   * What a cross-origin-isolated page downloads: the entry and the vCPU worker (one per vCPU, one download),
+   * plus any chunk that is neither worker (shared code, counted for both modes).
+   */
+  readonly parallelGzipBytes: number;
+  /** What a page without isolation downloads: the entry and the single-worker VM host (and shared chunks). */
+  readonly singleWorkerGzipBytes: number;
 }
 
 /** Build the library (vite.lib.config.ts, as `npm run build:lib` does) into `outDir`; returns its JS size. */
@@ -22,9 +29,22 @@ export async function buildLibrary(outDir: string): Promise<LibrarySize> {
   });
   const gz = (file: string): number => gzipSync(readFileSync(file), { level: 9 }).length;
   const entryGzipBytes = gz(join(outDir, 'tabvisor.js'));
-  const workers = readdirSync(join(outDir, 'assets')).filter((f) => f.endsWith('.js'));
+  const chunks = readdirSync(join(outDir, 'assets'))
+    .filter((f) => f.endsWith('.js'))
+    .map((name) => ({ name, bytes: gz(join(outDir, 'assets', name)) }));
+  const sum = (test: (name: string) => boolean): number =>
+    chunks.filter((c) => test(c.name)).reduce((n, c) => n + c.bytes, 0);
+  const hart = (name: string): boolean => name.startsWith('hart.worker');
+  const host = (name: string): boolean => name.startsWith('vm-host.worker');
+  if (sum(hart) === 0 || sum(host) === 0)
+    throw new Error(
+      `the library build has no vCPU or VM-host worker chunk: ${chunks.map((c) => c.name).join(', ')}`,
+    );
+  const shared = sum((name) => !hart(name) && !host(name));
   return {
     entryGzipBytes,
-    totalGzipBytes: entryGzipBytes + workers.reduce((n, f) => n + gz(join(outDir, 'assets', f)), 0),
+    totalGzipBytes: entryGzipBytes + sum(() => true),
+    parallelGzipBytes: entryGzipBytes + sum(hart) + shared,
+    singleWorkerGzipBytes: entryGzipBytes + sum(host) + shared,
   };
 }
