@@ -82,11 +82,18 @@ export class WorkerHypervisor implements TabvisorApi {
       this.list.map((vm) => vm.name),
     );
     if (problem !== undefined) throw new UserError(problem);
-    const guest = await this.options.guest(config, shape.cpus, shape.memoryMiB);
+    // The worker first: its module loads while the guest (the boot snapshot, say) is read.
     const worker = new Worker(new URL('./vm-host.worker.ts', import.meta.url), {
       type: 'module',
       name: `${shape.name}/vcpus`,
     });
+    let guest: Awaited<ReturnType<typeof this.options.guest>>;
+    try {
+      guest = await this.options.guest(config, shape.cpus, shape.memoryMiB);
+    } catch (error) {
+      worker.terminate();
+      throw error;
+    }
     const vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
     this.list.push(vm);
     // Images stay on the page until the VM boots cold and asks for them (a snapshot start never does).
