@@ -12,6 +12,13 @@ export interface StoredDisk extends BlockBackend {
   close(): Promise<void>;
   /** Set the stored size to `sizeBytes` (zeroes beyond the old end; cut beyond the new one). */
   resize(sizeBytes: number): Promise<void>;
+  /**
+   * Present when `discard` frees stored space: the size in bytes (a multiple of 512) of the aligned units it
+   * frees, each one that a discard covers whole; a discarded range then reads as zeroes. IndexedDB: its 64 KiB
+   * blocks, deleted. Absent when a discard frees nothing (OPFS cannot punch holes and writes zeroes), so a
+   * layer that discards only to give space back (the copy-on-write overlay) does not ask for that work.
+   */
+  readonly discardGranularity?: number;
 }
 
 /** One kind of persistent disk storage. */

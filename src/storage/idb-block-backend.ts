@@ -142,6 +142,8 @@ export class IdbDiskStore implements DiskStore {
 export class IdbBlockBackend implements StoredDisk {
   readonly readOnly = false;
   readonly queueDepth = IDB_QUEUE_DEPTH;
+  /** A discard deletes the whole blocks it covers (see {@link discard}). */
+  readonly discardGranularity = IDB_BLOCK_SIZE;
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(

@@ -177,7 +177,8 @@ export class OpfsBlockBackend implements StoredDisk {
   /**
    * The range reads as zeroes. OPFS has no way to punch a hole in a file (and its quota counts a file's
    * length), so the worker writes zeroes, one request per {@link OPFS_ZERO_REQUEST_BYTES} so that other
-   * disks' requests queue between them.
+   * disks' requests queue between them. That frees nothing, so this disk declares no `discardGranularity`:
+   * the copy-on-write overlay, whose zero bits already make its blocks read zero, does not discard here.
    */
   async writeZeroes(offset: number, length: number): Promise<void> {
     for (let done = 0; done < length; done += OPFS_ZERO_REQUEST_BYTES) {

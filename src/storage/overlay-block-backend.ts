@@ -14,8 +14,19 @@
  *   map reads as all clear.
  *
  * A block reads as zeroes when its zero bit is set, else from the overlay when its data bit is set, else from
- * the base. Discard and write-zeroes of whole blocks only set zero bits (no data is written); partial blocks are
+ * the base. Discard and write-zeroes of whole blocks set zero bits (no data is written); partial blocks are
  * written with zeroes.
+ *
+ * Giving space back: when the overlay disk's `discard` frees space (`discardGranularity`: IndexedDB deletes
+ * whole 64 KiB blocks; OPFS frees nothing and is not asked), a discard or write-zeroes then discards every
+ * aligned unit of the data area that overlaps the zeroed blocks, holds a block with its data bit set, and has
+ * no live block: each of its blocks has its zero bit set or no data bit. Adjacent units go in one call. Units
+ * are whole so the store frees them rather than zeroing parts of its blocks, and counted over the whole unit so
+ * that neighbouring discards add up (the data area starts 4 KiB into the overlay for the default image, so a
+ * 64 KiB-aligned guest discard never covers a 64 KiB store block by itself). `reset()` and emptying an overlay made for another base
+ * free the whole data area the same way, once the cleared maps are durable. Data bits stay set: a zero bit
+ * wins, and a write over a zeroed block rewrites the whole block (its untouched part is read through the zero
+ * map as zeroes, never from freed data) before it clears the zero bit.
  *
  * Crash consistency: a block's data bit is set in memory only after its data was written; bits reach the
  * overlay only in `flush()`: the overlay's own flush makes that data durable, then the data map is written and
@@ -23,10 +34,23 @@
  * persisted data, and a zero bit is cleared (by a write over a discarded block) only once the data bit that
  * replaces it is durable: a block never falls back to the base. An operation the guest never flushed reads
  * back either new or old.
+ *
+ * Freeing data needs no further ordering. A unit is discarded only when no block in it is read from the
+ * overlay: a block without a data bit reads the base (a persisted data bit is always set in memory too), a
+ * zeroed one reads zeroes from its in-memory zero bit, set before the discard is sent. After a crash, a freed
+ * block whose zero bit had not reached the overlay yet reads the store's discarded bytes (zeroes: a store that
+ * declares `discardGranularity` reads discarded ranges as zeroes) or, if the discard was lost too, its old data:
+ * new or old, as for any operation the guest never flushed. Once a guest flush after the discard completed, the
+ * zero bit is durable and the block reads zeroes. A later write to a freed block is sent after the discard
+ * completed (both run in order on the write chain), so a crash may keep the discard and lose the write, but
+ * the discard never lands over the write; and that write clears the zero bit only after its data, and the data
+ * bit, are durable, as any write does: the block never reads freed bytes once the write's flush completed, and
+ * never the base.
  */
 import { UserError } from '../common/errors.ts';
 import type { BlockBackend } from '../devices/block-backend.ts';
-import { BlockIoError } from '../devices/block-backend.ts';
+import { BLOCK_SECTOR_SIZE, BlockIoError } from '../devices/block-backend.ts';
+import type { StoredDisk } from './disk-store.ts';
 
 /** Copy-on-write granularity: ext2 blocks are 1-4 KiB, so 4 KiB copies little and keeps the bitmap small. */
 export const OVERLAY_BLOCK_SIZE = 4096;
@@ -57,6 +81,9 @@ function zeroStartFor(baseSize: number, blockSize: number): number {
 /** What {@link OverlayBlockBackend.open} found. */
 export type OverlayOpenResult = 'created' | 'reused' | 'replaced';
 
+/** The disk that holds an overlay; with a `discardGranularity` when its discards free space. */
+export type OverlayStore = BlockBackend & Pick<StoredDisk, 'discardGranularity'>;
+
 /** A copy-on-write disk over a read-only base. Open it with {@link OverlayBlockBackend.open}. */
 export class OverlayBlockBackend implements BlockBackend {
   readonly readOnly = false;
@@ -72,6 +99,8 @@ export class OverlayBlockBackend implements BlockBackend {
   private readonly dataStart: number;
   private readonly zeroStart: number;
   private readonly blockSize: number;
+  /** Bytes per unit the overlay disk frees on discard, or 0 when discarding there frees nothing. */
+  private readonly freeUnit: number;
   /** Writes run one after another (a partial block is read-modify-write); flushes too. */
   private writes: Promise<unknown> = Promise.resolve();
   /** How the overlay was found when opened. */
@@ -79,7 +108,7 @@ export class OverlayBlockBackend implements BlockBackend {
 
   private constructor(
     private readonly base: BlockBackend,
-    private readonly overlay: BlockBackend,
+    private readonly overlay: OverlayStore,
     private readonly baseId: string,
   ) {
     this.sizeBytes = base.sizeBytes;
@@ -92,6 +121,13 @@ export class OverlayBlockBackend implements BlockBackend {
     this.persistedZero = new Uint8Array(this.bitmap.length);
     this.dataStart = dataStartFor(base.sizeBytes, this.blockSize);
     this.zeroStart = zeroStartFor(base.sizeBytes, this.blockSize);
+    const unit = overlay.discardGranularity;
+    if (unit !== undefined && (!Number.isSafeInteger(unit) || unit <= 0 || unit % BLOCK_SECTOR_SIZE !== 0)) {
+      throw new RangeError(
+        `the overlay disk's discardGranularity is ${unit}; it must be a positive multiple of ${BLOCK_SECTOR_SIZE}`,
+      );
+    }
+    this.freeUnit = unit !== undefined && typeof overlay.discard === 'function' ? unit : 0;
   }
 
   /**
@@ -99,7 +135,7 @@ export class OverlayBlockBackend implements BlockBackend {
    * contents (its sha256): an overlay made for another base is emptied ('replaced'), since its blocks would
    * patch the wrong file system.
    */
-  static async open(base: BlockBackend, overlay: BlockBackend, baseId: string): Promise<OverlayBlockBackend> {
+  static async open(base: BlockBackend, overlay: OverlayStore, baseId: string): Promise<OverlayBlockBackend> {
     if (overlay.readOnly) throw new UserError('the overlay of a copy-on-write disk must be writable');
     if (new TextEncoder().encode(baseId).length > MAX_BASE_ID_BYTES) throw new RangeError('base id too long');
     if (overlay.sizeBytes < overlaySizeFor(base.sizeBytes)) {
@@ -130,6 +166,8 @@ export class OverlayBlockBackend implements BlockBackend {
     }
     disk.openResult = magic === MAGIC ? 'replaced' : 'created';
     await disk.writeHeader();
+    // Another base's blocks are of no use now (a new overlay holds nothing to free).
+    if (disk.openResult === 'replaced') await disk.free(0, disk.blockCount(), false);
     return disk;
   }
 
@@ -187,7 +225,9 @@ export class OverlayBlockBackend implements BlockBackend {
       }
       if (offset < firstWhole * bs) await this.writeNow(offset, new Uint8Array(firstWhole * bs - offset));
       if (lastWhole * bs < end) await this.writeNow(lastWhole * bs, new Uint8Array(end - lastWhole * bs));
+      // Zero bits first: from here on these blocks read zeroes whatever their stored data.
       for (let b = firstWhole; b < lastWhole; b++) this.zeroMap[b >> 3] |= 1 << (b & 7);
+      await this.free(firstWhole, lastWhole, true);
     });
   }
 
@@ -208,7 +248,10 @@ export class OverlayBlockBackend implements BlockBackend {
     });
   }
 
-  /** Forget every change: the disk reads as the base again (durable when this resolves). */
+  /**
+   * Forget every change: the disk reads as the base again (durable when this resolves). The overlay disk's
+   * space under the data is given back afterwards, when it can free space.
+   */
   reset(): Promise<void> {
     return this.serial(async () => {
       this.zeroMap.fill(0);
@@ -216,7 +259,55 @@ export class OverlayBlockBackend implements BlockBackend {
       this.bitmap.fill(0);
       await this.storeMap(this.bitmap.slice(), this.persisted, HEADER_SIZE);
       await this.overlay.flush();
+      await this.free(0, this.blockCount(), false);
     });
+  }
+
+  /**
+   * Discard, on the overlay disk, the units of the data area that overlap blocks `[first, end)` and hold no
+   * live block (see the header): adjacent units in one call. With `onlyStored`, only units that hold a block
+   * with its data bit set (a zeroed block that never had data has nothing stored to free). Called from the
+   * write chain, so no write changes the maps meanwhile.
+   */
+  private async free(first: number, end: number, onlyStored: boolean): Promise<void> {
+    const unit = this.freeUnit;
+    if (unit === 0 || first >= end) return;
+    const bs = this.blockSize;
+    // Only units wholly inside the data area: never the header, the data map or the zero map.
+    const from = Math.max(Math.ceil(this.dataStart / unit), Math.floor((this.dataStart + first * bs) / unit));
+    const to = Math.min(Math.floor(this.zeroStart / unit), Math.ceil((this.dataStart + end * bs) / unit));
+    let runStart = -1;
+    for (let u = from; u <= to; u++) {
+      const freeable = u < to && this.unitFreeable(u, onlyStored);
+      if (freeable && runStart < 0) runStart = u;
+      else if (!freeable && runStart >= 0) {
+        await this.overlay.discard!(runStart * unit, (u - runStart) * unit);
+        runStart = -1;
+      }
+    }
+  }
+
+  /** True when no block whose data lies in unit `u` is live (zero bit clear, data bit set). */
+  private unitFreeable(u: number, onlyStored: boolean): boolean {
+    const unit = this.freeUnit;
+    const firstBlock = Math.floor((u * unit - this.dataStart) / this.blockSize);
+    const endBlock = Math.min(
+      this.blockCount(),
+      Math.ceil(((u + 1) * unit - this.dataStart) / this.blockSize),
+    );
+    let stored = false;
+    for (let b = firstBlock; b < endBlock; b++) {
+      const bit = 1 << (b & 7);
+      if ((this.bitmap[b >> 3] & bit) === 0) continue;
+      if ((this.zeroMap[b >> 3] & bit) === 0) return false;
+      stored = true;
+    }
+    return stored || !onlyStored;
+  }
+
+  /** Blocks of the base (the last one may be partial). */
+  private blockCount(): number {
+    return Math.ceil(this.sizeBytes / this.blockSize);
   }
 
   /** Write `src` at `offset` (called in order, from {@link serial}). */

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { nodeThreads } from '../../src/cli/node-threads.ts';
 import { Vm } from '../../src/machine/vm.ts';
 import { openChunkedImage, type HttpChunkedImage } from '../../src/storage/chunked-image.ts';
+import { IdbBlockBackend, MemoryKeyValueStore } from '../../src/storage/idb-block-backend.ts';
 import { MemoryBlockBackend } from '../../src/storage/memory-block-backend.ts';
 import { OverlayBlockBackend, overlaySizeFor } from '../../src/storage/overlay-block-backend.ts';
 import { ask, defaultImage, watchConsole } from '../helpers/guest.ts';
@@ -29,10 +30,12 @@ async function rangeRoot(ranges: string[]): Promise<HttpChunkedImage> {
 }
 
 describe('a guest on a copy-on-write root over the range-fetched base image', () => {
-  it('boots from it fetching only data chunks; fstrim and blkdiscard make blocks read zero, not the base', async () => {
+  it('boots from it fetching only data chunks; fstrim and blkdiscard make blocks read zero, not the base, and free stored blocks', async () => {
     const ranges: string[] = [];
     const base = await rangeRoot(ranges);
-    const rootStore = new MemoryBlockBackend(overlaySizeFor(base.sizeBytes), { async: true });
+    // The root's overlay in IndexedDB's 64 KiB blocks (over a Map), whose discards free space.
+    const rootKeys = new MemoryKeyValueStore();
+    const rootStore = new IdbBlockBackend(rootKeys, 'root/', overlaySizeFor(base.sizeBytes));
     const root = await OverlayBlockBackend.open(base, rootStore, base.index.sha256);
     // A second disk: an overlay over a base full of 0xab, to see discarded blocks read zero instead.
     const patterned = new MemoryBlockBackend(new Uint8Array(1 << 20).fill(0xab), { readOnly: true });
@@ -68,8 +71,11 @@ describe('a guest on a copy-on-write root over the range-fetched base image', ()
       const sums = 'find /bin /sbin /etc /usr -type f | sort | xargs md5sum | md5sum';
       const before = await ask(c, 'SUM', sums);
       const beforeTrim = root.changedBlocks();
+      const storedBeforeTrim = rootKeys.map.size;
       expect(await ask(c, 'TRIM', 'fstrim -v / 2>&1')).toMatch(/\/: \d+ bytes trimmed/);
       expect(root.changedBlocks()).toBeGreaterThan(beforeTrim); // free blocks became zero blocks
+      // The 256 KiB the removed file held are free now: the store blocks that held only them are deleted.
+      expect(rootKeys.map.size).toBeLessThan(storedBeforeTrim);
       // Every file still reads the same from the disk (the page cache dropped): only free blocks were trimmed.
       expect(await ask(c, 'DROP', 'echo 3 > /proc/sys/vm/drop_caches && echo dropped')).toBe('dropped');
       expect(await ask(c, 'SUM', sums)).toBe(before);
