@@ -27,7 +27,7 @@ const SHELL_SEEN = /[#$] /;
 const DEFAULT_RUN_TIMEOUT_MS = 60_000;
 /**
  * The longest line `run` types. The default image's shell edits at most 1023 characters per line
- * (busybox FEATURE_EDITING_MAX_LEN 1024) and silently cuts longer lines; the markers add about 40.
+ * (busybox FEATURE_EDITING_MAX_LEN 1024) and silently cuts longer lines; the markers add about 25.
  */
 export const MAX_RUN_LINE = 960;
 
@@ -36,11 +36,13 @@ let serial = 0;
 /**
  * Type `command` at the guest's shell and wait for it to finish. What it types is
  *
- *     echo __TV_S""TART_<id>__; { <command>
- *     }; echo __TV_D""ONE_<id>__$?
+ *     echo _S""<id>_;{ <command>
+ *     };echo _D""<id>_$?
  *
- * and the output is exactly what the shell printed between the line `__TV_START_<id>__` and
- * `__TV_DONE_<id>__<status>`. Both markers contain an empty quote pair as typed, so the terminal's echo of the
+ * and the output is exactly what the shell printed between the line `_S<id>_` and `_D<id>_<status>` (`<id>` is
+ * unique per run: time and a counter in base 36). The lines are short because the guest's line editor echoes
+ * every typed character, about 15,000 guest instructions each: on a VM just restored from a snapshot, whose
+ * vCPU threads are not warmed up yet, typing is most of the first command's time. Both markers contain an empty quote pair as typed, so the terminal's echo of the
  * typed lines never matches them, however the line editor wraps or redraws a long line (an 80-column terminal
  * folds a 200-character command across lines, with cursor movements between): nothing depends on the echo's
  * width. The braces run the command as one list whose status `$?` reports; the newline before `}` ends a
@@ -56,7 +58,7 @@ export async function runCommand(
   const id = `${Date.now().toString(36)}${(serial++).toString(36)}`;
   const body = command.replace(/\s+$/, '');
   if (body.trim() === '') throw new UserError('run() needs a command to type; it was given only white space');
-  const typed = `echo __TV_S""TART_${id}__; { ${body}\n}; echo __TV_D""ONE_${id}__$?\n`;
+  const typed = `echo _S""${id}_;{ ${body}\n};echo _D""${id}_$?\n`;
   const longest = Math.max(...typed.split('\n').map((line) => line.length));
   if (longest > MAX_RUN_LINE) {
     throw new UserError(
@@ -66,8 +68,8 @@ export async function runCommand(
   // A guest still booting (or just restored, before its fresh prompt): wait for the shell first, so the typed
   // line is not echoed in the middle of boot messages.
   if (!SHELL_SEEN.test(console.transcript())) await console.waitFor(PROMPT, timeoutMs);
-  const startMarker = new RegExp(`__TV_START_${id}__\\r?\\n`);
-  const doneMarker = new RegExp(`__TV_DONE_${id}__(\\d+)\\r?\\n`);
+  const startMarker = new RegExp(`_S${id}_\\r?\\n`);
+  const doneMarker = new RegExp(`_D${id}_(\\d+)\\r?\\n`);
   console.write(typed);
   const text = await console.waitFor(doneMarker, timeoutMs);
   const done = doneMarker.exec(text);

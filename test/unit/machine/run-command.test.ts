@@ -43,8 +43,8 @@ function fakeShell(reply: (typed: string) => string): { console: VmConsole; type
 /** What busybox prints for run's typed lines, given the command's output and status. */
 function answer(output: string, status: number): (typed: string) => string {
   return (typed) => {
-    const start = /echo (__TV_S""TART_\w+__);/.exec(typed)?.[1].replace('""', '');
-    const done = /echo (__TV_D""ONE_\w+__)\$\?/.exec(typed)?.[1].replace('""', '');
+    const start = /echo (_S""\w+_);/.exec(typed)?.[1].replace('""', '');
+    const done = /echo (_D""\w+_)\$\?/.exec(typed)?.[1].replace('""', '');
     return `${start}\r\n${output}${done}${status}\r\n`;
   };
 }
@@ -53,9 +53,7 @@ describe('runCommand (vm.run)', () => {
   it('resolves with the command output (echo and prompt stripped, \\r\\n -> \\n) and the exit status', async () => {
     const { console, typed } = fakeShell(answer('Linux\r\n2\r\n', 0));
     expect(await runCommand(console, 'uname -s; nproc')).toEqual({ output: 'Linux\n2\n', exitStatus: 0 });
-    expect(typed[0]).toMatch(
-      /^echo __TV_S""TART_\w+__; \{ uname -s; nproc\n\}; echo __TV_D""ONE_\w+__\$\?\n$/,
-    );
+    expect(typed[0]).toMatch(/^echo _S""\w+_;\{ uname -s; nproc\n\};echo _D""\w+_\$\?\n$/);
   });
 
   it('reports a failing command status and its error output', async () => {
@@ -109,9 +107,9 @@ describe('runCommand (vm.run)', () => {
   it('a trailing `&` or comment stays inside the braces (the newline before `}` ends it)', async () => {
     const { console, typed } = fakeShell(answer('', 0));
     await runCommand(console, 'sleep 1 &  ');
-    expect(typed[0]).toMatch(/\{ sleep 1 &\n\}; echo __TV_D""ONE_/);
+    expect(typed[0]).toMatch(/\{ sleep 1 &\n\};echo _D""/);
     await runCommand(console, 'ls # list the files');
-    expect(typed[1]).toMatch(/\{ ls # list the files\n\}; echo __TV_D""ONE_/);
+    expect(typed[1]).toMatch(/\{ ls # list the files\n\};echo _D""/);
   });
 
   it('refuses an empty command and a line the guest shell would cut, saying what to do', async () => {
