@@ -28,6 +28,8 @@ export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
 export const VIRTQ_USED_FLAGS = 0;
 export const VIRTQ_USED_IDX = 2;
 export const VIRTQ_USED_RING = 4;
+/** Used ring flags: the device needs no available buffer notifications (2.7.10); only advice to the driver. */
+export const VIRTQ_USED_F_NO_NOTIFY = 1;
 /** struct virtq_used_elem: le32 id; le32 len; */
 export const VIRTQ_USED_ELEM_SIZE = 8;
 
@@ -149,6 +151,16 @@ export class SplitVirtqueue {
   /** True when the driver set VIRTQ_AVAIL_F_NO_INTERRUPT (the device then need not interrupt, 2.7.7). */
   get driverSuppressesInterrupts(): boolean {
     return (this.memory.readU16(this.layout.availGpa + VIRTQ_AVAIL_FLAGS) & VIRTQ_AVAIL_F_NO_INTERRUPT) !== 0;
+  }
+
+  /**
+   * Tell the driver whether this queue needs available buffer notifications (VIRTQ_USED_F_NO_NOTIFY clear or
+   * set, 2.7.10). Writes the used ring's flags only when they change.
+   */
+  setNotificationsWanted(wanted: boolean): void {
+    const at = this.layout.usedGpa + VIRTQ_USED_FLAGS;
+    const flags = wanted ? 0 : VIRTQ_USED_F_NO_NOTIFY;
+    if (this.memory.readU16(at) !== flags) this.memory.writeU16(at, flags);
   }
 
   /** Take the next chain from the available ring. */

@@ -35,7 +35,11 @@ import {
   VirtioNetHost,
   parseUnicastMac,
 } from '../../../src/devices/virtio-net.ts';
-import { VIRTQ_DESC_F_NEXT } from '../../../src/devices/virtqueue.ts';
+import {
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_USED_FLAGS,
+  VIRTQ_USED_F_NO_NOTIFY,
+} from '../../../src/devices/virtqueue.ts';
 import { RecordingIrq, TestGuestRam, VirtioTestDriver } from '../../helpers/virtio-driver.ts';
 
 const MAC = '52:54:00:12:34:56';
@@ -273,6 +277,22 @@ describe('virtio-net receive', () => {
       at += take;
     }
     expect(joined.subarray(VIRTIO_NET_HDR_SIZE)).toEqual(f);
+  });
+
+  it('asks the driver not to notify new receive buffers (VIRTQ_USED_F_NO_NOTIFY), and leaves the transmit queue notifying', () => {
+    const s = setup();
+    const rx = s.driver.queues[VIRTIO_NET_RX_QUEUE];
+    const tx = s.driver.queues[VIRTIO_NET_TX_QUEUE];
+    const usedFlags = (q: typeof rx) => s.ram.memory.readU16(q.usedGpa + VIRTQ_USED_FLAGS);
+    expect(usedFlags(rx)).toBe(0); // a fresh ring: the driver's first refill notifies
+    postRx(s);
+    expect(s.host.deliver(frame(60))).toBe(true);
+    expect(usedFlags(rx)).toBe(VIRTQ_USED_F_NO_NOTIFY);
+    // Still set when the guest has no buffer (the frame is dropped; nothing waits for a refill).
+    expect(s.host.deliver(frame(60))).toBe(false);
+    expect(usedFlags(rx)).toBe(VIRTQ_USED_F_NO_NOTIFY);
+    // Frames the guest sends still need their notification.
+    expect(usedFlags(tx)).toBe(0);
   });
 
   it('answers false (busy) when the guest has posted no buffer, and true again once it has', () => {
