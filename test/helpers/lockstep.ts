@@ -8,18 +8,6 @@ export interface Side {
   readonly memory: AddressSpace;
 }
 
-/** A small deterministic PRNG (mulberry32), so a failing seed reproduces. */
-export function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-  };
-}
-
 /** Architectural state of both harts must match: registers, pc, privilege, CSRs, counters, why they stopped. */
 export function expectSameHarts(reference: Side, translated: Side, context: string): void {
   expect(translated.hart.saveState(), `${context}: hart state`).toEqual(reference.hart.saveState());

@@ -1,8 +1,9 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { STOP_WFI } from '../../src/cpu/hart.ts';
 import { loadElf, type ElfMachine, type ElfResult } from '../../src/machine/run-elf.ts';
-import { expectSameHarts, expectSameRam, prng } from '../helpers/lockstep.ts';
+import { expectSameHarts, expectSameRam } from '../helpers/lockstep.ts';
+import { ELF_FIXTURES, elfFixture } from '../helpers/elf-fixtures.ts';
+import { prng } from '../helpers/prng.ts';
 
 /**
  * The bare-metal fixtures (test/fixtures/elf) on the interpreter and on the block translator (translating every
@@ -10,25 +11,11 @@ import { expectSameHarts, expectSameRam, prng } from '../helpers/lockstep.ts';
  * between slices): the harts must agree after every slice of random length, RAM at the end, and the verdicts.
  */
 
-const FIXTURES = new URL('../fixtures/elf/', import.meta.url);
 const RAM_BYTES = 4 << 20;
 const MAX_INSNS = 5_000_000;
-const PROGRAMS = [
-  'rv32i',
-  'rv32m',
-  'rv32a',
-  'csr',
-  'traps',
-  'paging',
-  'interrupts',
-  'misaligned',
-  'hello',
-  'fail',
-  'spin',
-];
 
 function lockstep(name: string, seed: number): { verdict: ElfResult | undefined; translated: number } {
-  const bytes = new Uint8Array(readFileSync(new URL(`${name}.elf`, FIXTURES)));
+  const bytes = elfFixture(`${name}.elf`);
   let nowMs = 0;
   const load = (enabled: boolean): ElfMachine =>
     loadElf(bytes, `${name}.elf`, {
@@ -68,7 +55,7 @@ function lockstep(name: string, seed: number): { verdict: ElfResult | undefined;
 }
 
 describe('block translator against the interpreter on the bare-metal fixtures', () => {
-  for (const [i, name] of PROGRAMS.entries()) {
+  for (const [i, name] of ELF_FIXTURES.entries()) {
     it(`${name}.elf runs identically, slice by slice`, () => {
       const { verdict, translated } = lockstep(name, 1000 + i);
       if (name === 'fail') expect(verdict).toEqual({ kind: 'fail', code: 3 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { expectSameHarts, expectSameRam, prng, type Side } from '../../helpers/lockstep.ts';
+import { expectSameHarts, expectSameRam, type Side } from '../../helpers/lockstep.ts';
+import { prng } from '../../helpers/prng.ts';
 import { randomProgram, type ProgramMode } from '../../helpers/random-program.ts';
 import { testMachine } from '../../helpers/test-machine.ts';
 

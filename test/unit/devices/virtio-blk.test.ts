@@ -1,4 +1,5 @@
 import { describe, it, expect } from 'vitest';
+import { prng } from '../../helpers/prng.ts';
 import { SharedLayout, createControlBlock } from '../../../src/common/shared-block.ts';
 import type { BlockBackend } from '../../../src/devices/block-backend.ts';
 import { BlockIoError } from '../../../src/devices/block-backend.ts';
@@ -613,21 +614,9 @@ describe('virtio-blk with an asynchronous backend', () => {
   });
 });
 
-/** A small deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('virtio-blk randomized hostile guest', () => {
   it('random chains: no host exception, good requests complete exactly once and correctly, bad ones fail or reset', () => {
-    const random = rng(0x7ab5);
+    const random = prng(0x7ab5);
     const int = (n: number) => Math.floor(random() * n);
     const backend = new MemoryBlockBackend(pattern(DISK_BYTES));
     const s = setup(backend, { ramBytes: 32 << 20 });

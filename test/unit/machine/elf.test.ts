@@ -1,17 +1,16 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { ELF_FIXTURES, elfFixture } from '../../helpers/elf-fixtures.ts';
+import { prng } from '../../helpers/prng.ts';
 import { UserError } from '../../../src/common/errors.ts';
 import { PF_R, PF_W, PF_X, parseElf, type ElfImage } from '../../../src/machine/elf.ts';
 
-const FIXTURES = new URL('../../fixtures/elf/', import.meta.url);
 const NAME = 'prog.elf';
 
-function fixture(name: string): Uint8Array {
-  return new Uint8Array(readFileSync(new URL(name, FIXTURES)));
-}
-
 /** A private copy of hello.elf with `edit` applied through a little-endian view. */
-function edited(edit: (view: DataView, bytes: Uint8Array) => void, base = fixture('hello.elf')): Uint8Array {
+function edited(
+  edit: (view: DataView, bytes: Uint8Array) => void,
+  base = elfFixture('hello.elf'),
+): Uint8Array {
   const bytes = base.slice();
   edit(new DataView(bytes.buffer), bytes);
   return bytes;
@@ -75,7 +74,7 @@ function parseError(bytes: Uint8Array): string {
 
 describe('parseElf on the committed fixtures', () => {
   it('reads entry, segments and the HTIF symbols of hello.elf', () => {
-    const image = parseElf(fixture('hello.elf'), 'hello.elf');
+    const image = parseElf(elfFixture('hello.elf'), 'hello.elf');
     expect(image.entry).toBe(0x8000_0000);
     expect(image.segments.length).toBeGreaterThanOrEqual(2);
     const [text] = image.segments;
@@ -94,7 +93,7 @@ describe('parseElf on the committed fixtures', () => {
   });
 
   it('returns views into the input, not copies', () => {
-    const bytes = fixture('hello.elf');
+    const bytes = elfFixture('hello.elf');
     const image = parseElf(bytes, 'hello.elf');
     for (const segment of image.segments) expect(segment.fileBytes.buffer).toBe(bytes.buffer);
     // The first instruction of _start is in the first segment's bytes.
@@ -102,26 +101,14 @@ describe('parseElf on the committed fixtures', () => {
   });
 
   it('keeps memSize beyond the file bytes for .bss (paging.elf)', () => {
-    const image = parseElf(fixture('paging.elf'), 'paging.elf');
+    const image = parseElf(elfFixture('paging.elf'), 'paging.elf');
     const data = image.segments[image.segments.length - 1];
     expect(data.memSize).toBeGreaterThan(data.fileBytes.length);
   });
 
   it('parses every fixture and finds tohost in each', () => {
-    for (const name of [
-      'rv32i',
-      'rv32m',
-      'rv32a',
-      'csr',
-      'traps',
-      'paging',
-      'interrupts',
-      'misaligned',
-      'hello',
-      'fail',
-      'spin',
-    ]) {
-      const image = parseElf(fixture(`${name}.elf`), `${name}.elf`);
+    for (const name of ELF_FIXTURES) {
+      const image = parseElf(elfFixture(`${name}.elf`), `${name}.elf`);
       expect(image.entry, name).toBe(0x8000_0000);
       expect(image.symbols.has('tohost'), name).toBe(true);
     }
@@ -137,7 +124,7 @@ describe('parseElf on the committed fixtures', () => {
   });
 
   it('loads only PT_LOAD segments (the RISC-V attributes header is skipped)', () => {
-    const bytes = fixture('hello.elf');
+    const bytes = elfFixture('hello.elf');
     const image: ElfImage = parseElf(bytes, NAME);
     expect(image.segments.length).toBe(loadHeaders(bytes).length);
   });
@@ -195,13 +182,13 @@ describe('parseElf rejects bad input with a message that names the problem and t
   });
 
   it('truncated header', () => {
-    expect(parseError(fixture('hello.elf').slice(0, 40))).toBe(
+    expect(parseError(elfFixture('hello.elf').slice(0, 40))).toBe(
       `${NAME}: truncated: the ELF header needs 52 bytes but the file has 40`,
     );
   });
 
   it('truncated program header', () => {
-    const whole = fixture('hello.elf');
+    const whole = elfFixture('hello.elf');
     const cut = phdr(whole, 2) + 10;
     expect(parseError(whole.slice(0, cut))).toBe(
       `${NAME}: truncated: program header 2 runs past the end of the file (${cut} bytes)`,
@@ -300,18 +287,6 @@ describe('parseElf rejects bad input with a message that names the problem and t
 });
 
 describe('parseElf on hostile input', () => {
-  /** mulberry32: a small seeded PRNG, so a failure reproduces. */
-  function rng(seed: number): () => number {
-    let state = seed >>> 0;
-    return () => {
-      state = (state + 0x6d2b79f5) >>> 0;
-      let t = state;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-    };
-  }
-
   const INTERESTING = [
     0, 1, 2, 31, 32, 52, 0x7f, 0xff, 0xffff, 0x7fff_ffff, 0x8000_0000, 0xffff_fff0, 0xffff_ffff,
   ];
@@ -332,8 +307,8 @@ describe('parseElf on hostile input', () => {
   }
 
   it('never throws anything but UserError, and what it accepts is consistent (20000 mutants)', () => {
-    const seeds = ['hello.elf', 'paging.elf', 'rv32i.elf'].map(fixture);
-    const random = rng(0x7ab71502);
+    const seeds = ['hello.elf', 'paging.elf', 'rv32i.elf'].map(elfFixture);
+    const random = prng(0x7ab71502);
     let accepted = 0;
     let rejected = 0;
     for (let round = 0; round < 20_000; round++) {
@@ -385,7 +360,7 @@ describe('parseElf on hostile input', () => {
   });
 
   it('never throws anything but UserError on random bytes behind a valid identification', () => {
-    const random = rng(42);
+    const random = prng(42);
     for (let round = 0; round < 2000; round++) {
       const bytes = new Uint8Array(Math.floor(random() * 400));
       for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(random() * 256);

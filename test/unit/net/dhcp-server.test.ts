@@ -7,7 +7,8 @@ import { UserError } from '../../../src/common/errors.ts';
 import { DhcpServer, DHCP_DROP_REASONS } from '../../../src/net/dhcp-server.ts';
 import { EthernetSwitch } from '../../../src/net/switch.ts';
 import type { SwitchPort } from '../../../src/net/switch.ts';
-import { RecordingSink, hex, prng, stationMac } from './net-test-helpers.ts';
+import { prng } from '../../helpers/prng.ts';
+import { RecordingSink, hex, stationMac } from './net-test-helpers.ts';
 
 const DISCOVER = 1;
 const OFFER = 2;

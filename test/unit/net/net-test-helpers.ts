@@ -27,18 +27,6 @@ export function hex(text: string): Uint8Array {
   return bytes;
 }
 
-/** A deterministic PRNG (mulberry32) so fuzz tests are reproducible. */
-export function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-  };
-}
-
 /** A hand-written untagged IPv4-typed test frame: dst, src, 0x0800, then `payloadBytes` bytes of pattern. */
 export function plainFrame(dst: Uint8Array, src: Uint8Array, payloadBytes = 46): Uint8Array {
   const frame = new Uint8Array(14 + payloadBytes);

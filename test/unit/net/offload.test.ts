@@ -16,13 +16,13 @@ import {
   TCP_FIN,
   TCP_PSH,
   onesSum,
-  prng,
   put16,
   tcpChecksumOk,
   tcpFrame,
   u16,
   u32,
 } from './net-test-helpers.ts';
+import { prng } from '../../helpers/prng.ts';
 
 function gsoOffload(l4: number, v6: boolean, mss: number): FrameOffload {
   return { csumStart: l4, csumOffset: 16, gso: v6 ? 'tcp6' : 'tcp4', gsoSize: mss, dataValid: false };

@@ -9,15 +9,8 @@ import {
   parseUplinkMessage,
 } from '../../../src/net/uplink.ts';
 import type { NetChannel } from '../../../src/net/uplink.ts';
-import {
-  RecordingSink,
-  hex,
-  plainFrame,
-  prng,
-  stationMac,
-  tcpChecksumOk,
-  tcpFrame,
-} from './net-test-helpers.ts';
+import { RecordingSink, hex, plainFrame, stationMac, tcpChecksumOk, tcpFrame } from './net-test-helpers.ts';
+import { prng } from '../../helpers/prng.ts';
 
 const BROADCAST = hex('ffffffffffff');
 
