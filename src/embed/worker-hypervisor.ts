@@ -87,7 +87,7 @@ export class WorkerHypervisor implements TabvisorApi {
       type: 'module',
       name: `${shape.name}/vcpus`,
     });
-    let guest: Awaited<ReturnType<typeof this.options.guest>>;
+    let guest: GuestBoot;
     try {
       guest = await this.options.guest(config, shape.cpus, shape.memoryMiB);
     } catch (error) {

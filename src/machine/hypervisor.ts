@@ -438,8 +438,6 @@ class ManagedVm implements TabvisorVm {
   private runs: Promise<unknown> = Promise.resolve();
   /** How the current machine started: booted from the kernel, or restored from the boot snapshot. */
   bootedFrom: 'cold' | 'snapshot' = 'cold';
-  /** The console line the boot snapshot was taken at, while restoring from it (see {@link VmSnapshot.screen}). */
-  private restoredScreen: string | undefined;
   /** True when this machine's terminal was given the snapshot's console line. */
   private screenRestored = false;
   private lastSample: { readonly at: number; readonly instret: readonly number[] } | undefined;
@@ -488,7 +486,7 @@ class ManagedVm implements TabvisorVm {
     const disks = this.diskSet?.backends ?? [];
     const restored = fromSnapshot && disks.length === 0 ? this.restore(threads) : undefined;
     const consoleSize = this.console.size();
-    let machine = restored;
+    let machine = restored?.machine;
     if (!machine) {
       const images = typeof this.guest.images === 'function' ? await this.guest.images() : this.guest.images;
       machine = Vm.create(
@@ -511,10 +509,9 @@ class ManagedVm implements TabvisorVm {
     this.bootedFrom = restored ? 'snapshot' : 'cold';
     // The terminal shows what it showed when the snapshot was taken (the prompt), at once: a script can type
     // before the restored guest has printed anything.
-    const screen = restored ? this.restoredScreen : undefined;
-    this.restoredScreen = undefined;
-    if (screen) this.console.push(new TextEncoder().encode(screen));
-    this.screenRestored = screen !== undefined && screen !== '';
+    const screen = restored?.screen ?? '';
+    if (screen !== '') this.console.push(new TextEncoder().encode(screen));
+    this.screenRestored = screen !== '';
     // A restored machine has the size of the snapshot's host: give it ours, if we have one (the guest is told
     // when it differs).
     const size = restored ? this.console.sizeForRestored(machine.consoleSize()) : undefined;
@@ -605,20 +602,23 @@ class ManagedVm implements TabvisorVm {
     });
   }
 
-  /** A machine from the boot snapshot, or undefined (with a note on the console) when it cannot be used. */
-  private restore(threads: ThreadFactory): Vm | undefined {
+  /**
+   * A machine from the boot snapshot and the console line the snapshot was taken at (see `VmSnapshot.screen`;
+   * empty in older files), or undefined (with a note on the console) when it cannot be used.
+   */
+  private restore(threads: ThreadFactory): { machine: Vm; screen: string } | undefined {
     const bytes = this.guest.snapshot;
     if (!bytes) return undefined;
     try {
       const snapshot = decodeSnapshot(bytes);
-      this.restoredScreen = snapshot.screen;
       if (snapshot.cpus !== this.cpus || snapshot.memoryMiB !== this.memoryMiB) {
         throw new UserError(
           `it was taken with ${snapshot.cpus} vCPUs and ${snapshot.memoryMiB} MiB, this VM has ${this.cpus} and ${this.memoryMiB} MiB`,
         );
       }
       // Each NIC comes back with this VM's MAC, link held down until the guest re-reads it (Vm.fromSnapshot).
-      return Vm.fromSnapshot(snapshot, threads, this.owner.ram, this.nicPorts, this.owner.jit);
+      const machine = Vm.fromSnapshot(snapshot, threads, this.owner.ram, this.nicPorts, this.owner.jit);
+      return { machine, screen: snapshot.screen ?? '' };
     } catch (error) {
       const why = errorMessage(error);
       this.console.push(
