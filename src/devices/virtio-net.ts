@@ -414,26 +414,28 @@ export class VirtioNetHost {
   private transmit(): void {
     const frames: Uint8Array[] = [];
     const offloads: (FrameOffload | undefined)[] = [];
+    /** Heads of the chains taken, returned to the guest once their frames are on their way. */
+    const heads: number[] = [];
     let problem: string | undefined;
     this.txBacklog = false;
-    this.transport.withLiveQueue(this.memory, VIRTIO_NET_TX_QUEUE, undefined, (live) => {
+    const epoch = this.transport.withLiveQueue(this.memory, VIRTIO_NET_TX_QUEUE, undefined, (live) => {
       // While the link is held down, frames the guest queued (under the identity it had before a snapshot
       // restore) are returned unsent, so no clone ever sends with another VM's MAC or address.
       const linkDown = (live.deviceState & VIRTIO_NET_STATE_LINK_HELD_DOWN) !== 0;
       for (let taken = 0; ; taken++) {
         if (taken === VIRTIO_NET_TX_BATCH) {
           this.txBacklog = true;
-          return;
+          return live.epoch;
         }
         const popped = live.ring.pop();
-        if (popped.kind === 'empty') return;
+        if (popped.kind === 'empty') return live.epoch;
         if (popped.kind === 'broken') {
           problem = popped.reason;
           live.fail(popped.reason);
-          return;
+          return live.epoch;
         }
         const sent = linkDown ? undefined : this.gatherFrame(popped.chain, live.driverFeatures);
-        live.ring.pushUsed(popped.chain.head, 0);
+        heads.push(popped.chain.head);
         if (linkDown) {
           this.stats.linkDownDrops++;
         } else if (sent === undefined) {
@@ -452,6 +454,14 @@ export class VirtioNetHost {
       this.stats.txBytes += frame.length;
       this.backend.send(frame, offloads[i]);
     }
+    // Only now give the buffers back (and interrupt the sender for them): a frame's receiver is woken before
+    // its sender's completion is handled, so the receiving vCPU's thread does not queue behind it for a core.
+    // The frames were copied out, so the buffers are free whatever happens next; a queue reset meanwhile (a new
+    // epoch) forgets them, as a reset must.
+    if (heads.length > 0 && epoch !== undefined)
+      this.transport.withLiveQueue(this.memory, VIRTIO_NET_TX_QUEUE, epoch, (live) => {
+        for (const head of heads) live.ring.pushUsed(head, 0);
+      });
   }
 
   /**
