@@ -286,6 +286,111 @@ function internalTargets(words: Int32Array, len: number): Map<number, number> {
   return kept;
 }
 
+/** The register an instruction of a block writes (0: none). */
+function destination(insn: number): number {
+  switch (insn & 0x7f) {
+    case 0x13:
+    case 0x33:
+    case 0x37:
+    case 0x17:
+    case 0x03:
+    case 0x6f:
+    case 0x67:
+    case 0x2f:
+      return (insn >> 7) & 31;
+    default:
+      return 0;
+  }
+}
+
+/** One access of a {@link AccessGroup}: instruction index, offset from the base register, size in bytes. */
+interface GroupMember {
+  readonly index: number;
+  readonly offset: number;
+  readonly size: number;
+}
+
+/**
+ * Loads (or stores) of one block path segment through one base register that holds the same value for all of
+ * them: the first one checks the TLB once for the bytes they all touch, and the others reuse its delta.
+ */
+interface AccessGroup {
+  readonly id: number;
+  readonly base: number;
+  readonly store: boolean;
+  readonly members: GroupMember[];
+}
+
+/**
+ * Group the loads and stores of a block that can share one TLB check. A group lives in one path segment (from
+ * the block start or a join point to the next join point, so every path reaching a member passed its first
+ * member in the same pass), holds accesses of one kind (loads use the read TLB, stores the write TLB) through
+ * one base register not written in between, and spans less than a page. Returns the groups of two or more.
+ */
+function accessGroups(words: Int32Array, len: number, joins: Map<number, number>): Map<number, AccessGroup> {
+  const open = new Map<number, AccessGroup>();
+  const all: AccessGroup[] = [];
+  const byIndex = new Map<number, AccessGroup>();
+  for (let i = 0; i < len; i++) {
+    if (joins.has(i)) open.clear();
+    const insn = words[i];
+    const opcode = insn & 0x7f;
+    const base = (insn >> 15) & 31;
+    if ((opcode === 0x03 || opcode === 0x23) && base !== 0) {
+      const store = opcode === 0x23;
+      const f3 = (insn >> 12) & 7;
+      const member = {
+        index: i,
+        offset: store ? immS(insn) : immI(insn),
+        size: store ? 1 << f3 : LOAD_SIZE[f3],
+      };
+      const key = base * 2 + (store ? 1 : 0);
+      let group = open.get(key);
+      if (group !== undefined) {
+        const low = Math.min(member.offset, ...group.members.map((m) => m.offset));
+        const high = Math.max(member.offset + member.size, ...group.members.map((m) => m.offset + m.size));
+        if (high - low > 4096) group = undefined;
+      }
+      if (group === undefined) {
+        group = { id: all.length, base, store, members: [] };
+        all.push(group);
+        open.set(key, group);
+      }
+      group.members.push(member);
+      byIndex.set(i, group);
+    }
+    const rd = destination(insn);
+    if (rd !== 0) {
+      open.delete(rd * 2);
+      open.delete(rd * 2 + 1);
+    }
+  }
+  for (const [index, group] of byIndex) if (group.members.length < 2) byIndex.delete(index);
+  return byIndex;
+}
+
+/**
+ * JavaScript for a group's check, at its first member: true when every byte its members touch lies in one page
+ * the TLB maps (read or write TLB) and every member is aligned to its size. Sets `g<id>` and `d<id>`.
+ */
+function groupCheck(group: AccessGroup, base: string): string {
+  const low = Math.min(...group.members.map((m) => m.offset));
+  const high = Math.max(...group.members.map((m) => m.offset + m.size));
+  const [tag, delta] = group.store ? ['wT', 'wD'] : ['rT', 'rD'];
+  const alignments = new Set<string>();
+  for (const m of group.members) {
+    if (m.size === 1) continue;
+    const phase = m.offset & (m.size - 1);
+    alignments.add(`((${base}${phase === 0 ? '' : ` + ${phase}`}) & ${m.size - 1}) === 0`);
+  }
+  const id = group.id;
+  return [
+    `a = (${base} + ${low}) | 0; vp = a >>> 12; ti = vp & mask;`,
+    `g${id} = ${tag}[ti] === (vp | ctx) && ((${base} + ${high - 1}) | 0) >>> 12 === vp${[...alignments].map((c) => ` && ${c}`).join('')};`,
+    `d${id} = ${delta}[ti];`,
+  ].join(' ');
+}
+
 /**
  * JavaScript source of the factory for a block of `len` instructions `words[0..len)`: its parameters are the
  * environment (see {@link compileBlock}); it returns the {@link BlockFunction}.
@@ -319,6 +424,8 @@ export function blockSource(words: Int32Array, len: number): string {
   /** `cnt += n` for the instructions up to and including instruction i. */
   const count = (extra: number): string => (pending + extra === 0 ? '' : `cnt += ${pending + extra}; `);
   const targets = internalTargets(words, len);
+  const groups = accessGroups(words, len, targets);
+  const groupIds = new Set<number>();
   /** Labeled blocks open at each index, closed before their target. */
   const opensAt = new Map<number, number[]>();
   for (const [target, from] of targets) opensAt.set(from, [...(opensAt.get(from) ?? []), target]);
@@ -355,12 +462,21 @@ export function blockSource(words: Int32Array, len: number): string {
       case 0x03: {
         usesData = true;
         const size = LOAD_SIZE[f3];
+        const group = groups.get(i);
+        if (group !== undefined && group.members[0].index === i) {
+          groupIds.add(group.id);
+          emit(groupCheck(group, use(rs1)));
+        }
         emit(`a = ${rs1 === 0 ? immI(insn) : `(${use(rs1)} + ${immI(insn)}) | 0`};`);
-        emit('vp = a >>> 12; ti = vp & mask;');
+        const direct = (delta: string): string =>
+          `t = ${SIZE_VIEW[size]}[((a + ${delta}) | 0)${SIZE_SHIFT[size]}];`;
+        const checked =
+          'vp = a >>> 12; ti = vp & mask; ' +
+          `if (rT[ti] === (vp | ctx)${SIZE_ALIGNED[size]}) ${direct('rD[ti]')} ` +
+          `else { h.pc = ${pcAt(here)}; t = h.loadSlow(a, ${size}); if (h.trapped) ${exit} }`;
         emit(
-          `if (rT[ti] === (vp | ctx)${SIZE_ALIGNED[size]}) t = ${SIZE_VIEW[size]}[((a + rD[ti]) | 0)${SIZE_SHIFT[size]}];`,
+          group === undefined ? checked : `if (g${group.id}) ${direct(`d${group.id}`)} else { ${checked} }`,
         );
-        emit(`else { h.pc = ${pcAt(here)}; t = h.loadSlow(a, ${size}); if (h.trapped) ${exit} }`);
         if (rd !== 0) emit(`${def(rd)} = ${LOAD_EXTEND[f3]};`);
         break;
       }
@@ -368,12 +484,21 @@ export function blockSource(words: Int32Array, len: number): string {
         usesData = true;
         const size = 1 << f3;
         const value = use(rs2);
+        const group = groups.get(i);
+        if (group !== undefined && group.members[0].index === i) {
+          groupIds.add(group.id);
+          emit(groupCheck(group, use(rs1)));
+        }
         emit(`a = ${rs1 === 0 ? immS(insn) : `(${use(rs1)} + ${immS(insn)}) | 0`};`);
-        emit('vp = a >>> 12; ti = vp & mask;');
+        const direct = (delta: string): string =>
+          `${SIZE_VIEW[size]}[((a + ${delta}) | 0)${SIZE_SHIFT[size]}] = ${value};`;
+        const checked =
+          'vp = a >>> 12; ti = vp & mask; ' +
+          `if (wT[ti] === (vp | ctx)${SIZE_ALIGNED[size]}) ${direct('wD[ti]')} ` +
+          `else { h.pc = ${pcAt(here)}; if (h.blockStore(a, ${value}, ${size})) ${exit} }`;
         emit(
-          `if (wT[ti] === (vp | ctx)${SIZE_ALIGNED[size]}) ${SIZE_VIEW[size]}[((a + wD[ti]) | 0)${SIZE_SHIFT[size]}] = ${value};`,
+          group === undefined ? checked : `if (g${group.id}) ${direct(`d${group.id}`)} else { ${checked} }`,
         );
-        emit(`else { h.pc = ${pcAt(here)}; if (h.blockStore(a, ${value}, ${size})) ${exit} }`);
         break;
       }
       case 0x2f: {
@@ -450,6 +575,7 @@ export function blockSource(words: Int32Array, len: number): string {
   if (regs.length > 0) lines.push(`let ${regs.map((r) => `r${r} = x[${r}]`).join(', ')};`);
   if (usesData) lines.push('const ctx = h.dataCtx;');
   lines.push('let a = 0, vp = 0, ti = 0, t = 0, e = false, cnt = 0;');
+  for (const id of [...groupIds].sort((p, q) => p - q)) lines.push(`let g${id} = false, d${id} = 0;`);
   lines.push(loops ? 'out: for (;;) {' : 'out: {');
   lines.push(...body);
   if (loops) lines.push('break;');

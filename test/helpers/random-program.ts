@@ -147,6 +147,54 @@ export function randomProgram(random: () => number, mode: ProgramMode, snippets 
     }
   };
 
+  /**
+   * Loads and stores through one base register at nearby offsets, as copy loops and structure accesses do (the
+   * translator checks such a group's page once): the base lands in the middle of a data page, across a page
+   * boundary, on the unmapped or read-only page, on code, misaligned, or is rewritten by a member.
+   */
+  const accessCluster = (): void => {
+    const place = int(7);
+    if (place === 0) body.push(A.addi(SCRATCH, BASE, int(64) * 4 - 128));
+    else if (place === 1)
+      body.push(A.addi(SCRATCH, BASE, 0x800 - 16 + int(8) * 4)); // straddles DATA + 0x1000
+    else if (place === 2)
+      body.push(A.addi(SCRATCH, BASE_HOLE, -16 + int(3) * 8)); // runs into the unmapped page
+    else if (place === 3) {
+      // Runs from the unmapped page into the read-only one.
+      const at = READ_ONLY_PAGE - 8 - int(2) * 8;
+      const low = (at << 20) >> 20;
+      body.push(A.lui(SCRATCH, ((at - low) >>> 12) & 0xfffff), A.addi(SCRATCH, SCRATCH, low));
+    } else if (place === 4)
+      body.push(A.addi(SCRATCH, BASE, int(64) * 4 + 1 + int(3))); // misaligned
+    else if (place === 5) {
+      // Code: loads read the instructions ahead and stores replace them with another ALU instruction.
+      const replacement = alu();
+      body.push(A.lui(HANDLER_TEMP, ((replacement + 0x800) >>> 12) & 0xfffff));
+      body.push(A.addi(HANDLER_TEMP, HANDLER_TEMP, (replacement << 20) >> 20));
+      body.push(A.auipc(SCRATCH, 0));
+      const members = 2 + int(5);
+      for (let i = 0; i < members; i++) {
+        const offset = 4 * (members + 1 + int(4)); // one of the four slots after the members
+        if (random() < 0.4) body.push(A.sw(HANDLER_TEMP, SCRATCH, offset));
+        else body.push(pick([A.lw, A.lh, A.lbu])(rd(), SCRATCH, offset));
+      }
+      for (let i = 0; i < 4; i++) body.push(alu());
+      return;
+    } else body.push(A.addi(SCRATCH, anyReg(), int(256) - 128));
+    const members = 2 + int(7);
+    for (let i = 0; i < members; i++) {
+      const offset = int(8) * 4 + (random() < 0.1 ? int(4) : 0);
+      const r = random();
+      if (r < 0.45) body.push(pick([A.lw, A.lw, A.lw, A.lh, A.lhu, A.lb, A.lbu])(rd(), SCRATCH, offset));
+      else if (r < 0.85) body.push(pick([A.sw, A.sw, A.sh, A.sb])(anyReg(), SCRATCH, offset));
+      else if (r < 0.9)
+        body.push(A.lw(SCRATCH, SCRATCH, offset)); // the base itself is loaded
+      else if (r < 0.95)
+        body.push(pick([A.beq, A.bne])(anyReg(), anyReg(), 8), alu()); // a join point
+      else body.push(alu());
+    }
+  };
+
   /** Forward branches over ALU instructions: one, two nested, or two whose ranges cross. */
   const forwardBranches = (): void => {
     const branch = (): ((a: number, b: number, offset: number) => number) =>
@@ -163,8 +211,10 @@ export function randomProgram(random: () => number, mode: ProgramMode, snippets 
 
   const emitSnippet = (): void => {
     const r = random();
-    if (r < 0.5) {
+    if (r < 0.44) {
       simple();
+    } else if (r < 0.5) {
+      accessCluster();
     } else if (r < 0.53) {
       forwardBranches();
     } else if (r < 0.58) {
@@ -180,6 +230,7 @@ export function randomProgram(random: () => number, mode: ProgramMode, snippets 
       const size = 1 + int(6);
       for (let i = 0; i < size; i++) {
         if (random() < 0.25) forwardBranches();
+        else if (random() < 0.2) accessCluster();
         else simple();
       }
       body.push(A.addi(COUNTER, COUNTER, -1));

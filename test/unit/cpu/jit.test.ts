@@ -131,6 +131,46 @@ describe('block translator', () => {
     expect(translated.x[3]).toBe(0x1000 / 4);
     expect(translated.saveState()).toEqual(reference.saveState());
   });
+
+  it('accesses through one base share a TLB check only on paths that made it: a member after a join point checks again', () => {
+    // A translated loop whose group head (pc 12) is skipped on its third pass, after the base moved from RAM to
+    // the UART: the member at the join point (pc 16) must read the device, not RAM through the old page's delta.
+    const UART_SCRATCH = 0x10000007;
+    const data = RAM_BASE + 0x2000;
+    const program = [
+      A.sb(14, 15, 0), // 0: the UART scratch register holds 0x5a
+      A.lbu(9, 10, 0), // 4: the data page is in the read TLB
+      A.beq(6, 0, 8), // 8: loop head; on the last pass skip to the member
+      A.lbu(5, 10, 0), // 12: group head
+      A.lbu(7, 10, 0), // 16: group member, and a join point
+      A.add(10, 10, 11), // 20: move the base (by 0 on the first pass)
+      A.add(11, 0, 13), //  24
+      A.addi(6, 6, -1), // 28
+      A.addi(12, 12, -1), // 32
+      A.bne(12, 0, -28), // 36: back to the loop head
+      A.wfi(), // 40
+    ];
+    const run = (jit: boolean): Hart => {
+      const { hart, memory } = testMachine(program, { jit: { enabled: jit, threshold: 1 } });
+      memory.writeU32(data, 0x33);
+      Object.assign(hart.x, {
+        6: 2,
+        10: data,
+        11: 0,
+        12: 3,
+        13: UART_SCRATCH - data,
+        14: 0x5a,
+        15: UART_SCRATCH,
+      });
+      runToWfi(hart);
+      return hart;
+    };
+    const translated = run(true);
+    expect(translated.jitStats()!.translated).toBeGreaterThan(0);
+    expect(translated.x[5]).toBe(0x33); // the head last ran on the second pass, over RAM
+    expect(translated.x[7]).toBe(0x5a);
+    expect(translated.saveState()).toEqual(run(false).saveState());
+  });
 });
 
 describe('block translator switches', () => {
