@@ -428,7 +428,7 @@ chunked_entry() { # chunked_entry ROLE FILE INDEX UNCOMPRESSED: a pack-disk-imag
   echo "  \"muslVersion\": \"$MUSL_VERSION\","
   echo '  "arch": "rv32ima",'
   echo '  "isa": "rv32ima_zicsr_zifencei",'
-  echo '  "bootargs": "console=hvc1 earlycon=sbi keep_bootcon",'
+  echo '  "bootargs": "console=hvc1 earlycon=sbi keep_bootcon sysctl.kernel.printk=4",'
   echo "  \"memoryMiB\": { \"minimum\": $MIN_MIB, \"default\": 128 },"
   echo "  \"kernelImage\": { \"loadOffset\": $LOAD_OFFSET, \"imageSize\": $IMAGE_SIZE },"
   echo '  "files": ['

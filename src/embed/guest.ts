@@ -29,9 +29,9 @@ interface GuestSource {
   /** The kernel command line: the manifest's, or {@link BARE_KERNEL_BOOTARGS}. */
   readonly bootargs: string;
   /**
-   * What the images' bytes are: the manifest's sha256 of kernel and initramfs, or (a bare kernel) their URLs. A
-   * stored boot snapshot is used only with the same identity, so an image updated in place is never resumed
-   * from a snapshot of its predecessor.
+   * What the images' bytes are: the manifest's sha256 of kernel and initramfs and its command line (a guest
+   * booted with another one is another guest), or (a bare kernel) their URLs. A stored boot snapshot is used only
+   * with the same identity, so an image updated in place is never resumed from a snapshot of its predecessor.
    */
   readonly identity: string;
   /** Fetch and unpack the kernel and initramfs: once per page, and only when a VM boots cold. */
@@ -103,7 +103,7 @@ function guestSource(config: EmbedVmConfig): Promise<GuestSource> {
     source = url.pathname.endsWith('.json')
       ? loadGuestManifest(new URL('./', url)).then((manifest) => ({
           bootargs: manifest.bootargs,
-          identity: `sha256:${manifest.kernel.sha256 ?? manifest.kernel.url.href}:${manifest.initrd?.sha256 ?? manifest.initrd?.url.href ?? ''}`,
+          identity: `sha256:${manifest.kernel.sha256 ?? manifest.kernel.url.href}:${manifest.initrd?.sha256 ?? manifest.initrd?.url.href ?? ''}:${manifest.bootargs}`,
           images: once(() => loadGuestImages(manifest)),
         }))
       : Promise.resolve({

@@ -32,12 +32,11 @@ function snapshotStates(page: Page): Promise<(string | undefined)[]> {
   return page.evaluate(() => [...document.querySelectorAll('tabvisor-vm')].map((el) => el.dataset.snapshot));
 }
 
-/** Milliseconds from navigation until every element's VM has run a first command (`true`). */
-function usableShellMs(page: Page): Promise<number> {
+/** Wait until every element's VM has run a first command (`true`). */
+function usableShells(page: Page): Promise<void> {
   return page.evaluate(async () => {
     const elements = [...document.querySelectorAll('tabvisor-vm')];
     await Promise.all(elements.map((el) => el.run('true', { timeoutMs: 90_000 })));
-    return performance.now();
   });
 }
 
@@ -158,20 +157,19 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
     expect(pageErrors).toEqual([]);
   });
 
-  it('with isolation: the next page load starts both VMs from their boot snapshots, shell usable in under a second', async () => {
+  it('with isolation: the next page load starts both VMs from their boot snapshots', async () => {
+    // How fast is a figure of `npm run bench` (bench/embed.ts), not an assertion here.
     const page = await open(isolated!.url);
-    const usableMs = await usableShellMs(page);
-    console.log(`isolated, snapshot start: page load to usable shell ${usableMs.toFixed(0)} ms`);
+    await usableShells(page);
     expect(await snapshotStates(page)).toEqual(['restored', 'restored']);
     expect(await run(page, 'first', 'uname -s; nproc')).toEqual({ output: 'Linux\n2\n', exitStatus: 0 });
-    expect(usableMs).toBeLessThan(5000); // the target is well under 1 s; CI machines are slower
     expect(await removeAllAndCountWorkers(page)).toBe(0);
     // Boot snapshots are stored as Blobs (read off the main thread). Records in the older form (the bytes
     // themselves) are still used: rewrite them so, and the next load restores from them too.
     expect(await snapshotRecords(page, 'to-bytes')).toEqual(['blob', 'blob']);
     await page.close();
     const again = await open(isolated!.url);
-    await usableShellMs(again);
+    await usableShells(again);
     expect(await snapshotStates(again)).toEqual(['restored', 'restored']);
     expect(await snapshotRecords(again, 'read')).toEqual(['bytes', 'bytes']);
     expect(await removeAllAndCountWorkers(again)).toBe(0);
@@ -203,8 +201,7 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
 
   it('without COOP/COEP: the next page load starts from the boot snapshots in single-worker mode', async () => {
     const page = await open(plain!.url);
-    const usableMs = await usableShellMs(page);
-    console.log(`not isolated, snapshot start: page load to usable shell ${usableMs.toFixed(0)} ms`);
+    await usableShells(page);
     expect(await snapshotStates(page)).toEqual(['restored', 'restored']);
     expect(await run(page, 'first', 'nproc')).toEqual({ output: '2\n', exitStatus: 0 });
     // The element's terminal tells the guest in the worker its size, and again when the element is resized.

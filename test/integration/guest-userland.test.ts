@@ -70,4 +70,21 @@ describe('the default guest userland', () => {
       expect(result.stdout).toContain(part);
     }
   });
+
+  it("shows the boot log, then keeps the kernel's warnings off the console (in dmesg) and lets its errors through", async () => {
+    // The typed lines split each marker with "", so only the kernel's copy of a message contains it whole.
+    const script = [
+      'echo "<4>tabvisor-""warn-x" > /dev/kmsg',
+      'echo "<3>tabvisor-""err-x" > /dev/kmsg',
+      "echo in-dmesg=$(dmesg | grep -c 'tabvisor-wa[r]n-x')",
+      'poweroff',
+      '',
+    ].join('\n');
+    const result = await runCli(['boot', '--cpus', '1'], script, 90_000);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain('Linux version 6.1');
+    expect(result.stdout).toContain('in-dmesg=1');
+    expect(result.stdout).toContain('tabvisor-err-x');
+    expect(result.stdout).not.toContain('tabvisor-warn-x');
+  });
 });
