@@ -33,6 +33,13 @@ export const MAX_RUN_LINE = 960;
 
 let serial = 0;
 
+/** Two random base-36 characters. Every typed character costs the guest ~15,000 instructions: ids stay short. */
+function randomTag(): string {
+  return Math.floor(Math.random() * 36 * 36)
+    .toString(36)
+    .padStart(2, '0');
+}
+
 /**
  * Type `command` at the guest's shell and wait for it to finish. What it types is
  *
@@ -40,7 +47,8 @@ let serial = 0;
  *     };echo _D""<id>_$?
  *
  * and the output is exactly what the shell printed between the line `_S<id>_` and `_D<id>_<status>` (`<id>` is
- * unique per run: time and a counter in base 36). The lines are short because the guest's line editor echoes
+ * unique per run: a counter in base 36 (per module instance: the page's and a single-worker VM host's each count
+ * from 0) and two random base-36 characters). The lines are short because the guest's line editor echoes
  * every typed character, about 15,000 guest instructions each: on a VM just restored from a snapshot, whose
  * vCPU threads are not warmed up yet, typing is most of the first command's time. Both markers contain an empty quote pair as typed, so the terminal's echo of the
  * typed lines never matches them, however the line editor wraps or redraws a long line (an 80-column terminal
@@ -55,7 +63,7 @@ export async function runCommand(
   options: RunOptions = {},
 ): Promise<RunResult> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_RUN_TIMEOUT_MS;
-  const id = `${Date.now().toString(36)}${(serial++).toString(36)}`;
+  const id = `${(serial++).toString(36)}${randomTag()}`;
   const body = command.replace(/\s+$/, '');
   if (body.trim() === '') throw new UserError('run() needs a command to type; it was given only white space');
   const typed = `echo _S""${id}_;{ ${body}\n};echo _D""${id}_$?\n`;
