@@ -24,13 +24,21 @@ export interface VmSnapshot {
   readonly ticks: number;
   /** A copy of the control block. */
   readonly block: Int32Array;
-  /** Guest RAM, memoryMiB MiB. */
+  /**
+   * Guest RAM, memoryMiB MiB. A decoded snapshot builds it only when asked (a restore reads {@link pageData}
+   * instead).
+   */
   readonly ram: Uint8Array;
   /**
    * Set by {@link decodeSnapshot}: one bit per 4 KiB page of `ram`, 1 = the page may hold data, 0 = all zero.
    * A restore copies only the marked pages (host frames come zeroed).
    */
   readonly storedPages?: Uint8Array;
+  /**
+   * Set by {@link decodeSnapshot}, with `storedPages`: the marked pages, in guest order, as they are in the file
+   * (a view of it, not a copy).
+   */
+  readonly pageData?: Uint8Array;
 }
 
 /** The longest console line a snapshot keeps ({@link VmSnapshot.screen}). */
@@ -159,16 +167,14 @@ export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
   at += header.blockWords * 4;
   const bitmap = bytes.subarray(at, at + bitmapBytes);
   at += bitmapBytes;
-  const ram = new Uint8Array(ramBytes);
   let stored = 0;
-  for (let p = 0; p < pageCount; p++) {
-    if (bitmap[p >> 3] & (1 << (p & 7))) {
-      if (++stored > header.pages) throw corrupt('page bitmap');
-      ram.set(bytes.subarray(at, at + PAGE), p * PAGE);
-      at += PAGE;
-    }
-  }
+  for (let i = 0; i < bitmapBytes; i++) stored += bitCount(bitmap[i]);
   if (stored !== header.pages) throw corrupt('page bitmap');
+  const storedPages = bitmap.slice();
+  const pageData = bytes.subarray(at, at + header.pages * PAGE);
+  // The whole RAM image only for whoever asks (encodeSnapshot, tests): a restore copies the stored pages from
+  // the file into the VM's frames directly, without a memoryMiB-sized buffer and a second copy.
+  let ram: Uint8Array | undefined;
   return {
     cpus: header.cpus,
     memoryMiB: header.memoryMiB,
@@ -177,7 +183,35 @@ export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
     ...(header.screen !== undefined ? { screen: header.screen } : {}),
     ticks: header.ticks,
     block,
-    ram,
-    storedPages: bitmap.slice(),
+    get ram(): Uint8Array {
+      if (ram === undefined) {
+        ram = new Uint8Array(ramBytes);
+        forEachStoredPage(storedPages, pageCount, (page, index) =>
+          ram!.set(pageData.subarray(index * PAGE, (index + 1) * PAGE), page * PAGE),
+        );
+      }
+      return ram;
+    },
+    storedPages,
+    pageData,
   };
+}
+
+/** Set bits in a byte. */
+function bitCount(byte: number): number {
+  let n = 0;
+  for (let b = byte; b !== 0; b &= b - 1) n++;
+  return n;
+}
+
+/** Call `fn(page, index)` for each page of `pageCount` marked in `bitmap`; `index` counts the marked ones. */
+export function forEachStoredPage(
+  bitmap: Uint8Array,
+  pageCount: number,
+  fn: (page: number, index: number) => void,
+): void {
+  let index = 0;
+  for (let page = 0; page < pageCount; page++) {
+    if (bitmap[page >> 3] & (1 << (page & 7))) fn(page, index++);
+  }
 }

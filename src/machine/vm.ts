@@ -38,7 +38,7 @@ import { AddressSpace, RAM_BASE } from '../mem/address-space.ts';
 import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
 import { wallClockMs } from '../common/host.ts';
 import { Board, MAX_HARTS, createBoardState, planBoard, type BoardInit } from './board.ts';
-import type { VmSnapshot } from './snapshot.ts';
+import { forEachStoredPage, type VmSnapshot } from './snapshot.ts';
 import type { BlockBackend } from '../devices/block-backend.ts';
 import { VirtioBlkHost, virtioBlkOptionsFor } from '../devices/virtio-blk.ts';
 import { VirtioNetHost, type NetBackend } from '../devices/virtio-net.ts';
@@ -456,20 +456,23 @@ export class Vm {
       );
     }
     const layout = planBoard(snapshot.cpus, 0, snapshot.nics);
-    if (snapshot.block.length !== layout.words || snapshot.ram.length !== snapshot.memoryMiB << 20) {
+    const ramSize = snapshot.memoryMiB << 20;
+    const ramLength = snapshot.pageData !== undefined ? ramSize : snapshot.ram.length;
+    if (snapshot.block.length !== layout.words || ramLength !== ramSize) {
       throw new UserError('this snapshot was taken by a different version of tabvisor; take a new snapshot');
     }
-    const ramSize = snapshot.memoryMiB << 20;
     return Vm.withGuestMemory(snapshot.memoryMiB, factory, hostRam, (ram, frames, memory) => {
-      const stored = snapshot.storedPages;
-      if (stored === undefined) memory.write(RAM_BASE, snapshot.ram);
+      const { storedPages, pageData } = snapshot;
+      if (storedPages === undefined || pageData === undefined) memory.write(RAM_BASE, snapshot.ram);
       else {
-        // Frames come zeroed: copy only the pages that hold data (a booted guest's RAM is mostly zero).
-        for (let page = 0; page < ramSize / FRAME_SIZE; page++) {
-          if ((stored[page >> 3] & (1 << (page & 7))) === 0) continue;
-          const at = page * FRAME_SIZE;
-          memory.write(RAM_BASE + at, snapshot.ram.subarray(at, at + FRAME_SIZE));
-        }
+        // Frames come zeroed: copy only the pages that hold data (a booted guest's RAM is mostly zero), straight
+        // from the file.
+        forEachStoredPage(storedPages, ramSize / FRAME_SIZE, (page, index) =>
+          memory.write(
+            RAM_BASE + page * FRAME_SIZE,
+            pageData.subarray(index * FRAME_SIZE, (index + 1) * FRAME_SIZE),
+          ),
+        );
       }
       const block = createControlBlock(layout.words, factory.shared);
       block.set(snapshot.block);

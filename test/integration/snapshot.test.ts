@@ -55,6 +55,31 @@ describe('snapshots', () => {
     return { cpus: 1, memoryMiB: 16, bootargs: '', nics, ticks: 0, block, ram: new Uint8Array(16 << 20) };
   }
 
+  it('a decoded snapshot reads its pages from the file: the same RAM, a restore copying only stored pages', async () => {
+    const original = syntheticSnapshot(0);
+    const ram = original.ram;
+    ram.set([1, 2, 3], 5 * 4096 + 100); // page 5
+    ram[4095 * 4096 - 1] = 9; // page 4094, last byte
+    const bytes = encodeSnapshot(original);
+    const decoded = decodeSnapshot(bytes);
+    expect(decoded.pageData!.length).toBe(2 * 4096);
+    expect(decoded.pageData!.buffer).toBe(bytes.buffer); // a view of the file, not a copy
+    expect(Buffer.compare(decoded.ram, ram)).toBe(0); // (toEqual on 16 MiB would not finish)
+    const vm = Vm.fromSnapshot(decodeSnapshot(bytes), nodeThreads);
+    try {
+      expect(vm.board.memory.readU32(0x80000000 + 5 * 4096 + 100)).toBe(0x030201);
+      expect(vm.board.memory.readU8(0x80000000 + 4095 * 4096 - 1)).toBe(9);
+      expect(vm.board.memory.readU32(0x80000000 + 6 * 4096)).toBe(0);
+    } finally {
+      await vm.stop();
+    }
+    // A bitmap that marks more pages than the file holds is refused.
+    const bitmapAt = bytes.length - 2 * 4096 - (16 << 20) / 4096 / 8;
+    const bad = bytes.slice();
+    bad[bitmapAt] |= 1;
+    expect(() => decodeSnapshot(bad)).toThrow(/page bitmap/);
+  });
+
   it('a snapshot file records its NICs (older files without the field have none)', () => {
     expect(decodeSnapshot(encodeSnapshot(syntheticSnapshot(2))).nics).toBe(2);
     expect(decodeSnapshot(encodeSnapshot(syntheticSnapshot(0))).nics).toBe(0);
