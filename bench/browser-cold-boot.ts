@@ -5,9 +5,8 @@
  * image). Then the same profile reloads the page: the root image should come from the browser's own storage.
  * Reported only, never asserted.
  */
-import { rmSync } from 'node:fs';
 import type { BrowserContext, Page, Request } from 'playwright-core';
-import { buildApp, launchChromium, serveApp } from '../test/helpers/browser.ts';
+import { launchChromium, withServedApp } from '../test/helpers/browser.ts';
 
 /** One page load's figures. */
 export interface BootLoad {
@@ -70,11 +69,9 @@ async function toPrompt(page: Page, url: string): Promise<number> {
 
 /** `runs` cold first loads (a fresh profile each) and one reload after each. */
 export async function coldBootFigures(runs: number): Promise<ColdBootFigures> {
-  const outDir = await buildApp();
-  const server = await serveApp(outDir);
-  const figures: ColdBootFigures = { cold: [], reload: [] };
-  const url = `${server.url}?cpus=2&mem=128`;
-  try {
+  return withServedApp(async (base) => {
+    const figures: ColdBootFigures = { cold: [], reload: [] };
+    const url = `${base}?cpus=2&mem=128`;
     for (let run = 0; run < runs; run++) {
       const browser = await launchChromium();
       try {
@@ -88,11 +85,8 @@ export async function coldBootFigures(runs: number): Promise<ColdBootFigures> {
         await browser.close();
       }
     }
-  } finally {
-    await server.close();
-    rmSync(outDir, { recursive: true, force: true });
-  }
-  return figures;
+    return figures;
+  });
 }
 
 /** `BENCH_RUNS=3 npx tsx bench/browser-cold-boot.ts`: just these figures. */

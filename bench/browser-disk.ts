@@ -4,9 +4,8 @@
  * flushed (`conv=fsync`), for disks in OPFS and in IndexedDB. The figure is dd's own (guest clock). Reported only,
  * never asserted.
  */
-import { rmSync } from 'node:fs';
 import type { Page } from 'playwright-core';
-import { buildApp, launchChromium, serveApp } from '../test/helpers/browser.ts';
+import { launchChromium, withServedApp } from '../test/helpers/browser.ts';
 
 /** Bytes written and read per run (the scratch disk is 40 MiB: playwright hands a file input at most 50 MB). */
 const DD_MIB = 32;
@@ -27,15 +26,13 @@ async function ddMBps(page: Page, command: string): Promise<number> {
 
 /** MB/s written (flushed) and read on the raw device, per storage kind. */
 export async function browserDiskFigures(): Promise<Record<string, { writeMBps: number; readMBps: number }>> {
-  const outDir = await buildApp();
-  const server = await serveApp(outDir);
-  const figures: Record<string, { writeMBps: number; readMBps: number }> = {};
-  try {
+  return withServedApp(async (base) => {
+    const figures: Record<string, { writeMBps: number; readMBps: number }> = {};
     for (const kind of ['opfs', 'indexeddb']) {
       const browser = await launchChromium(); // a fresh profile: fresh disks
       try {
         const page = await browser.context.newPage();
-        await page.goto(`${server.url}?cpus=1&mem=128&storage=${kind}`);
+        await page.goto(`${base}?cpus=1&mem=128&storage=${kind}`);
         await page.waitForFunction(() => (window.tabvisor?.vms.length ?? 0) > 0, null, { timeout: 60_000 });
         await page.evaluate(() => window.tabvisor?.vm('vm-1')?.stop());
         await page.locator('input[data-disk-action="attach-file"]').setInputFiles({
@@ -61,9 +58,6 @@ export async function browserDiskFigures(): Promise<Record<string, { writeMBps: 
         await browser.close();
       }
     }
-  } finally {
-    await server.close();
-    rmSync(outDir, { recursive: true, force: true });
-  }
-  return figures;
+    return figures;
+  });
 }

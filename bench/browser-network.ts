@@ -3,9 +3,8 @@
  * the same browser (BroadcastChannel uplink). Ping RTT as the guest reports it; TCP throughput of an `nc`
  * stream as 10 MiB of frames delivered to the receiver's switch port, timed in the page.
  */
-import { rmSync } from 'node:fs';
 import type { Page } from 'playwright-core';
-import { buildApp, launchChromium, serveApp } from '../test/helpers/browser.ts';
+import { launchChromium, withServedApp } from '../test/helpers/browser.ts';
 
 const STREAM_BYTES = 10 << 20;
 const ADDRESS =
@@ -114,24 +113,22 @@ export async function browserNetworkFigures(runs: number): Promise<{
   onePage: { rttMs: number[]; tcpMBps: number[] };
   twoTabs: { rttMs: number[]; tcpMBps: number[] };
 }> {
-  const outDir = await buildApp();
-  const server = await serveApp(outDir);
-  const browser = await launchChromium();
-  try {
-    const first = await browser.context.newPage();
-    const second = await browser.context.newPage();
-    for (const page of [first, second]) {
-      await page.goto(`${server.url}?autostart=0`);
-      await page.waitForFunction(() => window.tabvisor !== undefined);
+  return withServedApp(async (base) => {
+    const browser = await launchChromium();
+    try {
+      const first = await browser.context.newPage();
+      const second = await browser.context.newPage();
+      for (const page of [first, second]) {
+        await page.goto(`${base}?autostart=0`);
+        await page.waitForFunction(() => window.tabvisor !== undefined);
+      }
+      const onePage = await measurePair(first, first, 'bench-page', runs);
+      const twoTabs = await measurePair(first, second, 'bench-tabs', runs);
+      return { onePage, twoTabs };
+    } finally {
+      await browser.close();
     }
-    const onePage = await measurePair(first, first, 'bench-page', runs);
-    const twoTabs = await measurePair(first, second, 'bench-tabs', runs);
-    return { onePage, twoTabs };
-  } finally {
-    await browser.close();
-    await server.close();
-    rmSync(outDir, { recursive: true, force: true });
-  }
+  });
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

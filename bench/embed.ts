@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext } from 'playwright-core';
-import { buildApp, launchChromium, serveApp } from '../test/helpers/browser.ts';
+import { launchChromium, withServedApp } from '../test/helpers/browser.ts';
 import { buildLibrary, type LibrarySize } from '../test/helpers/library.ts';
 
 /** Seconds per run for each mode and start kind. */
@@ -34,20 +34,17 @@ async function usableShell(context: BrowserContext, url: string): Promise<number
 
 /** `runs` cold page loads (fresh browser profile each) and snapshot starts (same profile, next load). */
 export async function embedFigures(runs: number): Promise<EmbedFigures> {
-  const outDir = await buildApp();
-  const isolated = await serveApp(outDir, true);
-  const plain = await serveApp(outDir, false);
-  const figures: EmbedFigures = {
-    parallelCold: [],
-    parallelSnapshot: [],
-    singleCold: [],
-    singleSnapshot: [],
-  };
-  try {
+  return withServedApp(async (isolated, plain) => {
+    const figures: EmbedFigures = {
+      parallelCold: [],
+      parallelSnapshot: [],
+      singleCold: [],
+      singleSnapshot: [],
+    };
     for (let run = 0; run < runs; run++) {
       for (const [url, cold, warm] of [
-        [isolated.url, figures.parallelCold, figures.parallelSnapshot],
-        [plain.url, figures.singleCold, figures.singleSnapshot],
+        [isolated, figures.parallelCold, figures.parallelSnapshot],
+        [plain, figures.singleCold, figures.singleSnapshot],
       ] as const) {
         const browser = await launchChromium();
         try {
@@ -58,12 +55,8 @@ export async function embedFigures(runs: number): Promise<EmbedFigures> {
         }
       }
     }
-  } finally {
-    await isolated.close();
-    await plain.close();
-    rmSync(outDir, { recursive: true, force: true });
-  }
-  return figures;
+    return figures;
+  });
 }
 
 /** Seconds from adding a `<tabvisor-vm network=...>` started from a boot snapshot to its usable shell and to its own DHCP address. */
@@ -78,15 +71,13 @@ export interface NetworkCloneFigures {
  * until eth0 has an address for its own MAC (the guest re-probes the card, then asks DHCP).
  */
 export async function networkCloneFigures(runs: number): Promise<NetworkCloneFigures> {
-  const outDir = await buildApp();
-  const server = await serveApp(outDir, true);
-  const figures: NetworkCloneFigures = { shell: [], address: [] };
-  try {
+  return withServedApp(async (isolated) => {
+    const figures: NetworkCloneFigures = { shell: [], address: [] };
     for (let run = 0; run < runs; run++) {
       const browser = await launchChromium();
       try {
         const page = await browser.context.newPage();
-        await page.goto(`${server.url}examples/`);
+        await page.goto(`${isolated}examples/`);
         // No named functions inside evaluate: tsx would wrap them in a helper the page lacks.
         const times = await page.evaluate(async () => {
           for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
@@ -125,11 +116,8 @@ export async function networkCloneFigures(runs: number): Promise<NetworkCloneFig
         await browser.close();
       }
     }
-  } finally {
-    await server.close();
-    rmSync(outDir, { recursive: true, force: true });
-  }
-  return figures;
+    return figures;
+  });
 }
 
 /** The library's JS gzip size (a fresh `build:lib` into a temporary folder). */

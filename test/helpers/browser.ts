@@ -43,6 +43,29 @@ export async function buildApp(): Promise<string> {
 }
 
 /**
+ * Build the app, serve it with the isolation headers and (for `fn`'s second URL) without them, run `fn` with the
+ * two base URLs, then close both servers and delete the build, whatever `fn` did.
+ */
+export async function withServedApp<T>(fn: (isolated: string, plain: string) => Promise<T>): Promise<T> {
+  const outDir = await buildApp();
+  try {
+    const isolated = await serveApp(outDir, true);
+    try {
+      const plain = await serveApp(outDir, false);
+      try {
+        return await fn(isolated.url, plain.url);
+      } finally {
+        await plain.close();
+      }
+    } finally {
+      await isolated.close();
+    }
+  } finally {
+    rmSync(outDir, { recursive: true, force: true });
+  }
+}
+
+/**
  * Serve a built app with `vite preview` on a free local port. With `isolationHeaders` false the server uses
  * none of vite.config.ts, so it sends no COOP/COEP: a static host that was not configured. `extraHeaders` go
  * on every response (e.g. a Content-Security-Policy).
