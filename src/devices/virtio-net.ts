@@ -447,21 +447,24 @@ export class VirtioNetHost {
       }
     });
     if (problem !== undefined) this.options.onGuestError?.(problem);
-    // Outside the lock: the backend may deliver frames straight back into this device's receive queue.
-    for (let i = 0; i < frames.length; i++) {
-      const frame = frames[i];
-      this.stats.txFrames++;
-      this.stats.txBytes += frame.length;
-      this.backend.send(frame, offloads[i]);
+    try {
+      // Outside the lock: the backend may deliver frames straight back into this device's receive queue.
+      for (let i = 0; i < frames.length; i++) {
+        const frame = frames[i];
+        this.stats.txFrames++;
+        this.stats.txBytes += frame.length;
+        this.backend.send(frame, offloads[i]);
+      }
+    } finally {
+      // Only now give the buffers back (and interrupt the sender for them): a frame's receiver is woken before
+      // its sender's completion is handled, so the receiving vCPU's thread does not queue behind it for a core.
+      // The frames were copied out, so the buffers are free whatever happens next (a backend that threw
+      // included); a queue reset meanwhile (a new epoch) forgets them, as a reset must.
+      if (heads.length > 0 && epoch !== undefined)
+        this.transport.withLiveQueue(this.memory, VIRTIO_NET_TX_QUEUE, epoch, (live) => {
+          for (const head of heads) live.ring.pushUsed(head, 0);
+        });
     }
-    // Only now give the buffers back (and interrupt the sender for them): a frame's receiver is woken before
-    // its sender's completion is handled, so the receiving vCPU's thread does not queue behind it for a core.
-    // The frames were copied out, so the buffers are free whatever happens next; a queue reset meanwhile (a new
-    // epoch) forgets them, as a reset must.
-    if (heads.length > 0 && epoch !== undefined)
-      this.transport.withLiveQueue(this.memory, VIRTIO_NET_TX_QUEUE, epoch, (live) => {
-        for (const head of heads) live.ring.pushUsed(head, 0);
-      });
   }
 
   /**

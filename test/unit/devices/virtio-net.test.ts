@@ -244,6 +244,35 @@ describe('virtio-net transmit', () => {
     echo.service();
     expect(replies).toEqual([true]);
   });
+
+  it('hands frames to the backend before returning their buffers and interrupting the sender, and returns them even if it throws', () => {
+    const s = setup();
+    const tx = s.driver.queues[VIRTIO_NET_TX_QUEUE];
+    const seen: { used: number; interrupt: number }[] = [];
+    let fail = false;
+    const host = new VirtioNetHost(s.host.transport, s.ram.memory, {
+      send: () => {
+        seen.push({ used: tx.usedIdx(), interrupt: s.driver.handleInterrupt() });
+        if (fail) throw new Error('backend broke');
+      },
+    });
+    transmit(s, frame(60));
+    transmit(s, frame(61));
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    host.service();
+    // While the backend had the frames, neither buffer was back and no interrupt was pending.
+    expect(seen).toEqual([
+      { used: 0, interrupt: 0 },
+      { used: 0, interrupt: 0 },
+    ]);
+    expect(tx.takeUsed()).toHaveLength(2);
+    expect(s.driver.handleInterrupt() & VIRTIO_MMIO_INT_VRING).toBe(VIRTIO_MMIO_INT_VRING);
+    fail = true;
+    transmit(s, frame(62));
+    s.driver.notify(VIRTIO_NET_TX_QUEUE);
+    expect(() => host.service()).toThrow('backend broke');
+    expect(tx.takeUsed()).toHaveLength(1); // the guest gets its buffer back all the same
+  });
 });
 
 describe('virtio-net receive', () => {
