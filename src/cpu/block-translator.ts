@@ -316,9 +316,11 @@ interface GroupMember {
  */
 interface AccessGroup {
   readonly id: number;
-  readonly base: number;
   readonly store: boolean;
   readonly members: GroupMember[];
+  /** Lowest member offset, and end of the highest member's bytes: the bytes the group touches. */
+  low: number;
+  high: number;
 }
 
 /**
@@ -329,8 +331,8 @@ interface AccessGroup {
  */
 function accessGroups(words: Int32Array, len: number, joins: Map<number, number>): Map<number, AccessGroup> {
   const open = new Map<number, AccessGroup>();
-  const all: AccessGroup[] = [];
   const byIndex = new Map<number, AccessGroup>();
+  let groups = 0;
   for (let i = 0; i < len; i++) {
     if (joins.has(i)) open.clear();
     const insn = words[i];
@@ -346,17 +348,16 @@ function accessGroups(words: Int32Array, len: number, joins: Map<number, number>
       };
       const key = base * 2 + (store ? 1 : 0);
       let group = open.get(key);
-      if (group !== undefined) {
-        const low = Math.min(member.offset, ...group.members.map((m) => m.offset));
-        const high = Math.max(member.offset + member.size, ...group.members.map((m) => m.offset + m.size));
-        if (high - low > 4096) group = undefined;
-      }
+      const end = member.offset + member.size;
+      if (group !== undefined && Math.max(group.high, end) - Math.min(group.low, member.offset) > 4096)
+        group = undefined;
       if (group === undefined) {
-        group = { id: all.length, base, store, members: [] };
-        all.push(group);
+        group = { id: groups++, store, members: [], low: member.offset, high: end };
         open.set(key, group);
       }
       group.members.push(member);
+      group.low = Math.min(group.low, member.offset);
+      group.high = Math.max(group.high, end);
       byIndex.set(i, group);
     }
     const rd = destination(insn);
@@ -374,8 +375,7 @@ function accessGroups(words: Int32Array, len: number, joins: Map<number, number>
  * the TLB maps (read or write TLB) and every member is aligned to its size. Sets `g<id>` and `d<id>`.
  */
 function groupCheck(group: AccessGroup, base: string): string {
-  const low = Math.min(...group.members.map((m) => m.offset));
-  const high = Math.max(...group.members.map((m) => m.offset + m.size));
+  const { low, high } = group;
   const [tag, delta] = group.store ? ['wT', 'wD'] : ['rT', 'rD'];
   const alignments = new Set<string>();
   for (const m of group.members) {
@@ -425,7 +425,15 @@ export function blockSource(words: Int32Array, len: number): string {
   const count = (extra: number): string => (pending + extra === 0 ? '' : `cnt += ${pending + extra}; `);
   const targets = internalTargets(words, len);
   const groups = accessGroups(words, len, targets);
-  const groupIds = new Set<number>();
+  /** The group of access `i`, if any; at the group's first member, its check is emitted. */
+  const groupAt = (i: number, base: number): AccessGroup | undefined => {
+    const group = groups.get(i);
+    if (group !== undefined && group.members[0].index === i) emit(groupCheck(group, use(base)));
+    return group;
+  };
+  /** An access: `checked` (TLB check, slow path) alone, or in a group `direct(delta)` while its check holds. */
+  const accessCode = (group: AccessGroup | undefined, direct: (delta: string) => string, checked: string) =>
+    group === undefined ? checked : `if (g${group.id}) ${direct(`d${group.id}`)} else { ${checked} }`;
   /** Labeled blocks open at each index, closed before their target. */
   const opensAt = new Map<number, number[]>();
   for (const [target, from] of targets) opensAt.set(from, [...(opensAt.get(from) ?? []), target]);
@@ -462,11 +470,7 @@ export function blockSource(words: Int32Array, len: number): string {
       case 0x03: {
         usesData = true;
         const size = LOAD_SIZE[f3];
-        const group = groups.get(i);
-        if (group !== undefined && group.members[0].index === i) {
-          groupIds.add(group.id);
-          emit(groupCheck(group, use(rs1)));
-        }
+        const group = groupAt(i, rs1);
         emit(`a = ${rs1 === 0 ? immI(insn) : `(${use(rs1)} + ${immI(insn)}) | 0`};`);
         const direct = (delta: string): string =>
           `t = ${SIZE_VIEW[size]}[((a + ${delta}) | 0)${SIZE_SHIFT[size]}];`;
@@ -474,9 +478,7 @@ export function blockSource(words: Int32Array, len: number): string {
           'vp = a >>> 12; ti = vp & mask; ' +
           `if (rT[ti] === (vp | ctx)${SIZE_ALIGNED[size]}) ${direct('rD[ti]')} ` +
           `else { h.pc = ${pcAt(here)}; t = h.loadSlow(a, ${size}); if (h.trapped) ${exit} }`;
-        emit(
-          group === undefined ? checked : `if (g${group.id}) ${direct(`d${group.id}`)} else { ${checked} }`,
-        );
+        emit(accessCode(group, direct, checked));
         if (rd !== 0) emit(`${def(rd)} = ${LOAD_EXTEND[f3]};`);
         break;
       }
@@ -484,11 +486,7 @@ export function blockSource(words: Int32Array, len: number): string {
         usesData = true;
         const size = 1 << f3;
         const value = use(rs2);
-        const group = groups.get(i);
-        if (group !== undefined && group.members[0].index === i) {
-          groupIds.add(group.id);
-          emit(groupCheck(group, use(rs1)));
-        }
+        const group = groupAt(i, rs1);
         emit(`a = ${rs1 === 0 ? immS(insn) : `(${use(rs1)} + ${immS(insn)}) | 0`};`);
         const direct = (delta: string): string =>
           `${SIZE_VIEW[size]}[((a + ${delta}) | 0)${SIZE_SHIFT[size]}] = ${value};`;
@@ -496,9 +494,7 @@ export function blockSource(words: Int32Array, len: number): string {
           'vp = a >>> 12; ti = vp & mask; ' +
           `if (wT[ti] === (vp | ctx)${SIZE_ALIGNED[size]}) ${direct('wD[ti]')} ` +
           `else { h.pc = ${pcAt(here)}; if (h.blockStore(a, ${value}, ${size})) ${exit} }`;
-        emit(
-          group === undefined ? checked : `if (g${group.id}) ${direct(`d${group.id}`)} else { ${checked} }`,
-        );
+        emit(accessCode(group, direct, checked));
         break;
       }
       case 0x2f: {
@@ -575,7 +571,8 @@ export function blockSource(words: Int32Array, len: number): string {
   if (regs.length > 0) lines.push(`let ${regs.map((r) => `r${r} = x[${r}]`).join(', ')};`);
   if (usesData) lines.push('const ctx = h.dataCtx;');
   lines.push('let a = 0, vp = 0, ti = 0, t = 0, e = false, cnt = 0;');
-  for (const id of [...groupIds].sort((p, q) => p - q)) lines.push(`let g${id} = false, d${id} = 0;`);
+  for (const id of new Set([...groups.values()].map((g) => g.id)))
+    lines.push(`let g${id} = false, d${id} = 0;`);
   lines.push(loops ? 'out: for (;;) {' : 'out: {');
   lines.push(...body);
   if (loops) lines.push('break;');

@@ -113,12 +113,9 @@ export function encodeSnapshot(snapshot: VmSnapshot): Uint8Array {
   at += blockBytes.length;
   out.set(bitmap, at);
   at += bitmap.length;
-  for (let p = 0; p < pageCount; p++) {
-    if (bitmap[p >> 3] & (1 << (p & 7))) {
-      out.set(snapshot.ram.subarray(p * PAGE, (p + 1) * PAGE), at);
-      at += PAGE;
-    }
-  }
+  forEachStoredPage(bitmap, pageCount, (page, index) =>
+    out.set(snapshot.ram.subarray(page * PAGE, (page + 1) * PAGE), at + index * PAGE),
+  );
   return out;
 }
 

@@ -457,6 +457,7 @@ export class Vm {
     }
     const layout = planBoard(snapshot.cpus, 0, snapshot.nics);
     const ramSize = snapshot.memoryMiB << 20;
+    // A decoded snapshot's size was checked against its header (and reading `ram` would build it).
     const ramLength = snapshot.pageData !== undefined ? ramSize : snapshot.ram.length;
     if (snapshot.block.length !== layout.words || ramLength !== ramSize) {
       throw new UserError('this snapshot was taken by a different version of tabvisor; take a new snapshot');
