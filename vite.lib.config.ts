@@ -22,5 +22,7 @@ export default defineConfig({
       formats: ['es'],
       fileName: () => 'tabvisor.js',
     },
+    // Lazily loaded chunks (the terminal, see tabvisor-vm-element.ts) sit beside the worker chunks.
+    rollupOptions: { output: { chunkFileNames: 'assets/[name]-[hash].js' } },
   },
 });

@@ -13,7 +13,6 @@
 import xtermCss from '@xterm/xterm/css/xterm.css?inline';
 import type { RunOptions, RunResult, TabvisorConsole, TabvisorVm } from '../machine/hypervisor.ts';
 import type { NicConfig } from '../machine/networks.ts';
-import { TerminalPane } from '../ui/terminal-pane.ts';
 import { bootSnapshotSaved, createVM, embedMode, hypervisor, type EmbedMode } from './embed-hypervisor.ts';
 import type { EmbedVmConfig } from './guest.ts';
 
@@ -62,6 +61,28 @@ interface ElementView {
   readonly term: HTMLElement;
   readonly state: HTMLElement;
   readonly mode: HTMLElement;
+}
+
+let terminalModule: Promise<typeof import('../ui/terminal-pane.ts')> | undefined;
+
+/**
+ * The terminal pane's module (xterm.js, more than half of the library's code), loaded on first use. Every
+ * element's VM is created first, so reading its boot snapshot or images overlaps loading and compiling the
+ * terminal. A failed load is tried again by the next element.
+ */
+function terminalPane(): Promise<typeof import('../ui/terminal-pane.ts')> {
+  if (!terminalModule) {
+    const loading = import('../ui/terminal-pane.ts').catch((error: unknown) => {
+      throw new Error(
+        `the terminal's code could not be loaded (${error instanceof Error ? error.message : String(error)}); check that the files beside the tabvisor module are served, then add the element again`,
+      );
+    });
+    terminalModule = loading;
+    loading.catch(() => {
+      if (terminalModule === loading) terminalModule = undefined;
+    });
+  }
+  return terminalModule;
 }
 
 /** The `<tabvisor-vm>` element. */
@@ -213,10 +234,21 @@ export class TabvisorVmElement extends ElementBase {
     const gone = new Promise<void>((resolve) => (markGone = resolve));
     const before = this.previousGone;
     this.previousGone = gone;
+    // The terminal's code loads while the VM is created (its snapshot or images read), not before.
+    const terminal = terminalPane();
     before
       .then(() => createVM(config))
+      .then((vm) =>
+        terminal.then(
+          ({ TerminalPane }) => ({ vm, TerminalPane }),
+          async (error: unknown) => {
+            await vm.delete().catch(() => undefined);
+            throw error;
+          },
+        ),
+      )
       .then(
-        (vm) => {
+        ({ vm, TerminalPane }) => {
           if (generation !== this.generation || !this.isConnected || this.view !== view) {
             void vm.delete().then(markGone, markGone);
             return;

@@ -234,6 +234,57 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
     expect(pageErrors).toEqual([]);
   });
 
+  it('the terminal code loads beside the VMs; when it fails to load, the element says so, its VM is deleted, and the next element loads it again', async () => {
+    const page = await browser!.context.newPage();
+    page.on('pageerror', (error) => pageErrors.push(String(error)));
+    // The page's first chunk no longer holds xterm.js: the VMs are created before it is fetched and compiled.
+    const scripts: string[] = [];
+    page.on('request', (request) => {
+      if (request.resourceType() === 'script') scripts.push(new URL(request.url()).pathname);
+    });
+    let refused = 0;
+    await page.route('**/terminal-pane-*.js', (route) => {
+      refused++;
+      return route.abort('connectionrefused');
+    });
+    await page.goto(`${isolated!.url}examples/`);
+    const failures = await page.evaluate(async () =>
+      Promise.all(
+        [...document.querySelectorAll('tabvisor-vm')].map((el) =>
+          el.ready.then(
+            () => 'ready',
+            (error: unknown) => String(error),
+          ),
+        ),
+      ),
+    );
+    expect(refused).toBeGreaterThan(0);
+    expect(scripts.some((path) => /\/terminal-pane-[^/]*\.js$/.test(path))).toBe(true);
+    for (const failure of failures)
+      expect(failure).toMatch(/terminal-pane|dynamically imported module|import/i);
+    const shown = await page.evaluate(() =>
+      [...document.querySelectorAll('tabvisor-vm')].map(
+        (el) => el.shadowRoot?.querySelector('.error')?.textContent ?? '',
+      ),
+    );
+    for (const text of shown) expect(text).toContain("the terminal's code could not be loaded");
+    // The VMs created meanwhile were deleted: no vCPU worker is left.
+    await expect.poll(() => page.workers().length, { timeout: 30_000 }).toBe(0);
+    await page.unroute('**/terminal-pane-*.js');
+    await page.evaluate(() => {
+      for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
+      const el = document.createElement('tabvisor-vm');
+      el.id = 'again';
+      el.setAttribute('cpus', '1');
+      el.setAttribute('memory', '64');
+      document.body.append(el);
+    });
+    expect(await run(page, 'again', 'echo ok')).toEqual({ output: 'ok\n', exitStatus: 0 });
+    expect(await removeAllAndCountWorkers(page)).toBe(0);
+    await page.close();
+    expect(pageErrors).toEqual([]);
+  });
+
   it('a corrupt snapshot file falls back to a cold boot with a note on the console', async () => {
     const page = await open(isolated!.url);
     await page.evaluate(() => {

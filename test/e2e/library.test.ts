@@ -88,10 +88,14 @@ describe.skipIf(!enabled)(
         names: ['vm-1', 'scripted'],
       });
       expect(page.workers().every((w) => w.url().includes('/cdn/tabvisor/0.1.0/assets/'))).toBe(true);
-      // A page without isolation loads the entry and the VM host worker, never the vCPU worker: what the
-      // benchmark's "page without isolation downloads" figure counts.
+      // A page without isolation loads the entry, the terminal (a chunk loaded beside the VM) and the VM host
+      // worker, never the vCPU worker: what the benchmark's "page without isolation downloads" figure counts.
       expect(new Set(scripts.filter((name) => !name.startsWith('coi-')))).toEqual(
-        new Set(['tabvisor.js', expect.stringMatching(/^vm-host\.worker-[\w-]+\.js$/)]),
+        new Set([
+          'tabvisor.js',
+          expect.stringMatching(/^terminal-pane-[\w-]+\.js$/),
+          expect.stringMatching(/^vm-host\.worker-[\w-]+\.js$/),
+        ]),
       );
       await page.close();
       expect(errors).toEqual([]);
