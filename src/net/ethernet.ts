@@ -251,9 +251,18 @@ export function buildFrame(fields: FrameFields): Uint8Array {
   return frame;
 }
 
-/** A copy of `frame` with an outer tag (`tpid`, `tci`) inserted after the source MAC. */
-export function pushVlanTag(frame: Uint8Array, tci: number, tpid = ETHERTYPE_VLAN): Uint8Array {
-  const tagged = new Uint8Array(frame.length + VLAN_TAG_BYTES);
+/**
+ * A copy of `frame` with an outer tag (`tpid`, `tci`) inserted after the source MAC, in `into` (exactly 4 bytes
+ * longer than `frame`) or a new array.
+ */
+export function pushVlanTag(
+  frame: Uint8Array,
+  tci: number,
+  tpid = ETHERTYPE_VLAN,
+  into: Uint8Array = new Uint8Array(frame.length + VLAN_TAG_BYTES),
+): Uint8Array {
+  if (into.length !== frame.length + VLAN_TAG_BYTES) throw new RangeError('pushVlanTag: wrong output length');
+  const tagged = into;
   tagged.set(frame.subarray(0, ETH_TYPE_OFFSET), 0);
   writeU16(tagged, ETH_TYPE_OFFSET, tpid);
   writeU16(tagged, VLAN_TCI_OFFSET, tci);
@@ -261,9 +270,16 @@ export function pushVlanTag(frame: Uint8Array, tci: number, tpid = ETHERTYPE_VLA
   return tagged;
 }
 
-/** A copy of `frame` without its outer tag. The caller guarantees the frame has one. */
-export function popVlanTag(frame: Uint8Array): Uint8Array {
-  const untagged = new Uint8Array(frame.length - VLAN_TAG_BYTES);
+/**
+ * A copy of `frame` without its outer tag, in `into` (exactly 4 bytes shorter than `frame`) or a new array. The
+ * caller guarantees the frame has one.
+ */
+export function popVlanTag(
+  frame: Uint8Array,
+  into: Uint8Array = new Uint8Array(frame.length - VLAN_TAG_BYTES),
+): Uint8Array {
+  if (into.length !== frame.length - VLAN_TAG_BYTES) throw new RangeError('popVlanTag: wrong output length');
+  const untagged = into;
   untagged.set(frame.subarray(0, ETH_TYPE_OFFSET), 0);
   untagged.set(frame.subarray(ETH_TYPE_OFFSET + VLAN_TAG_BYTES), ETH_TYPE_OFFSET);
   return untagged;

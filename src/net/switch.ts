@@ -2,9 +2,11 @@
  * A software layer-2 switch with IEEE 802.1Q VLANs: a C-VLAN bridge with per-VLAN MAC learning (independent
  * VLAN learning, IEEE 802.1Q clause 8.8), access and trunk ports, and split horizon for uplinks.
  *
- * Frames are Uint8Arrays without FCS. Ownership of a frame passes to the switch with {@link SwitchPort.receive};
- * the switch never mutates it and hands the same array to every port that gets it unchanged, so nobody may
- * mutate a frame after passing it on or receiving it. A copy is made only where a tag is inserted or removed.
+ * Frames are Uint8Arrays without FCS, lent for the call: {@link SwitchPort.receive} forwards a frame before it
+ * returns, and a sink or capture listener that keeps one copies it (a NIC lends views into its transmit buffer,
+ * which its next batch overwrites). The switch never mutates a frame and hands the same array to every port
+ * that gets it unchanged, so nobody may mutate a frame it was lent. A copy is made only where a tag is inserted
+ * or removed.
  *
  * Forwarding is synchronous: `receive` returns after every egress port's sink answered. A sink may send from
  * inside `deliver` (a DHCP reply); the nesting is bounded by {@link MAX_FORWARDING_DEPTH}.
@@ -52,8 +54,9 @@ import {
  * Where a port hands frames the switch sends out of it (a vNIC's receive queue, the uplink, a service).
  *
  * `deliver` returns true when it took the frame and false when it is busy or full: the frame is then dropped
- * and counted as `busy` on that port. There is no queue inside the switch. The frame must not be mutated; it
- * may be kept.
+ * and counted as `busy` on that port. There is no queue inside the switch. The frame must not be mutated, and
+ * it is lent for the call (a NIC's frames are views into its transmit buffer, which its next batch reuses): a
+ * sink that keeps it, or posts it elsewhere, copies it.
  *
  * Offloads (see offload.ts): a frame may come with a {@link FrameOffload} (a checksum still to complete, a TCP
  * super-frame to cut into segments, or the hint that its checksums are known good). A sink gets it only for
@@ -156,7 +159,10 @@ export interface PortCounters {
 /** Direction of a captured frame, from the switch's point of view at that port. */
 export type CaptureDirection = 'rx' | 'tx';
 
-/** Called with every frame a port receives (before any check) and every frame it delivers. */
+/**
+ * Called with every frame a port receives (before any check) and every frame it delivers. The frame is lent
+ * for the call, as to a {@link PortSink}: a listener that keeps it copies it (a pcap writer copies each record).
+ */
 export type CaptureListener = (frame: Uint8Array, direction: CaptureDirection, timeMs: number) => void;
 
 /** One row of the MAC table view. */
@@ -340,7 +346,7 @@ export class SwitchPort {
 
   /**
    * A frame from the attached device enters the switch, with the offload its sender asked for (validated
-   * here, never trusted). Ownership of `frame` passes to the switch.
+   * here, never trusted). The frame is only read, during the call: it is forwarded before this returns.
    */
   receive(frame: Uint8Array, offload?: FrameOffload): void {
     if (this.#attached) this.#switch.forward(this, frame, offload);
@@ -412,12 +418,17 @@ function finished(form: EgressForm): readonly Uint8Array[] {
   return form.finished;
 }
 
+/** First size of a scratch buffer (an MTU-sized tagged frame); super-frames grow it. */
+const SCRATCH_INITIAL_BYTES = 2048;
+
 /** A VLAN-aware learning switch. See the module comment for the frame ownership rules. */
 export class EthernetSwitch {
   readonly #clock: () => number;
   readonly #ageingMs: number;
   readonly #maxMacs: number;
   readonly #maxMacsPerPort: number;
+  /** Per forwarding depth, the buffers {@link #scratch} lends. */
+  readonly #scratchByDepth: { tagged?: Uint8Array; untagged?: Uint8Array }[] = [];
   /** Copy-on-write, so forwarding can iterate while a sink adds or removes ports. */
   #ports: readonly SwitchPort[] = [];
   #nextPortId = 1;
@@ -618,6 +629,21 @@ export class EthernetSwitch {
     }
   }
 
+  /**
+   * Where this forwarding depth builds a frame's other form (tag removed or inserted): reused by every frame
+   * at that depth, since a frame is lent to sinks for the call only. In Chromium a fresh array per frame cost
+   * more than the copy into it (new memory is zeroed and faulted in: ~0.1 ms for a 20 KB super-frame).
+   */
+  #scratch(form: 'tagged' | 'untagged', length: number): Uint8Array {
+    const buffers = (this.#scratchByDepth[this.#depth] ??= {});
+    let buffer = buffers[form];
+    if (buffer === undefined || buffer.length < length) {
+      buffer = new Uint8Array(Math.max(length, SCRATCH_INITIAL_BYTES, 2 * (buffer?.length ?? 0)));
+      buffers[form] = buffer;
+    }
+    return buffer.subarray(0, length);
+  }
+
   /** The frame as `egress` sends it, making each needed copy once per frame. */
   #egressForm(
     egress: SwitchPort,
@@ -629,7 +655,7 @@ export class EthernetSwitch {
   ): EgressForm {
     if (!egress.tags(vlan)) {
       forms.untagged ??= {
-        frame: popVlanTag(frame),
+        frame: popVlanTag(frame, this.#scratch('untagged', frame.length - VLAN_TAG_BYTES)),
         offload: offload && shiftOffload(offload, -VLAN_TAG_BYTES),
         finished: null,
       };
@@ -638,7 +664,13 @@ export class EthernetSwitch {
     if (forms.tagged === null) {
       if (!ingressTagged) {
         const shifted = offload && shiftOffload(offload, VLAN_TAG_BYTES);
-        forms.tagged = { frame: pushVlanTag(frame, vlan), offload: shifted, finished: null };
+        const tagged = pushVlanTag(
+          frame,
+          vlan,
+          ETHERTYPE_VLAN,
+          this.#scratch('tagged', frame.length + VLAN_TAG_BYTES),
+        );
+        forms.tagged = { frame: tagged, offload: shifted, finished: null };
       } else if ((readU16(frame, VLAN_TCI_OFFSET) & TCI_VID_MASK) === vlan) {
         forms.tagged = { frame, offload, finished: null };
       } else {

@@ -177,10 +177,17 @@ export function parseUplinkMessage(
   if (length < ETH_HEADER_BYTES || length > limit) return 'bad-frame-size';
   // A view into a larger or shared buffer is copied: the switch may keep frames, and a SharedArrayBuffer
   // could change under it.
-  const ownBuffer =
-    frame.buffer instanceof ArrayBuffer && frame.byteOffset === 0 && frame.buffer.byteLength === length;
-  const copy = ownBuffer ? frame : frame.slice();
+  const copy = ownsBuffer(frame) ? frame : frame.slice();
   return offload === undefined ? { from, frame: copy } : { from, frame: copy, offload };
+}
+
+/** True when `frame` is all of an ordinary (not shared) ArrayBuffer. */
+function ownsBuffer(frame: Uint8Array): boolean {
+  return (
+    frame.buffer instanceof ArrayBuffer &&
+    frame.byteOffset === 0 &&
+    frame.buffer.byteLength === frame.byteLength
+  );
 }
 
 /** A fresh FrameOffload from an untrusted value, or undefined when a field is missing or of the wrong type. */
@@ -267,7 +274,9 @@ export class Uplink {
       v: UPLINK_PROTOCOL_VERSION,
       kind: 'frame',
       from: this.switchId,
-      frame,
+      // Posting clones the view's whole buffer: a frame lent as a view into a larger one (a NIC's transmit
+      // buffer) is cut out first.
+      frame: ownsBuffer(frame) ? frame : frame.slice(),
       ...(offload === undefined ? {} : { offload }),
     };
     try {

@@ -143,7 +143,7 @@ describe('virtio-net device model', () => {
 });
 
 describe('virtio-net transmit', () => {
-  it('strips the 12-byte header and hands each frame to the backend as a fresh array', () => {
+  it('strips the 12-byte header and hands each frame to the backend, outside guest RAM', () => {
     const s = setup();
     const a = frame(60, 3);
     const b = frame(VIRTIO_NET_MAX_FRAME_BYTES, 5);
@@ -419,6 +419,44 @@ describe('virtio-net offloads', () => {
     csumStart: 34,
     csumOffset: 16,
   };
+
+  it('lends frames as views into one transmit buffer reused batch after batch, grown to 1 MiB, with arrays of their own beyond', () => {
+    const s = setup({ features: OFFLOAD_FEATURES });
+    /** Each batch's frames as the backend saw them at the end of the batch, and the buffers they were in. */
+    const batch = (payloads: Uint8Array[]): { intact: boolean; buffers: ArrayBufferLike[] } => {
+      s.sent.length = 0;
+      for (const payload of payloads) transmitWithHeader(s, netHeader(TSO4_FIELDS), payload);
+      s.driver.notify(VIRTIO_NET_TX_QUEUE);
+      s.host.service();
+      s.driver.queues[VIRTIO_NET_TX_QUEUE].takeUsed();
+      const intact =
+        s.sent.length === payloads.length && s.sent.every((f, i) => f.join() === payloads[i].join());
+      return { intact, buffers: s.sent.map((f) => f.buffer) };
+    };
+    const big = (n: number, seed: number): Uint8Array[] =>
+      Array.from({ length: n }, (_, i) => frame(60_000 + i, seed + i));
+    // One batch's frames lie one after another in one buffer, none overwriting another.
+    const first = batch(big(3, 1));
+    expect(first.intact).toBe(true);
+    expect(new Set(first.buffers).size).toBe(1);
+    expect(first.buffers[0]).not.toBe(s.ram.memory.u8.buffer);
+    // The next batch reuses the same bytes: what the backend did not copy is gone.
+    const kept = s.sent[0];
+    const second = batch(big(2, 7));
+    expect(second.intact).toBe(true);
+    expect(second.buffers[0]).toBe(first.buffers[0]);
+    expect(kept.join()).not.toBe(frame(60_000, 1).join());
+    // A batch that does not fit grows the buffer (doubling, up to 1 MiB); the frames of that batch stay whole.
+    const grown = batch(big(12, 20));
+    expect(grown.intact).toBe(true);
+    expect(grown.buffers.at(-1)!.byteLength).toBe(512 << 10);
+    // Beyond 1 MiB in one batch, the remaining frames get arrays of their own.
+    const beyond = batch(big(40, 60));
+    expect(beyond.intact).toBe(true);
+    expect(Math.max(...beyond.buffers.map((b) => b.byteLength))).toBe(1 << 20);
+    const own = beyond.buffers.filter((b, i) => b.byteLength === s.sent[i].byteLength).length;
+    expect(own).toBe(40 - 8 - 17);
+  });
 
   it('hands the backend the checksum and TSO requests of a transmit header', () => {
     const s = setup({ features: OFFLOAD_FEATURES });

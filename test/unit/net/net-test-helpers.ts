@@ -3,14 +3,19 @@ import type { PortSink } from '../../../src/net/switch.ts';
 /** A port sink that records every frame; `busy` makes it refuse them. */
 export class RecordingSink implements PortSink {
   readonly frames: Uint8Array[] = [];
+  /** The arrays as lent, for identity checks only: their bytes may have been reused since. */
+  readonly lent: Uint8Array[] = [];
   busy = false;
   deliver(frame: Uint8Array): boolean {
     if (this.busy) return false;
-    this.frames.push(frame);
+    // Frames are lent for the call (switch.ts): a sink that keeps one copies it.
+    this.frames.push(frame.slice());
+    this.lent.push(frame);
     return true;
   }
   clear(): void {
     this.frames.length = 0;
+    this.lent.length = 0;
   }
 }
 

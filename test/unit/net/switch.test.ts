@@ -254,9 +254,49 @@ describe('switch: ports and sinks', () => {
     ]);
     const frame = plainFrame(BROADCAST, stationMac(1));
     ports[0].receive(frame);
-    expect(sinks[1].frames[0]).toBe(frame);
-    expect(sinks[2].frames[0]).toBe(sinks[3].frames[0]);
-    expect(sinks[2].frames[0]).not.toBe(frame);
+    expect(sinks[1].lent[0]).toBe(frame);
+    expect(sinks[2].lent[0]).toBe(sinks[3].lent[0]);
+    expect(sinks[2].lent[0]).not.toBe(frame);
+    expect(sinks[2].frames[0]).toEqual(sinks[3].frames[0]);
+  });
+
+  it('builds retagged forms in buffers lent per forwarding depth: a sink that sends meanwhile does not change what later ports get', () => {
+    const sw = new EthernetSwitch();
+    const late = [new RecordingSink(), new RecordingSink()];
+    const trunk = { kind: 'trunk', allowed: [10, 20] } as const;
+    const replyFrom = sw.addPort({ name: 'replier', mode: trunk, sink: new RecordingSink() });
+    const reply = hex('ffffffffffff 020000000009 8100 0014 0800 aabbccdd'); // VLAN 20, other bytes
+    let replied = 0;
+    // The first access port answers from inside deliver (as the DHCP server does): a nested forward.
+    const replier: PortSink = {
+      deliver: () => {
+        if (replied++ === 0) replyFrom.receive(reply);
+        return true;
+      },
+    };
+    const ingress = sw.addPort({ name: 'in', mode: trunk, sink: new RecordingSink() });
+    sw.addPort({ name: 'first', mode: access(10), sink: replier });
+    late.forEach((sink, i) => sw.addPort({ name: `late${i}`, mode: access(10), sink }));
+    const vlan20 = new RecordingSink();
+    sw.addPort({ name: 'vlan20', mode: access(20), sink: vlan20 });
+    const untagged = plainFrame(BROADCAST, stationMac(1));
+    const tagged = hex('ffffffffffff 020000000001 8100 000a 0800');
+    const frame = new Uint8Array(tagged.length + untagged.length - 14);
+    frame.set(tagged);
+    frame.set(untagged.subarray(14), tagged.length);
+    ingress.receive(frame);
+    expect(replied).toBe(1);
+    for (const sink of late) expect(sink.frames).toEqual([untagged]);
+    expect(vlan20.frames).toEqual([hex('ffffffffffff 020000000009 0800 aabbccdd')]);
+    // The next frame at the same depth reuses the buffer the first one was lent in.
+    const second = plainFrame(BROADCAST, stationMac(2));
+    const secondTagged = new Uint8Array(frame.length);
+    secondTagged.set(frame);
+    secondTagged.set(stationMac(2), 6);
+    ingress.receive(secondTagged);
+    expect(late[0].lent[1].buffer).toBe(late[0].lent[0].buffer);
+    expect(late[0].frames[1]).toEqual(second);
+    expect(late[0].frames[0]).toEqual(untagged);
   });
 
   it('counts rx/tx frames and bytes per port with each side its own tagging', () => {

@@ -147,6 +147,31 @@ describe('uplink: switches in three tabs over one channel', () => {
     ]);
   });
 
+  it('posts a frame lent as a view into a larger buffer as a copy of just that frame (posting clones whole buffers)', () => {
+    const posted: { frame: Uint8Array }[] = [];
+    const channel: NetChannel = {
+      onmessage: null,
+      postMessage: (data) => posted.push(data as { frame: Uint8Array }),
+      close: () => {},
+    };
+    const sw = new EthernetSwitch();
+    new Uplink(sw, channel, { switchId: 'me' });
+    const trunk = sw.addPort({
+      name: 'vm',
+      mode: { kind: 'trunk', allowed: [10] },
+      sink: new RecordingSink(),
+    });
+    // A tagged frame goes out of the uplink as it came in: a view into a NIC's 64 KiB transmit buffer.
+    const tagged = hex('ffffffffffff 020000000001 8100 000a 0800 030a');
+    const lent = new Uint8Array(64 << 10);
+    lent.set(tagged, 1000);
+    trunk.receive(lent.subarray(1000, 1000 + tagged.length));
+    lent.fill(0); // the NIC's next batch
+    expect(posted).toHaveLength(1);
+    expect(posted[0].frame).toEqual(tagged);
+    expect(posted[0].frame.buffer.byteLength).toBe(tagged.length);
+  });
+
   it('ignores its own messages echoed back', () => {
     const sw = new EthernetSwitch();
     const channel: NetChannel = { onmessage: null, postMessage: () => {}, close: () => {} };
