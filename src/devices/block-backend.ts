@@ -22,7 +22,10 @@ export interface BlockBackend {
   readonly readOnly: boolean;
   /** The most operations the backend accepts at once (at least 1). */
   readonly queueDepth: number;
-  /** Fill `dst` with the bytes at `[offset, offset + dst.length)`. */
+  /**
+   * Fill all of `dst` with the bytes at `[offset, offset + dst.length)` (zeroes where the disk holds none: `dst`
+   * may hold a previous request's bytes). `dst` is the caller's again once the read settles.
+   */
   read(offset: number, dst: Uint8Array): Promise<void> | void;
   /** Store `src` at `[offset, offset + src.length)`. Never called when `readOnly`. */
   write(offset: number, src: Uint8Array): Promise<void> | void;

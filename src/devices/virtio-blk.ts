@@ -254,6 +254,9 @@ const ANSWERED: Parsed = { kind: 'answered' };
 const NO_DATA = new Uint8Array(0);
 const ZEROES = new Uint8Array(VIRTIO_BLK_ZERO_CHUNK_BYTES);
 
+/** Read buffers a disk keeps for reuse (a guest keeps a few reads in flight). */
+const MAX_READ_BUFFERS = 4;
+
 /**
  * The I/O-thread side of one virtio-blk device: takes requests from the guest's queue, carries them out on the
  * {@link BlockBackend} and completes them. The VMM calls {@link service} whenever the transport's doorbell word
@@ -276,6 +279,11 @@ export class VirtioBlkHost {
   private pumping = false;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
+  /**
+   * Buffers of finished reads, for the next reads' data: in Chromium a fresh buffer cost more than the read
+   * (new memory is zeroed and faulted in, ~5 ms per MiB here), and a guest streaming a disk reads many.
+   */
+  private readonly readBuffers: ArrayBuffer[] = [];
 
   constructor(
     readonly transport: VirtioMmioTransport,
@@ -413,7 +421,7 @@ export class VirtioBlkHost {
         const inSegments = sliceSegments(chain.writable, 0, writableData);
         if (offset < 0 || !inSegments.every((s) => s.inRam)) return answer(VIRTIO_BLK_S_IOERR);
         if (writableData === 0) return answer(VIRTIO_BLK_S_OK);
-        const data = new Uint8Array(writableData);
+        const data = this.readBuffer(writableData);
         return { kind: 'request', request: { ...base, offset, data, inSegments, ranges: [] } };
       }
       case VIRTIO_BLK_T_OUT: {
@@ -478,6 +486,22 @@ export class VirtioBlkHost {
       default:
         return answer(VIRTIO_BLK_S_UNSUPP);
     }
+  }
+
+  /** `length` bytes for a read's data: a view of a reused buffer (see {@link readBuffers}), or a new one. */
+  private readBuffer(length: number): Uint8Array {
+    const at = this.readBuffers.findIndex((buffer) => buffer.byteLength >= length);
+    const buffer = at >= 0 ? this.readBuffers.splice(at, 1)[0] : new ArrayBuffer(length);
+    return new Uint8Array(buffer, 0, length);
+  }
+
+  /** A finished read's buffer, kept for reuse (at most {@link MAX_READ_BUFFERS}, the largest). */
+  private keepReadBuffer(data: Uint8Array): void {
+    const buffer = data.buffer;
+    if (!(buffer instanceof ArrayBuffer)) return; // (made by readBuffer: never shared or resizable)
+    this.readBuffers.push(buffer);
+    this.readBuffers.sort((a, b) => b.byteLength - a.byteLength);
+    this.readBuffers.length = Math.min(this.readBuffers.length, MAX_READ_BUFFERS);
   }
 
   /** IN/OUT data: whole sectors, at most {@link VIRTIO_BLK_MAX_DATA_BYTES}. */
@@ -584,6 +608,8 @@ export class VirtioBlkHost {
       live.ring.pushUsed(request.head, written + 1);
       this.stats.requests++;
     });
+    // The backend is done with a read's data once its read settled, and the guest has its copy.
+    if (request.type === VIRTIO_BLK_T_IN && request.data.length > 0) this.keepReadBuffer(request.data);
     const bit = 1 << request.queue;
     if ((this.starved & bit) !== 0) this.pump(bit);
     if (this.outstanding === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();

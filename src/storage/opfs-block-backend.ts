@@ -43,6 +43,11 @@ class StorageRequestError extends Error {
   }
 }
 
+/** Smallest buffer a read sends to the worker to fill. */
+const MIN_READ_BUFFER_BYTES = 64 << 10;
+/** Read buffers kept for reuse per store (a guest keeps a few reads in flight). */
+const MAX_READ_BUFFERS = 4;
+
 /** OPFS disks through one storage worker. Create it with {@link OpfsDiskStore.start}. */
 export class OpfsDiskStore implements DiskStore {
   readonly kind = 'opfs';
@@ -118,6 +123,24 @@ export class OpfsDiskStore implements DiskStore {
     this.worker.terminate();
   }
 
+  /** Buffers that came back with read replies, for the next reads to send (see the `read` request). */
+  private readonly readBuffers: ArrayBuffer[] = [];
+
+  /** @internal A buffer of at least `length` bytes for a read to fill (reused, else new). */
+  takeReadBuffer(length: number): ArrayBuffer {
+    const at = this.readBuffers.findIndex((buffer) => buffer.byteLength >= length);
+    if (at >= 0) return this.readBuffers.splice(at, 1)[0];
+    return new ArrayBuffer(Math.max(length, MIN_READ_BUFFER_BYTES));
+  }
+
+  /** @internal A read's buffer, back for reuse (at most {@link MAX_READ_BUFFERS} kept, the largest). */
+  giveReadBuffer(buffer: ArrayBuffer): void {
+    if (buffer.resizable) return;
+    this.readBuffers.push(buffer);
+    this.readBuffers.sort((a, b) => b.byteLength - a.byteLength);
+    this.readBuffers.length = Math.min(this.readBuffers.length, MAX_READ_BUFFERS);
+  }
+
   /** @internal One request to the worker. */
   call(body: StorageRequestBody, transfer: Transferable[] = []): Promise<Reply> {
     if (this.broken) return Promise.reject(this.broken);
@@ -160,9 +183,13 @@ export class OpfsBlockBackend implements StoredDisk {
   }
 
   async read(offset: number, dst: Uint8Array): Promise<void> {
-    const reply = await this.request({ op: 'read', handle: this.handle, offset, length: dst.length });
+    const into = this.store.takeReadBuffer(dst.length);
+    const reply = await this.request({ op: 'read', handle: this.handle, offset, length: dst.length, into }, [
+      into,
+    ]);
     if (!reply.bytes || reply.bytes.length !== dst.length) throw new BlockIoError(`${this.what}: short read`);
     dst.set(reply.bytes);
+    this.store.giveReadBuffer(reply.bytes.buffer as ArrayBuffer);
   }
 
   async write(offset: number, src: Uint8Array): Promise<void> {

@@ -105,8 +105,14 @@ export class OpfsDiskServer {
       case 'read': {
         const { access } = this.get(request.handle);
         checkRange(request.offset, request.length);
-        const bytes = new Uint8Array(request.length);
-        access.read(bytes, { at: request.offset }); // bytes past the end stay zero (a sparse tail)
+        const into = request.into;
+        const bytes =
+          into instanceof ArrayBuffer && !into.resizable && into.byteLength >= request.length
+            ? new Uint8Array(into, 0, request.length)
+            : new Uint8Array(request.length);
+        const read = access.read(bytes, { at: request.offset });
+        // Bytes past the end of the file read as zeroes (a sparse tail); a reused buffer holds old ones there.
+        if (read < bytes.length) bytes.fill(0, Math.max(0, read));
         return { bytes };
       }
       case 'write': {

@@ -29,7 +29,18 @@ export type StorageRequestBody =
    * `sizeBytes` when smaller; `sizeBytes` 0 opens an existing file as it is. Answers `{ value: handle, size }`.
    */
   | { readonly op: 'open'; readonly vmId: string; readonly disk: number; readonly sizeBytes: number }
-  | { readonly op: 'read'; readonly handle: number; readonly offset: number; readonly length: number }
+  /**
+   * Answers `{ bytes }`. `into` (transferred) is a buffer to read into and send back, so that neither thread
+   * allocates one per read: a fresh buffer costs more than the read (its memory is zeroed and faulted in, ~5 ms
+   * per MiB in Chromium here). Without it, or when it is too small, the worker allocates.
+   */
+  | {
+      readonly op: 'read';
+      readonly handle: number;
+      readonly offset: number;
+      readonly length: number;
+      readonly into?: ArrayBuffer;
+    }
   | { readonly op: 'write'; readonly handle: number; readonly offset: number; readonly bytes: Uint8Array }
   /**
    * Write `length` zero bytes at `offset` (discard and write-zeroes: OPFS cannot punch holes). The worker

@@ -221,6 +221,39 @@ describe('virtio-blk requests', () => {
     expect(s.irq.level).toBe(false);
   });
 
+  it('reads into buffers it reuses once a read finished, and each read gets exactly its own bytes', () => {
+    const disk = new MemoryBlockBackend(pattern(DISK_BYTES));
+    const lent: Uint8Array[] = [];
+    const spy: BlockBackend = {
+      sizeBytes: disk.sizeBytes,
+      readOnly: false,
+      queueDepth: disk.queueDepth,
+      read: (offset, dst) => {
+        lent.push(dst);
+        return disk.read(offset, dst);
+      },
+      write: (offset, src) => disk.write(offset, src),
+      flush: () => disk.flush(),
+    };
+    const s = setup(spy);
+    const big = read(s, 10, 16384);
+    s.host.service();
+    const small = read(s, 40, 1024);
+    s.host.service();
+    expect(lent[1].buffer).toBe(lent[0].buffer);
+    expect(lent[1].byteOffset).toBe(0);
+    expect(lent[1].length).toBe(1024);
+    expect(s.ram.get(big.dataGpa, 16384)).toEqual(pattern(DISK_BYTES).subarray(10 * 512, 10 * 512 + 16384));
+    expect(s.ram.get(small.dataGpa, 1024)).toEqual(pattern(DISK_BYTES).subarray(40 * 512, 40 * 512 + 1024));
+    // Two reads in flight at once get separate buffers.
+    const a = read(s, 1, 512, { notify: false });
+    const b = read(s, 2, 512);
+    s.host.service();
+    expect(lent[2].buffer).not.toBe(lent[3].buffer);
+    expect(s.ram.get(a.dataGpa, 512)).toEqual(pattern(DISK_BYTES).subarray(512, 1024));
+    expect(s.ram.get(b.dataGpa, 512)).toEqual(pattern(DISK_BYTES).subarray(1024, 1536));
+  });
+
   it('writes sectors through direct and indirect chains; the last sector of the disk is reachable', () => {
     const s = setup();
     const data = new Uint8Array(1024).fill(0xab);

@@ -142,6 +142,46 @@ describe('OPFS disks through the storage worker protocol (in-process server, fak
     expect(fs.file('vms/vm-a/disk-0.img').bytes.length).toBe(1 << 20);
   });
 
+  it('a read sends a buffer for the worker to fill and gets it back for the next read; past the end of the file it reads zeroes', async () => {
+    const fs = new FakeOpfs();
+    const { store, port } = connect(fs);
+    const sent: unknown[] = [];
+    const post = port.postMessage.bind(port);
+    port.postMessage = (message: unknown, transfer?: Transferable[]) => {
+      const request = message as { op: string; into?: ArrayBuffer };
+      if (request.op === 'read') sent.push(request.into);
+      post(message, transfer ?? []);
+    };
+    const disk = await store.openDisk('vm-a', 0, 1 << 20);
+    await disk.write((1 << 20) - 4096, new Uint8Array(4096).fill(7));
+    const full = new Uint8Array(4096);
+    await disk.read((1 << 20) - 4096, full);
+    expect(full.every((b) => b === 7)).toBe(true);
+    // The file ends 2048 bytes into this read: the reused buffer's old 7s must not show there.
+    const tail = new Uint8Array(4096);
+    await disk.read((1 << 20) - 2048, tail);
+    expect(tail.subarray(0, 2048).every((b) => b === 7)).toBe(true);
+    expect(tail.subarray(2048).every((b) => b === 0)).toBe(true);
+    expect(sent).toHaveLength(2);
+    expect(sent[0]).toBeInstanceOf(ArrayBuffer);
+    expect(sent[1]).toBe(sent[0]);
+  });
+
+  it('the worker reads into a buffer it was sent when it is large enough, else into its own', async () => {
+    const fs = new FakeOpfs();
+    const { store, port } = connect(fs);
+    await store.openDisk('vm-a', 0, 1 << 16);
+    const read = (id: number, into?: ArrayBuffer) =>
+      port.raw({ v: STORAGE_PROTOCOL_VERSION, id, op: 'read', handle: 1, offset: 0, length: 4096, into });
+    const big = new ArrayBuffer(8192);
+    const small = new ArrayBuffer(1024);
+    const answers = [await read(100, big), await read(101, small), await read(102)];
+    const buffers = answers.map((a) => (a.ok ? a.bytes?.buffer : undefined));
+    expect(buffers[0]).toBe(big);
+    expect(buffers[1]).not.toBe(small);
+    expect(answers.every((a) => a.ok && a.bytes?.length === 4096)).toBe(true);
+  });
+
   it('discard and write zeroes zero the range in the worker, a bounded piece per request', async () => {
     const fs = new FakeOpfs();
     const { store } = connect(fs);
