@@ -43,10 +43,10 @@ class StorageRequestError extends Error {
   }
 }
 
-/** Smallest buffer a read sends to the worker to fill. */
-const MIN_READ_BUFFER_BYTES = 64 << 10;
-/** Read buffers kept for reuse per store (a guest keeps a few reads in flight). */
-const MAX_READ_BUFFERS = 4;
+/** Smallest buffer a read or write sends to the worker. */
+const MIN_TRANSFER_BUFFER_BYTES = 64 << 10;
+/** Buffers kept for reuse per store (a guest keeps a few requests in flight). */
+const MAX_SPARE_BUFFERS = 4;
 
 /** OPFS disks through one storage worker. Create it with {@link OpfsDiskStore.start}. */
 export class OpfsDiskStore implements DiskStore {
@@ -123,22 +123,22 @@ export class OpfsDiskStore implements DiskStore {
     this.worker.terminate();
   }
 
-  /** Buffers that came back with read replies, for the next reads to send (see the `read` request). */
-  private readonly readBuffers: ArrayBuffer[] = [];
+  /** Buffers that came back with read and write replies, for the next requests to send (see `read`). */
+  private readonly spareBuffers: ArrayBuffer[] = [];
 
-  /** @internal A buffer of at least `length` bytes for a read to fill (reused, else new). */
-  takeReadBuffer(length: number): ArrayBuffer {
-    const at = this.readBuffers.findIndex((buffer) => buffer.byteLength >= length);
-    if (at >= 0) return this.readBuffers.splice(at, 1)[0];
-    return new ArrayBuffer(Math.max(length, MIN_READ_BUFFER_BYTES));
+  /** @internal A buffer of at least `length` bytes to send with a read or write (reused, else new). */
+  takeBuffer(length: number): ArrayBuffer {
+    const at = this.spareBuffers.findIndex((buffer) => buffer.byteLength >= length);
+    if (at >= 0) return this.spareBuffers.splice(at, 1)[0];
+    return new ArrayBuffer(Math.max(length, MIN_TRANSFER_BUFFER_BYTES));
   }
 
-  /** @internal A read's buffer, back for reuse (at most {@link MAX_READ_BUFFERS} kept, the largest). */
-  giveReadBuffer(buffer: ArrayBuffer): void {
+  /** @internal A buffer a reply brought back, for reuse (at most {@link MAX_SPARE_BUFFERS} kept, the largest). */
+  giveBuffer(buffer: ArrayBuffer): void {
     if (buffer.resizable) return;
-    this.readBuffers.push(buffer);
-    this.readBuffers.sort((a, b) => b.byteLength - a.byteLength);
-    this.readBuffers.length = Math.min(this.readBuffers.length, MAX_READ_BUFFERS);
+    this.spareBuffers.push(buffer);
+    this.spareBuffers.sort((a, b) => b.byteLength - a.byteLength);
+    this.spareBuffers.length = Math.min(this.spareBuffers.length, MAX_SPARE_BUFFERS);
   }
 
   /** @internal One request to the worker. */
@@ -183,18 +183,22 @@ export class OpfsBlockBackend implements StoredDisk {
   }
 
   async read(offset: number, dst: Uint8Array): Promise<void> {
-    const into = this.store.takeReadBuffer(dst.length);
+    const into = this.store.takeBuffer(dst.length);
     const reply = await this.request({ op: 'read', handle: this.handle, offset, length: dst.length, into }, [
       into,
     ]);
     if (!reply.bytes || reply.bytes.length !== dst.length) throw new BlockIoError(`${this.what}: short read`);
     dst.set(reply.bytes);
-    this.store.giveReadBuffer(reply.bytes.buffer as ArrayBuffer);
+    this.store.giveBuffer(reply.bytes.buffer as ArrayBuffer);
   }
 
   async write(offset: number, src: Uint8Array): Promise<void> {
-    const bytes = src.slice(); // a copy we can transfer (src may be a view of shared guest memory)
-    await this.request({ op: 'write', handle: this.handle, offset, bytes }, [bytes.buffer]);
+    // A copy we can transfer (src may be a view of shared guest memory), in a buffer the reply brings back.
+    const buffer = this.store.takeBuffer(src.length);
+    const bytes = new Uint8Array(buffer, 0, src.length);
+    bytes.set(src);
+    const reply = await this.request({ op: 'write', handle: this.handle, offset, bytes }, [buffer]);
+    if (reply.bytes) this.store.giveBuffer(reply.bytes.buffer as ArrayBuffer);
   }
 
   async flush(): Promise<void> {

@@ -123,7 +123,9 @@ export class OpfsDiskServer {
         if (written !== request.bytes.length) {
           throw new DOMException(`wrote ${written} of ${request.bytes.length} bytes`, 'QuotaExceededError');
         }
-        return {};
+        // The buffer goes back for the page's next request (a shared one cannot be transferred: nothing back).
+        const sent = request.bytes;
+        return sent.buffer instanceof ArrayBuffer ? { bytes: sent as Uint8Array<ArrayBuffer> } : {};
       }
       case 'zero': {
         const { access } = this.get(request.handle);

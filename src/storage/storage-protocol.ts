@@ -41,6 +41,7 @@ export type StorageRequestBody =
       readonly length: number;
       readonly into?: ArrayBuffer;
     }
+  /** Answers `{ bytes }`: the same bytes (transferred back), so the page can send the buffer again. */
   | { readonly op: 'write'; readonly handle: number; readonly offset: number; readonly bytes: Uint8Array }
   /**
    * Write `length` zero bytes at `offset` (discard and write-zeroes: OPFS cannot punch holes). The worker

@@ -167,6 +167,34 @@ describe('OPFS disks through the storage worker protocol (in-process server, fak
     expect(sent[1]).toBe(sent[0]);
   });
 
+  it("a write's copy travels in a buffer the reply brings back, which the next request sends again", async () => {
+    const fs = new FakeOpfs();
+    const { store, port } = connect(fs);
+    const sent: ArrayBuffer[] = [];
+    const post = port.postMessage.bind(port);
+    port.postMessage = (message: unknown, transfer?: Transferable[]) => {
+      const request = message as { op: string; into?: ArrayBuffer; bytes?: Uint8Array };
+      if (request.op === 'write' && request.bytes) sent.push(request.bytes.buffer as ArrayBuffer);
+      if (request.op === 'read' && request.into) sent.push(request.into);
+      post(message, transfer ?? []);
+    };
+    const disk = await store.openDisk('vm-a', 0, 1 << 20);
+    const data = new Uint8Array(4096).map((_, i) => i & 0xff);
+    await disk.write(8192, data);
+    await disk.write(0, new Uint8Array(512).fill(3));
+    const back = new Uint8Array(4096);
+    await disk.read(8192, back);
+    expect(back).toEqual(data);
+    expect(
+      fs
+        .file('vms/vm-a/disk-0.img')
+        .bytes.subarray(0, 512)
+        .every((b) => b === 3),
+    ).toBe(true);
+    expect(sent).toHaveLength(3);
+    expect(new Set(sent).size).toBe(1);
+  });
+
   it('the worker reads into a buffer it was sent when it is large enough, else into its own', async () => {
     const fs = new FakeOpfs();
     const { store, port } = connect(fs);
