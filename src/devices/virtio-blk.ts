@@ -1,3 +1,4 @@
+import { BufferPool } from '../common/buffer-pool.ts';
 import type { AccessSize } from './mmio.ts';
 import type { AddressSpace } from '../mem/address-space.ts';
 import type { BlockBackend } from './block-backend.ts';
@@ -279,11 +280,8 @@ export class VirtioBlkHost {
   private pumping = false;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
-  /**
-   * Buffers of finished reads, for the next reads' data: in Chromium a fresh buffer cost more than the read
-   * (new memory is zeroed and faulted in, ~5 ms per MiB here), and a guest streaming a disk reads many.
-   */
-  private readonly readBuffers: ArrayBuffer[] = [];
+  /** Buffers of finished reads, for the next reads' data (a guest streaming a disk reads many). */
+  private readonly readBuffers = new BufferPool(MAX_READ_BUFFERS);
 
   constructor(
     readonly transport: VirtioMmioTransport,
@@ -421,7 +419,7 @@ export class VirtioBlkHost {
         const inSegments = sliceSegments(chain.writable, 0, writableData);
         if (offset < 0 || !inSegments.every((s) => s.inRam)) return answer(VIRTIO_BLK_S_IOERR);
         if (writableData === 0) return answer(VIRTIO_BLK_S_OK);
-        const data = this.readBuffer(writableData);
+        const data = new Uint8Array(this.readBuffers.take(writableData), 0, writableData);
         return { kind: 'request', request: { ...base, offset, data, inSegments, ranges: [] } };
       }
       case VIRTIO_BLK_T_OUT: {
@@ -486,22 +484,6 @@ export class VirtioBlkHost {
       default:
         return answer(VIRTIO_BLK_S_UNSUPP);
     }
-  }
-
-  /** `length` bytes for a read's data: a view of a reused buffer (see {@link readBuffers}), or a new one. */
-  private readBuffer(length: number): Uint8Array {
-    const at = this.readBuffers.findIndex((buffer) => buffer.byteLength >= length);
-    const buffer = at >= 0 ? this.readBuffers.splice(at, 1)[0] : new ArrayBuffer(length);
-    return new Uint8Array(buffer, 0, length);
-  }
-
-  /** A finished read's buffer, kept for reuse (at most {@link MAX_READ_BUFFERS}, the largest). */
-  private keepReadBuffer(data: Uint8Array): void {
-    const buffer = data.buffer;
-    if (!(buffer instanceof ArrayBuffer)) return; // (made by readBuffer: never shared or resizable)
-    this.readBuffers.push(buffer);
-    this.readBuffers.sort((a, b) => b.byteLength - a.byteLength);
-    this.readBuffers.length = Math.min(this.readBuffers.length, MAX_READ_BUFFERS);
   }
 
   /** IN/OUT data: whole sectors, at most {@link VIRTIO_BLK_MAX_DATA_BYTES}. */
@@ -609,7 +591,8 @@ export class VirtioBlkHost {
       this.stats.requests++;
     });
     // The backend is done with a read's data once its read settled, and the guest has its copy.
-    if (request.type === VIRTIO_BLK_T_IN && request.data.length > 0) this.keepReadBuffer(request.data);
+    if (request.type === VIRTIO_BLK_T_IN && request.data.buffer instanceof ArrayBuffer)
+      this.readBuffers.give(request.data.buffer);
     const bit = 1 << request.queue;
     if ((this.starved & bit) !== 0) this.pump(bit);
     if (this.outstanding === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();

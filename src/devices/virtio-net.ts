@@ -197,10 +197,10 @@ export class VirtioNetDevice implements VirtioDeviceModel {
 /**
  * Where the device's transmitted frames go (STYLE.md rule 2): a switch port, a capture, a test. The frame is
  * lent for the call: it is a view into the device's transmit buffer, which the next batch overwrites, so a
- * receiver that keeps it (or posts it elsewhere) copies it first. `send` is called outside every device lock, so
- * it may deliver frames back into this or another device synchronously. `offload` is what the guest's header asked for, as the guest
- * wrote it (checked only against the negotiated features and size limits): the receiver validates it against
- * the frame before acting on it.
+ * receiver that keeps it (or posts it elsewhere) copies it first. `send` is called outside every device lock,
+ * so it may deliver frames back into this or another device synchronously. `offload` is what the guest's header
+ * asked for, as the guest wrote it (checked only against the negotiated features and size limits): the
+ * receiver validates it against the frame before acting on it.
  */
 export interface NetBackend {
   send(frame: Uint8Array, offload?: FrameOffload): void;
@@ -231,8 +231,9 @@ export interface VirtioNetStats {
 /**
  * The I/O-thread side of one virtio-net device. Transmit: the VMM calls {@link service} when the transport's
  * doorbell changes; each chain's header is stripped and the frame handed to the {@link NetBackend} as a view
- * into the device's transmit buffer, lent for the call. Receive: {@link deliver} (the switch's `PortSink.deliver`) copies a frame into the next free receive
- * buffer behind a header and raises the interrupt, or answers false when the guest has no buffer.
+ * into the device's transmit buffer, lent for the call. Receive: {@link deliver} (the switch's
+ * `PortSink.deliver`) copies a frame into the next free receive buffer behind a header and raises the
+ * interrupt, or answers false when the guest has no buffer.
  *
  * No guest input makes the host throw. Malformed transmit chains are returned unsent (used length 0) and
  * counted; a broken ring or a receive buffer outside RAM puts the device in DEVICE_NEEDS_RESET.

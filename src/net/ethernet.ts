@@ -252,17 +252,17 @@ export function buildFrame(fields: FrameFields): Uint8Array {
 }
 
 /**
- * A copy of `frame` with an outer tag (`tpid`, `tci`) inserted after the source MAC, in `into` (exactly 4 bytes
- * longer than `frame`) or a new array.
+ * A copy of `frame` with an outer tag (`tpid`, `tci`) inserted after the source MAC, in `tagged` (exactly 4
+ * bytes longer than `frame`) or a new array.
  */
 export function pushVlanTag(
   frame: Uint8Array,
   tci: number,
   tpid = ETHERTYPE_VLAN,
-  into: Uint8Array = new Uint8Array(frame.length + VLAN_TAG_BYTES),
+  tagged: Uint8Array = new Uint8Array(frame.length + VLAN_TAG_BYTES),
 ): Uint8Array {
-  if (into.length !== frame.length + VLAN_TAG_BYTES) throw new RangeError('pushVlanTag: wrong output length');
-  const tagged = into;
+  if (tagged.length !== frame.length + VLAN_TAG_BYTES)
+    throw new RangeError('pushVlanTag: wrong output length');
   tagged.set(frame.subarray(0, ETH_TYPE_OFFSET), 0);
   writeU16(tagged, ETH_TYPE_OFFSET, tpid);
   writeU16(tagged, VLAN_TCI_OFFSET, tci);
@@ -271,15 +271,15 @@ export function pushVlanTag(
 }
 
 /**
- * A copy of `frame` without its outer tag, in `into` (exactly 4 bytes shorter than `frame`) or a new array. The
- * caller guarantees the frame has one.
+ * A copy of `frame` without its outer tag, in `untagged` (exactly 4 bytes shorter than `frame`) or a new array.
+ * The caller guarantees the frame has one.
  */
 export function popVlanTag(
   frame: Uint8Array,
-  into: Uint8Array = new Uint8Array(frame.length - VLAN_TAG_BYTES),
+  untagged: Uint8Array = new Uint8Array(frame.length - VLAN_TAG_BYTES),
 ): Uint8Array {
-  if (into.length !== frame.length - VLAN_TAG_BYTES) throw new RangeError('popVlanTag: wrong output length');
-  const untagged = into;
+  if (untagged.length !== frame.length - VLAN_TAG_BYTES)
+    throw new RangeError('popVlanTag: wrong output length');
   untagged.set(frame.subarray(0, ETH_TYPE_OFFSET), 0);
   untagged.set(frame.subarray(ETH_TYPE_OFFSET + VLAN_TAG_BYTES), ETH_TYPE_OFFSET);
   return untagged;

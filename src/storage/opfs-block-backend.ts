@@ -9,6 +9,7 @@
  * - A full quota (`QuotaExceededError`) fails that request (the guest gets an I/O error) with a message that
  *   says how to free space; nothing already written is touched.
  */
+import { BufferPool } from '../common/buffer-pool.ts';
 import { UserError } from '../common/errors.ts';
 import { BLOCK_SECTOR_SIZE, BlockIoError } from '../devices/block-backend.ts';
 import { describeStorageFailure, type DiskStore, type StoredDisk } from './disk-store.ts';
@@ -123,23 +124,11 @@ export class OpfsDiskStore implements DiskStore {
     this.worker.terminate();
   }
 
-  /** Buffers that came back with read and write replies, for the next requests to send (see `read`). */
-  private readonly spareBuffers: ArrayBuffer[] = [];
-
-  /** @internal A buffer of at least `length` bytes to send with a read or write (reused, else new). */
-  takeBuffer(length: number): ArrayBuffer {
-    const at = this.spareBuffers.findIndex((buffer) => buffer.byteLength >= length);
-    if (at >= 0) return this.spareBuffers.splice(at, 1)[0];
-    return new ArrayBuffer(Math.max(length, MIN_TRANSFER_BUFFER_BYTES));
-  }
-
-  /** @internal A buffer a reply brought back, for reuse (at most {@link MAX_SPARE_BUFFERS} kept, the largest). */
-  giveBuffer(buffer: ArrayBuffer): void {
-    if (buffer.resizable) return;
-    this.spareBuffers.push(buffer);
-    this.spareBuffers.sort((a, b) => b.byteLength - a.byteLength);
-    this.spareBuffers.length = Math.min(this.spareBuffers.length, MAX_SPARE_BUFFERS);
-  }
+  /**
+   * @internal Buffers that read and write requests transfer to the worker and its replies bring back (see the
+   * `read` request), for the next requests.
+   */
+  readonly buffers = new BufferPool(MAX_SPARE_BUFFERS, MIN_TRANSFER_BUFFER_BYTES);
 
   /** @internal One request to the worker. */
   call(body: StorageRequestBody, transfer: Transferable[] = []): Promise<Reply> {
@@ -183,22 +172,22 @@ export class OpfsBlockBackend implements StoredDisk {
   }
 
   async read(offset: number, dst: Uint8Array): Promise<void> {
-    const into = this.store.takeBuffer(dst.length);
+    const into = this.store.buffers.take(dst.length);
     const reply = await this.request({ op: 'read', handle: this.handle, offset, length: dst.length, into }, [
       into,
     ]);
     if (!reply.bytes || reply.bytes.length !== dst.length) throw new BlockIoError(`${this.what}: short read`);
     dst.set(reply.bytes);
-    this.store.giveBuffer(reply.bytes.buffer as ArrayBuffer);
+    this.store.buffers.give(reply.bytes.buffer as ArrayBuffer);
   }
 
   async write(offset: number, src: Uint8Array): Promise<void> {
     // A copy we can transfer (src may be a view of shared guest memory), in a buffer the reply brings back.
-    const buffer = this.store.takeBuffer(src.length);
+    const buffer = this.store.buffers.take(src.length);
     const bytes = new Uint8Array(buffer, 0, src.length);
     bytes.set(src);
     const reply = await this.request({ op: 'write', handle: this.handle, offset, bytes }, [buffer]);
-    if (reply.bytes) this.store.giveBuffer(reply.bytes.buffer as ArrayBuffer);
+    if (reply.bytes) this.store.buffers.give(reply.bytes.buffer as ArrayBuffer);
   }
 
   async flush(): Promise<void> {

@@ -128,6 +128,18 @@ function connect(fs: FakeOpfs): {
   return { store: OpfsDiskStore.connect(port, { lockRetryMs: 50 }), port };
 }
 
+/** The buffers the page sends with its `ops` requests (a read's `into`, a write's bytes), in order. */
+function buffersSent(port: StoragePort, ops: readonly string[]): (ArrayBufferLike | undefined)[] {
+  const sent: (ArrayBufferLike | undefined)[] = [];
+  const post = port.postMessage.bind(port);
+  port.postMessage = (message: unknown, transfer?: Transferable[]) => {
+    const request = message as { op: string; into?: ArrayBuffer; bytes?: Uint8Array };
+    if (ops.includes(request.op)) sent.push(request.op === 'read' ? request.into : request.bytes?.buffer);
+    post(message, transfer ?? []);
+  };
+  return sent;
+}
+
 describe('OPFS disks through the storage worker protocol (in-process server, fake OPFS)', () => {
   it('keeps each disk in vms/<vmId>/disk-<n>.img, grown sparse to its size, and reads back what was written', async () => {
     const fs = new FakeOpfs();
@@ -145,13 +157,7 @@ describe('OPFS disks through the storage worker protocol (in-process server, fak
   it('a read sends a buffer for the worker to fill and gets it back for the next read; past the end of the file it reads zeroes', async () => {
     const fs = new FakeOpfs();
     const { store, port } = connect(fs);
-    const sent: unknown[] = [];
-    const post = port.postMessage.bind(port);
-    port.postMessage = (message: unknown, transfer?: Transferable[]) => {
-      const request = message as { op: string; into?: ArrayBuffer };
-      if (request.op === 'read') sent.push(request.into);
-      post(message, transfer ?? []);
-    };
+    const sent = buffersSent(port, ['read']);
     const disk = await store.openDisk('vm-a', 0, 1 << 20);
     await disk.write((1 << 20) - 4096, new Uint8Array(4096).fill(7));
     const full = new Uint8Array(4096);
@@ -170,14 +176,7 @@ describe('OPFS disks through the storage worker protocol (in-process server, fak
   it("a write's copy travels in a buffer the reply brings back, which the next request sends again", async () => {
     const fs = new FakeOpfs();
     const { store, port } = connect(fs);
-    const sent: ArrayBuffer[] = [];
-    const post = port.postMessage.bind(port);
-    port.postMessage = (message: unknown, transfer?: Transferable[]) => {
-      const request = message as { op: string; into?: ArrayBuffer; bytes?: Uint8Array };
-      if (request.op === 'write' && request.bytes) sent.push(request.bytes.buffer as ArrayBuffer);
-      if (request.op === 'read' && request.into) sent.push(request.into);
-      post(message, transfer ?? []);
-    };
+    const sent = buffersSent(port, ['read', 'write']);
     const disk = await store.openDisk('vm-a', 0, 1 << 20);
     const data = new Uint8Array(4096).map((_, i) => i & 0xff);
     await disk.write(8192, data);
