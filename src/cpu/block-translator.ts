@@ -32,6 +32,8 @@ export interface BlockHost {
   blockStore(gva: number, value: number, size: 1 | 2 | 4): boolean;
   /** An A-extension instruction on the register file (`x`). True when the block must end here. */
   blockAtomic(insn: number): boolean;
+  /** A FENCE that orders stores before loads: the host's full barrier. */
+  fullFence(): void;
   /** Take a trap at the current pc. */
   trap(cause: number, tval: number): void;
 }
@@ -69,6 +71,21 @@ const STOP = 2;
 
 /** PAUSE (Zihintpause): the interpreter counts them to detect spinning, so blocks leave them to it. */
 const PAUSE_INSN = 0x0100000f;
+
+/** FENCE's predecessor set bits that hold stores: PO, PW (pred = insn[27:24] = PI PO PR PW). */
+const FENCE_PRED_STORES = 0x05000000;
+/** FENCE's successor set bits that hold loads: SI, SR (succ = insn[23:20] = SI SO SR SW). */
+const FENCE_SUCC_LOADS = 0x00a00000;
+/** FENCE.TSO's fm field (insn[31:28]): it orders everything but stores before loads. */
+const FENCE_FM_TSO = 8;
+
+/**
+ * True when a FENCE (MISC-MEM, funct3 0) orders earlier stores before later loads: the one ordering the host
+ * does not give by itself (see `Hart.fullFence`).
+ */
+export function fenceOrdersStoreLoad(insn: number): boolean {
+  return (insn & FENCE_PRED_STORES) !== 0 && (insn & FENCE_SUCC_LOADS) !== 0 && insn >>> 28 !== FENCE_FM_TSO;
+}
 
 /** The valid AMO funct5 values of RV32A with funct3 = 2 (LR.W needs rs2 = 0). */
 const AMO_FUNCT5 = new Set([0x00, 0x01, 0x02, 0x03, 0x04, 0x08, 0x0c, 0x10, 0x14, 0x18, 0x1c]);
@@ -507,7 +524,8 @@ export function blockSource(words: Int32Array, len: number): string {
         break;
       }
       case 0x0f:
-        // FENCE: every access is already performed in order (see the interpreter).
+        // FENCE: only one that orders stores before loads needs the host's barrier (Hart.fullFence).
+        if (fenceOrdersStoreLoad(insn)) emit('h.fullFence();');
         break;
       case 0x63: {
         const offset = immB(insn);

@@ -19,6 +19,7 @@ import {
   planBlock,
   type BlockEnvironment,
   type BlockHost,
+  fenceOrdersStoreLoad,
 } from './block-translator.ts';
 import * as C from './csr.ts';
 import { mulDiv, mulhSigned, mulhsu, mulhu } from './muldiv.ts';
@@ -493,6 +494,22 @@ export class Hart implements SbiCallContext, BlockHost {
     this.now = this.clock.ticks();
     this.absorbRequests();
     return (this.currentMip() & this.mie) !== 0;
+  }
+
+  /**
+   * A FENCE whose predecessor set holds writes and whose successor set holds reads (`fence rw,rw` is Linux's
+   * `smp_mb()`): a full barrier on the host. Guest loads and stores are plain typed-array accesses, which the
+   * host may reorder in one way only: an x86 core (or an ARM one, which reorders more) can let a load overtake
+   * an earlier store that still sits in its store buffer. Every other FENCE is already kept: on x86 loads stay
+   * in order with loads and stores with stores, and this thread sees its own accesses in order. A
+   * sequentially consistent read-modify-write (a locked instruction on x86, an acquire-release atomic on ARM)
+   * drains the store buffer; it changes nothing (OR with 0 on this hart's own fence-request word), so a remote
+   * fence request posted meanwhile is kept. Without it, Dekker-style guest code ("store my flag, fence, read
+   * yours", as in virtio's notification suppression and the scheduler's wake-ups) could see both sides miss
+   * each other.
+   */
+  fullFence(): void {
+    Atomics.or(this.block, this.fenceIndex, 0);
   }
 
   /** Fold requests other threads left in this hart's slot (SBI IPIs, remote fences) into local state. */
@@ -1166,10 +1183,11 @@ export class Hart implements SbiCallContext, BlockHost {
           break;
         }
         case 0x0f: {
-          // MISC-MEM: FENCE (any pred/succ/fm, including PAUSE) is a no-op here: every access is already
-          // performed in order as seen by this hart, and Atomics order cross-hart ones. FENCE.I: no decode cache.
+          // MISC-MEM. FENCE: see `fence`. FENCE.I: translated code is rechecked.
           const f3 = (insn >> 12) & 7;
-          if (f3 === 1) {
+          if (f3 === 0 && fenceOrdersStoreLoad(insn)) {
+            this.fullFence();
+          } else if (f3 === 1) {
             fetchVpn = -1;
             this.flushInstructionCache();
           } else if (insn === PAUSE_INSN && ++this.pauses >= PAUSE_LOOP_LIMIT) {

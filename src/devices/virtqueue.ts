@@ -148,9 +148,13 @@ export class SplitVirtqueue {
     this.nextUsed = nextUsed & 0xffff;
   }
 
-  /** True when the driver set VIRTQ_AVAIL_F_NO_INTERRUPT (the device then need not interrupt, 2.7.7). */
+  /**
+   * True when the driver set VIRTQ_AVAIL_F_NO_INTERRUPT (the device then need not interrupt, 2.7.7). Read
+   * atomically: it is asked right after the used index was stored (an atomic store), and the pair must not
+   * be reordered against the driver's "clear the flag, full fence, read the used index".
+   */
   get driverSuppressesInterrupts(): boolean {
-    return (this.memory.readU16(this.layout.availGpa + VIRTQ_AVAIL_FLAGS) & VIRTQ_AVAIL_F_NO_INTERRUPT) !== 0;
+    return (this.loadU16(this.layout.availGpa + VIRTQ_AVAIL_FLAGS) & VIRTQ_AVAIL_F_NO_INTERRUPT) !== 0;
   }
 
   /**
