@@ -255,8 +255,8 @@ const ANSWERED: Parsed = { kind: 'answered' };
 const NO_DATA = new Uint8Array(0);
 const ZEROES = new Uint8Array(VIRTIO_BLK_ZERO_CHUNK_BYTES);
 
-/** Read buffers a disk keeps for reuse (a guest keeps a few reads in flight). */
-const MAX_READ_BUFFERS = 4;
+/** Data buffers a disk keeps for reuse (a guest keeps a few reads and writes in flight). */
+const MAX_DATA_BUFFERS = 4;
 
 /**
  * The I/O-thread side of one virtio-blk device: takes requests from the guest's queue, carries them out on the
@@ -280,8 +280,11 @@ export class VirtioBlkHost {
   private pumping = false;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
-  /** Buffers of finished reads, for the next reads' data (a guest streaming a disk reads many). */
-  private readonly readBuffers = new BufferPool(MAX_READ_BUFFERS);
+  /**
+   * Buffers of finished reads and writes, for the next requests' data (a guest streaming a disk reads or
+   * writes many). The backend contract gives a buffer back once its operation settled.
+   */
+  private readonly dataBuffers = new BufferPool(MAX_DATA_BUFFERS);
 
   constructor(
     readonly transport: VirtioMmioTransport,
@@ -419,7 +422,7 @@ export class VirtioBlkHost {
         const inSegments = sliceSegments(chain.writable, 0, writableData);
         if (offset < 0 || !inSegments.every((s) => s.inRam)) return answer(VIRTIO_BLK_S_IOERR);
         if (writableData === 0) return answer(VIRTIO_BLK_S_OK);
-        const data = new Uint8Array(this.readBuffers.take(writableData), 0, writableData);
+        const data = new Uint8Array(this.dataBuffers.take(writableData), 0, writableData);
         return { kind: 'request', request: { ...base, offset, data, inSegments, ranges: [] } };
       }
       case VIRTIO_BLK_T_OUT: {
@@ -429,7 +432,7 @@ export class VirtioBlkHost {
         const offset = this.diskOffset(sectorLo, sectorHi, readableData);
         if (offset < 0) return answer(VIRTIO_BLK_S_IOERR);
         if (readableData === 0) return answer(VIRTIO_BLK_S_OK);
-        const data = this.gather(chain.readable, VIRTIO_BLK_REQ_HEADER_SIZE, readableData);
+        const data = this.gather(chain.readable, VIRTIO_BLK_REQ_HEADER_SIZE, readableData, this.dataBuffers);
         if (data === undefined) return answer(VIRTIO_BLK_S_IOERR);
         return { kind: 'request', request: { ...base, offset, data, inSegments: [], ranges: [] } };
       }
@@ -502,13 +505,24 @@ export class VirtioBlkHost {
     return offset + bytes <= this.device.options.sizeBytes ? offset : -1;
   }
 
-  /** Copy `[start, start + length)` of `segments` out of guest RAM; undefined when any part is not RAM. */
-  private gather(segments: readonly BufferSegment[], start: number, length: number): Uint8Array | undefined {
+  /**
+   * Copy `[start, start + length)` of `segments` out of guest RAM, into a buffer of `pool` when given (a view
+   * of exactly `length` bytes at its start); undefined when any part is not RAM.
+   */
+  private gather(
+    segments: readonly BufferSegment[],
+    start: number,
+    length: number,
+    pool?: BufferPool,
+  ): Uint8Array | undefined {
     const parts = sliceSegments(segments, start, length);
-    const out = new Uint8Array(length);
+    const out = pool ? new Uint8Array(pool.take(length), 0, length) : new Uint8Array(length);
     let at = 0;
     for (const part of parts) {
-      if (!part.inRam || !this.memory.read(part.gpa, out.subarray(at, at + part.length))) return undefined;
+      if (!part.inRam || !this.memory.read(part.gpa, out.subarray(at, at + part.length))) {
+        pool?.give(out.buffer);
+        return undefined;
+      }
       at += part.length;
     }
     return out;
@@ -590,9 +604,13 @@ export class VirtioBlkHost {
       live.ring.pushUsed(request.head, written + 1);
       this.stats.requests++;
     });
-    // The backend is done with a read's data once its read settled, and the guest has its copy.
-    if (request.type === VIRTIO_BLK_T_IN && request.data.buffer instanceof ArrayBuffer)
-      this.readBuffers.give(request.data.buffer);
+    // The backend is done with the data once its operation settled, and a read's bytes are in guest RAM now.
+    if (
+      (request.type === VIRTIO_BLK_T_IN || request.type === VIRTIO_BLK_T_OUT) &&
+      request.data.buffer instanceof ArrayBuffer
+    ) {
+      this.dataBuffers.give(request.data.buffer);
+    }
     const bit = 1 << request.queue;
     if ((this.starved & bit) !== 0) this.pump(bit);
     if (this.outstanding === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();

@@ -315,6 +315,13 @@ export class OverlayBlockBackend implements BlockBackend {
     const bs = this.blockSize;
     const start = Math.floor(offset / bs) * bs;
     const end = Math.min(this.overlaySpan(), Math.ceil((offset + src.length) / bs) * bs);
+    if (start === offset && end === offset + src.length) {
+      // Whole blocks: the write goes through as it is (src is ours until this write settles, and so the
+      // overlay's), without a copy into a fresh buffer.
+      await this.overlay.write(this.dataStart + start, src);
+      this.markWritten(start, end);
+      return;
+    }
     const aligned = new Uint8Array(end - start);
     // Edge blocks the write covers only partly keep their current bytes (from overlay, zeroes or base).
     const firstPartial = offset !== start;
@@ -326,6 +333,12 @@ export class OverlayBlockBackend implements BlockBackend {
     }
     aligned.set(src, offset - start);
     await this.overlay.write(this.dataStart + start, aligned);
+    this.markWritten(start, end);
+  }
+
+  /** Blocks `[start, end)` (byte offsets at block boundaries) now hold data in the overlay. */
+  private markWritten(start: number, end: number): void {
+    const bs = this.blockSize;
     for (let b = start / bs; b < end / bs; b++) {
       this.bitmap[b >> 3] |= 1 << (b & 7);
       this.zeroMap[b >> 3] &= ~(1 << (b & 7));

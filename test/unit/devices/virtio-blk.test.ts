@@ -254,6 +254,43 @@ describe('virtio-blk requests', () => {
     expect(s.ram.get(b.dataGpa, 512)).toEqual(pattern(DISK_BYTES).subarray(1024, 1536));
   });
 
+  it('gathers writes into buffers it reuses once a write settled, and each write stores exactly its own bytes', async () => {
+    const disk = new MemoryBlockBackend(new Uint8Array(DISK_BYTES), { async: true });
+    const lent: Uint8Array[] = [];
+    const spy: BlockBackend = {
+      sizeBytes: disk.sizeBytes,
+      readOnly: false,
+      queueDepth: disk.queueDepth,
+      read: (offset, dst) => disk.read(offset, dst),
+      write: (offset, src) => {
+        lent.push(src);
+        return disk.write(offset, src);
+      },
+      flush: () => disk.flush(),
+    };
+    const s = setup(spy);
+    const big = pattern(16384);
+    write(s, 10, big);
+    s.host.service();
+    await s.host.whenIdle();
+    const small = new Uint8Array(1024).fill(0x5a);
+    write(s, 60, small);
+    s.host.service();
+    // In flight: a second write now must not get the buffer the first one still holds.
+    const other = new Uint8Array(512).fill(0x3c);
+    write(s, 70, other);
+    s.host.service();
+    await s.host.whenIdle();
+    expect(lent[1].buffer).toBe(lent[0].buffer);
+    expect(lent[1].byteOffset).toBe(0);
+    expect(lent[1].length).toBe(1024);
+    expect(lent[2].buffer).not.toBe(lent[1].buffer);
+    expect(disk.bytes.subarray(10 * 512, 10 * 512 + 16384)).toEqual(big);
+    expect(disk.bytes.subarray(60 * 512, 60 * 512 + 1024)).toEqual(small);
+    expect(disk.bytes.subarray(70 * 512, 70 * 512 + 512)).toEqual(other);
+    expect(disk.bytes[60 * 512 + 1024]).toBe(0); // the reused buffer's older bytes went nowhere
+  });
+
   it('writes sectors through direct and indirect chains; the last sector of the disk is reachable', () => {
     const s = setup();
     const data = new Uint8Array(1024).fill(0xab);

@@ -47,6 +47,31 @@ describe('OverlayBlockBackend', () => {
     expect(disk.changedBlocks()).toBe(1);
   });
 
+  it('passes a write of whole blocks to the overlay as it is (no copy), and marks those blocks', async () => {
+    const { base, overlay, disk } = await setup();
+    const sent: Uint8Array[] = [];
+    const write = overlay.write.bind(overlay);
+    overlay.write = (offset, src) => {
+      sent.push(src);
+      return write(offset, src);
+    };
+    const data = pattern(2 * OVERLAY_BLOCK_SIZE, 5);
+    await disk.write(OVERLAY_BLOCK_SIZE, data);
+    expect(sent).toContain(data);
+    expect(disk.changedBlocks()).toBe(2);
+    const got = new Uint8Array(BASE_SIZE);
+    await disk.read(0, got);
+    const expected = base.bytes.slice();
+    expected.set(data, OVERLAY_BLOCK_SIZE);
+    expect(got).toEqual(expected);
+    // A write within one block still merges a copy of that block.
+    sent.length = 0;
+    const small = new Uint8Array(512).fill(1);
+    await disk.write(0, small);
+    expect(sent).not.toContain(small);
+    expect(sent[0].length).toBe(OVERLAY_BLOCK_SIZE);
+  });
+
   it('keeps partial writes that straddle blocks merged with the base on both edges', async () => {
     const { base, disk } = await setup();
     const offset = OVERLAY_BLOCK_SIZE - 512;
