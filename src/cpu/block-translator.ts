@@ -72,19 +72,17 @@ const STOP = 2;
 /** PAUSE (Zihintpause): the interpreter counts them to detect spinning, so blocks leave them to it. */
 const PAUSE_INSN = 0x0100000f;
 
-/** FENCE's predecessor set bits that hold stores: PO, PW (pred = insn[27:24] = PI PO PR PW). */
-const FENCE_PRED_STORES = 0x05000000;
-/** FENCE's successor set bits that hold loads: SI, SR (succ = insn[23:20] = SI SO SR SW). */
-const FENCE_SUCC_LOADS = 0x00a00000;
-/** FENCE.TSO's fm field (insn[31:28]): it orders everything but stores before loads. */
-const FENCE_FM_TSO = 8;
+/** FENCE's predecessor set (insn[27:24]: PI PO PR PW). */
+const FENCE_PRED = 0x0f000000;
+/** FENCE's successor set (insn[23:20]: SI SO SR SW). */
+const FENCE_SUCC = 0x00f00000;
 
 /**
- * True when a FENCE (MISC-MEM, funct3 0) orders earlier stores before later loads: the one ordering the host
- * does not give by itself (see `Hart.fullFence`).
+ * True when a FENCE (MISC-MEM, funct3 0) orders anything: both its sets are non-empty. PAUSE (pred W, succ
+ * empty) and other hints order nothing. See `Hart.fullFence` for what the host must do for the others.
  */
-export function fenceOrdersStoreLoad(insn: number): boolean {
-  return (insn & FENCE_PRED_STORES) !== 0 && (insn & FENCE_SUCC_LOADS) !== 0 && insn >>> 28 !== FENCE_FM_TSO;
+export function fenceOrders(insn: number): boolean {
+  return (insn & FENCE_PRED) !== 0 && (insn & FENCE_SUCC) !== 0;
 }
 
 /** The valid AMO funct5 values of RV32A with funct3 = 2 (LR.W needs rs2 = 0). */
@@ -524,8 +522,8 @@ export function blockSource(words: Int32Array, len: number): string {
         break;
       }
       case 0x0f:
-        // FENCE: only one that orders stores before loads needs the host's barrier (Hart.fullFence).
-        if (fenceOrdersStoreLoad(insn)) emit('h.fullFence();');
+        // FENCE: the host's barrier, as in the interpreter (Hart.fullFence).
+        if (fenceOrders(insn)) emit('h.fullFence();');
         break;
       case 0x63: {
         const offset = immB(insn);
