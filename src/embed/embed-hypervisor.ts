@@ -4,9 +4,9 @@
  * worker per VM with every vCPU time-sliced inside ({@link WorkerHypervisor}). Both show the same
  * {@link TabvisorApi}.
  */
-import { BrowserThreads, prepareBrowserThreads } from '../machine/browser-threads.ts';
-import { pageNetworkEnvironment } from '../machine/networks.ts';
-import { Hypervisor, type TabvisorApi, type TabvisorVm } from '../machine/hypervisor.ts';
+import type { HostRamStats, TabvisorApi, TabvisorVm, VmConfig, Hypervisor } from '../machine/hypervisor.ts';
+import type { TabvisorNetwork } from '../machine/networks.ts';
+import { HOST_FRAME_BYTES } from '../machine/vm-limits.ts';
 import { resolveGuest, snapshotKey, storeSnapshot, type EmbedVmConfig } from './guest.ts';
 import { WorkerHypervisor } from './worker-hypervisor.ts';
 
@@ -35,16 +35,9 @@ export function hypervisor(): TabvisorApi {
   if (!shared) {
     const mode = embedMode();
     if (mode === 'parallel') {
-      const hv = new Hypervisor({
-        hostRamMiB: EMBED_HOST_RAM_MIB,
-        threads: (label) => new BrowserThreads(label),
-        prepareThreads: prepareBrowserThreads,
-        network: pageNetworkEnvironment(),
-        images: async (config) => {
-          const { cpus = 2, memoryMiB = 128 } = config;
-          return resolveGuest(config as EmbedVmConfig, cpus, memoryMiB);
-        },
-      });
+      const hv = new ParallelHypervisor(() =>
+        import('./parallel-hypervisor.ts').then((m) => m.createParallelHypervisor(EMBED_HOST_RAM_MIB)),
+      );
       shared = { api: hv, mode, dispose: () => hv.dispose() };
     } else {
       const hv = new WorkerHypervisor({
@@ -54,6 +47,84 @@ export function hypervisor(): TabvisorApi {
     }
   }
   return shared.api;
+}
+
+/**
+ * @internal The parallel-mode API while its VMM (`parallel-hypervisor.ts`, a chunk of its own) loads, and
+ * after. Loading starts at once; until it is done the page has no VMs (every VM comes from `createVM`, which
+ * waits for it), its host RAM is all free, and listeners wait to be attached. A load that fails fails the
+ * `createVM` calls waiting for it with a message that names the chunk, and the next `createVM` tries again.
+ */
+export class ParallelHypervisor implements TabvisorApi {
+  #hv: Hypervisor | undefined;
+  #loading: Promise<Hypervisor> | undefined;
+  /** Listeners added before the VMM was there, with their unsubscribe from it once attached. */
+  readonly #waiting = new Set<{ readonly listener: () => void; off?: () => void }>();
+
+  constructor(private readonly load: () => Promise<Hypervisor>) {
+    // Fetch the chunk now, beside whatever the page does next; a failure is reported by createVM.
+    this.#ensure().catch(() => undefined);
+  }
+
+  #ensure(): Promise<Hypervisor> {
+    this.#loading ??= this.load().then(
+      (hv) => {
+        this.#hv = hv;
+        for (const entry of this.#waiting) entry.off = hv.onChange(entry.listener);
+        return hv;
+      },
+      (error: unknown) => {
+        this.#loading = undefined;
+        const reason = error instanceof Error ? error.message : String(error);
+        throw new Error(
+          `tabvisor could not load its VM monitor (the parallel-hypervisor chunk next to the module): ${reason}`,
+          { cause: error },
+        );
+      },
+    );
+    return this.#loading;
+  }
+
+  get vms(): readonly TabvisorVm[] {
+    return this.#hv?.vms ?? [];
+  }
+
+  async createVM(config?: VmConfig): Promise<TabvisorVm> {
+    return (await this.#ensure()).createVM(config);
+  }
+
+  vm(idOrName: string): TabvisorVm | undefined {
+    return this.#hv?.vm(idOrName);
+  }
+
+  hostRam(): HostRamStats {
+    if (this.#hv) return this.#hv.hostRam();
+    const frames = (EMBED_HOST_RAM_MIB << 20) / HOST_FRAME_BYTES;
+    return { totalFrames: frames, freeFrames: frames, committedFrames: 0, frameBytes: HOST_FRAME_BYTES };
+  }
+
+  onChange(listener: () => void): () => void {
+    if (this.#hv) return this.#hv.onChange(listener);
+    const entry: { readonly listener: () => void; off?: () => void } = { listener };
+    this.#waiting.add(entry);
+    return () => {
+      this.#waiting.delete(entry);
+      entry.off?.();
+    };
+  }
+
+  networks(): string[] {
+    return this.#hv?.networks() ?? [];
+  }
+
+  network(name: string): TabvisorNetwork | undefined {
+    return this.#hv?.network(name);
+  }
+
+  async dispose(): Promise<void> {
+    const hv = this.#hv ?? (await this.#loading?.catch(() => undefined));
+    await hv?.dispose();
+  }
 }
 
 /**

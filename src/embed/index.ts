@@ -3,6 +3,7 @@
  * hypervisor per page, and the `<tabvisor-vm>` element, registered on import. Works with and without
  * cross-origin isolation ({@link embedMode}).
  */
+import { setLibraryBase } from './assets.ts';
 import { hypervisor } from './embed-hypervisor.ts';
 import { defineTabvisorVm } from './tabvisor-vm-element.ts';
 import type { TabvisorApi, TabvisorVm } from '../machine/hypervisor.ts';
@@ -47,5 +48,8 @@ export const onChange: TabvisorApi['onChange'] = (listener) => hypervisor().onCh
 
 /** Host RAM figures of the shared hypervisor. */
 export const hostRam: TabvisorApi['hostRam'] = () => hypervisor().hostRam();
+
+// Images and the isolation service worker sit next to this module (the library's entry), wherever it is served.
+setLibraryBase(import.meta.url);
 
 if (typeof customElements !== 'undefined') defineTabvisorVm();

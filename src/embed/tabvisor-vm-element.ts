@@ -10,7 +10,6 @@
  * ({@link TabvisorVm}) once created, `el.ready` resolves with it, `el.run(command)` runs a command. Removing the
  * element deletes the VM and frees its workers, terminal and listeners.
  */
-import xtermCss from '@xterm/xterm/css/xterm.css?inline';
 import type { RunOptions, RunResult, TabvisorConsole, TabvisorVm } from '../machine/hypervisor.ts';
 import type { NicConfig } from '../machine/networks.ts';
 import { bootSnapshotSaved, createVM, embedMode, hypervisor, type EmbedMode } from './embed-hypervisor.ts';
@@ -63,16 +62,16 @@ interface ElementView {
   readonly mode: HTMLElement;
 }
 
-let terminalModule: Promise<typeof import('../ui/terminal-pane.ts')> | undefined;
+let terminalModule: Promise<typeof import('./terminal-pane.ts')> | undefined;
 
 /**
  * The terminal pane's module (xterm.js, more than half of the library's code), loaded on first use. Every
  * element's VM is created first, so reading its boot snapshot or images overlaps loading and compiling the
  * terminal. A failed load is tried again by the next element.
  */
-function terminalPane(): Promise<typeof import('../ui/terminal-pane.ts')> {
+function terminalPane(): Promise<typeof import('./terminal-pane.ts')> {
   if (!terminalModule) {
-    const loading = import('../ui/terminal-pane.ts').catch((error: unknown) => {
+    const loading = import('./terminal-pane.ts').catch((error: unknown) => {
       throw new Error(
         `the terminal's code could not be loaded (${error instanceof Error ? error.message : String(error)}); check that the files beside the tabvisor module are served, then add the element again`,
       );
@@ -149,11 +148,21 @@ export class TabvisorVmElement extends ElementBase {
     };
   }
 
+  /** Put xterm's style sheet (it comes with the terminal's code) first in the shadow root, once. */
+  private useXtermStyle(css: string): void {
+    const root = this.shadowRoot;
+    if (!root || root.querySelector('style[data-xterm]')) return;
+    const style = document.createElement('style');
+    style.dataset.xterm = '';
+    style.textContent = css;
+    root.prepend(style);
+  }
+
   connectedCallback(): void {
     const root = this.shadowRoot ?? this.attachShadow({ mode: 'open' });
     root.replaceChildren();
     const style = document.createElement('style');
-    style.textContent = `${xtermCss}\n${STYLE}`;
+    style.textContent = STYLE;
     const frame = document.createElement('div');
     frame.className = 'frame';
     const bar = document.createElement('div');
@@ -240,7 +249,7 @@ export class TabvisorVmElement extends ElementBase {
       .then(() => createVM(config))
       .then((vm) =>
         terminal.then(
-          ({ TerminalPane }) => ({ vm, TerminalPane }),
+          ({ TerminalPane, xtermCss }) => ({ vm, TerminalPane, xtermCss }),
           async (error: unknown) => {
             await vm.delete().catch(() => undefined);
             throw error;
@@ -248,13 +257,14 @@ export class TabvisorVmElement extends ElementBase {
         ),
       )
       .then(
-        ({ vm, TerminalPane }) => {
+        ({ vm, TerminalPane, xtermCss }) => {
           if (generation !== this.generation || !this.isConnected || this.view !== view) {
             void vm.delete().then(markGone, markGone);
             return;
           }
           this.vm = vm;
           this.markGone = markGone;
+          this.useXtermStyle(xtermCss);
           const pane = new TerminalPane(view.term, this.keyboard(vm.console));
           this.disposers.push(() => pane.dispose());
           view.mode.textContent = modeLabel(this.mode, vm.cpus);

@@ -5,24 +5,21 @@
  */
 import { expose, releaseProxy, transfer, wrap, type Remote } from 'comlink';
 import { UserError } from '../common/errors.ts';
-import {
-  MAX_HOST_RAM_MIB,
-  checkVmConfig,
-  type GuestBoot,
-  type HostRamStats,
-  type RunOptions,
-  type RunResult,
-  type TabvisorApi,
-  type TabvisorVm,
-  type VmConfig,
-  type VmState,
-  type VmStats,
+import { HOST_FRAME_BYTES, MAX_HOST_RAM_MIB, checkVmConfig } from '../machine/vm-limits.ts';
+import type {
+  GuestBoot,
+  HostRamStats,
+  RunOptions,
+  RunResult,
+  TabvisorApi,
+  TabvisorVm,
+  VmConfig,
+  VmState,
+  VmStats,
 } from '../machine/hypervisor.ts';
 import { runCommand } from '../machine/run-command.ts';
 import { VmConsole } from '../machine/vm-console.ts';
 import type { HostedGuest, VmHostApi, VmHostEvent } from './vm-host.ts';
-
-const FRAME_BYTES = 4096;
 
 /** Options of a {@link WorkerHypervisor}. */
 export interface WorkerHypervisorOptions {
@@ -54,11 +51,11 @@ export class WorkerHypervisor implements TabvisorApi {
 
   hostRam(): HostRamStats {
     const used = this.list.reduce((n, vm) => n + vm.memoryMiB, 0);
-    const frames = (mib: number): number => (mib * (1 << 20)) / FRAME_BYTES;
+    const frames = (mib: number): number => (mib * (1 << 20)) / HOST_FRAME_BYTES;
     return {
       totalFrames: frames(this.budgetMiB),
       freeFrames: frames(this.budgetMiB - used),
-      frameBytes: FRAME_BYTES,
+      frameBytes: HOST_FRAME_BYTES,
     };
   }
 
@@ -176,7 +173,7 @@ class RemoteVm implements TabvisorVm {
       cpus,
       memoryMiB,
       hostFrames: 0,
-      frameBytes: FRAME_BYTES,
+      frameBytes: HOST_FRAME_BYTES,
       threads: 0,
       uptimeMs: 0,
       bootedFrom: 'cold',

@@ -35,8 +35,9 @@ import { VirtioMmioTransport } from '../devices/virtio-mmio.ts';
 import { UserError } from '../common/errors.ts';
 import { AddressSpace, type AddressSpaceInit } from '../mem/address-space.ts';
 
-/** The most vCPUs a VM may have (PLIC contexts, device tree and NR_CPUS in the default kernel). */
-export const MAX_HARTS = 8;
+import { MAX_HARTS } from './vm-limits.ts';
+
+export { MAX_HARTS };
 
 /** Where each device's state sits in the control block. Plain data: it crosses thread boundaries. */
 export interface BoardLayout {

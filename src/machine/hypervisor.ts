@@ -6,7 +6,6 @@
 import { UserError } from '../common/errors.ts';
 import type { BlockBackend } from '../devices/block-backend.ts';
 import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
-import { MAX_HARTS } from './board.ts';
 import type { LinuxBootImages } from './linux-boot.ts';
 import { runCommand, type RunOptions, type RunResult } from './run-command.ts';
 import { MAX_SCREEN_CHARS, decodeSnapshot, encodeSnapshot } from './snapshot.ts';
@@ -21,8 +20,6 @@ import {
   type TabvisorNetwork,
 } from './networks.ts';
 import {
-  MAX_MEMORY_MIB,
-  MIN_MEMORY_MIB,
   Vm,
   validateVmShape,
   type PowerEvent,
@@ -30,8 +27,16 @@ import {
   type VcpuRunState,
   type VmNic,
 } from './vm.ts';
+import {
+  MAX_HARTS,
+  MAX_HOST_RAM_MIB,
+  MAX_MEMORY_MIB,
+  MAX_NAME_LENGTH,
+  MIN_MEMORY_MIB,
+  checkVmConfig,
+} from './vm-limits.ts';
 
-export { MAX_HARTS, MAX_MEMORY_MIB, MIN_MEMORY_MIB };
+export { MAX_HARTS, MAX_HOST_RAM_MIB, MAX_MEMORY_MIB, MAX_NAME_LENGTH, MIN_MEMORY_MIB, checkVmConfig };
 export type { ConsoleSize, RunOptions, RunResult, TabvisorConsole, VcpuRunState };
 export type { NicConfig, ResolvedNic, TabvisorNetwork };
 
@@ -49,12 +54,8 @@ export interface GuestBoot {
   readonly snapshot?: Uint8Array;
 }
 
-/** Largest host RAM: guest page tables hold host byte offsets as int32, so frames must lie below 2 GiB. */
-export const MAX_HOST_RAM_MIB = 2048;
 /** How often per-vCPU instructions per second are sampled. */
 export const STATS_INTERVAL_MS = 1000;
-/** Longest VM name. */
-export const MAX_NAME_LENGTH = 40;
 
 /**
  * Where a VM is in its life:
@@ -220,33 +221,6 @@ export interface HypervisorOptions {
   readonly disks?: (vm: { readonly id: string; readonly name: string }) => Promise<VmDiskSet | undefined>;
   /** Translate hot guest code to JavaScript in every VM (default: the harts' default; the page's `?jit=`). */
   readonly jit?: boolean;
-}
-
-/**
- * Check a VM configuration for the create form and `createVM`: returns a sentence that names the field, the
- * limit and the value, or undefined when it is fine. Uses the same limits as the CLI ({@link validateVmShape}).
- */
-export function checkVmConfig(
-  config: { readonly name?: string; readonly cpus: number; readonly memoryMiB: number },
-  freeMiB: number,
-  takenNames: readonly string[] = [],
-): string | undefined {
-  const { name, cpus, memoryMiB } = config;
-  if (name !== undefined) {
-    if (name.trim() === '') return 'the name must not be empty';
-    if (name.length > MAX_NAME_LENGTH) return `the name must have at most ${MAX_NAME_LENGTH} characters`;
-    if (takenNames.includes(name)) return `a VM named "${name}" exists already; choose another name`;
-  }
-  if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_HARTS) {
-    return `vCPUs must be a whole number from 1 to ${MAX_HARTS}, not ${cpus}`;
-  }
-  if (!Number.isInteger(memoryMiB) || memoryMiB < MIN_MEMORY_MIB || memoryMiB > MAX_MEMORY_MIB) {
-    return `memory must be a whole number of MiB from ${MIN_MEMORY_MIB} to ${MAX_MEMORY_MIB}, not ${memoryMiB}`;
-  }
-  if (memoryMiB > freeMiB) {
-    return `not enough host memory: ${memoryMiB} MiB asked, ${freeMiB} MiB free; give the VM less memory or delete a VM`;
-  }
-  return undefined;
 }
 
 /** The page's VMM: owns host RAM and the VMs. */

@@ -38,6 +38,7 @@ import { AddressSpace, RAM_BASE } from '../mem/address-space.ts';
 import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
 import { wallClockMs } from '../common/host.ts';
 import { Board, MAX_HARTS, createBoardState, planBoard, type BoardInit } from './board.ts';
+import { MAX_MEMORY_MIB, MIN_MEMORY_MIB } from './vm-limits.ts';
 import { forEachStoredPage, type VmSnapshot } from './snapshot.ts';
 import type { BlockBackend } from '../devices/block-backend.ts';
 import { VirtioBlkHost, virtioBlkOptionsFor } from '../devices/virtio-blk.ts';
@@ -154,9 +155,7 @@ const LINE_PACING_IDLE_MS = 3000;
  */
 const SHELL_PROMPT = /[#$>] (?:\x1b\[J)?$/;
 
-/** The smallest and largest guest memory we accept, in MiB. */
-export const MIN_MEMORY_MIB = 16;
-export const MAX_MEMORY_MIB = 2048;
+export { MAX_MEMORY_MIB, MIN_MEMORY_MIB };
 
 /** Check a VM shape; throws a UserError that names the limit. */
 export function validateVmShape(cpus: number, memoryMiB: number): void {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AddressSpace, RAM_BASE } from '../../../src/mem/address-space.ts';
 import { FRAME_SIZE, HostRam } from '../../../src/mem/host-ram.ts';
+import { HOST_FRAME_BYTES } from '../../../src/machine/vm-limits.ts';
 
 const MiB = 1 << 20;
 
@@ -15,6 +16,10 @@ function spaceFor(ram: HostRam, bytes: number): AddressSpace {
 }
 
 describe('host RAM that grows on demand', () => {
+  it('has the frame size the embed reports without the VMM (machine/vm-limits.ts)', () => {
+    expect(HOST_FRAME_BYTES).toBe(FRAME_SIZE);
+  });
+
   it('commits nothing up front and grows as VMs are created, up to the maximum', () => {
     const ram = new HostRam(0, true, 256 * MiB);
     expect(ram.buffer.byteLength).toBe(0);
