@@ -12,9 +12,14 @@ export class BufferPool {
     private readonly minBytes = 0,
   ) {}
 
-  /** A buffer of at least `length` bytes: a kept one, else a new one. */
+  /**
+   * A buffer of at least `length` bytes: the smallest kept one that fits (so a small request leaves the large
+   * buffers to large ones, as when a disk's reads and writes of different sizes share a pool), else a new one.
+   */
   take(length: number): ArrayBuffer {
-    const at = this.#spare.findIndex((buffer) => buffer.byteLength >= length);
+    // Kept largest first: the last one that fits is the smallest.
+    let at = -1;
+    for (let i = 0; i < this.#spare.length && this.#spare[i].byteLength >= length; i++) at = i;
     return at >= 0 ? this.#spare.splice(at, 1)[0] : new ArrayBuffer(Math.max(length, this.minBytes));
   }
 

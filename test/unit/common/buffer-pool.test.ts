@@ -21,8 +21,17 @@ describe('BufferPool', () => {
     const buffers = sizes.map((n) => new ArrayBuffer(n));
     for (const buffer of buffers) pool.give(buffer);
     pool.give(new ArrayBuffer(1 << 20, { maxByteLength: 2 << 20 }));
-    expect(pool.take(1)).toBe(buffers[1]); // the largest kept first
+    expect(pool.take(3000)).toBe(buffers[1]); // the two largest were kept
     expect(pool.take(1)).toBe(buffers[2]);
     expect(buffers).not.toContain(pool.take(1)); // 1024 was dropped, the resizable one never kept
+  });
+
+  it('hands out the smallest kept buffer that fits, leaving larger ones to larger requests', () => {
+    const pool = new BufferPool(4);
+    const [small, middle, large] = [1024, 16384, 524288].map((n) => new ArrayBuffer(n));
+    for (const buffer of [large, small, middle]) pool.give(buffer);
+    expect(pool.take(2048)).toBe(middle);
+    expect(pool.take(100_000)).toBe(large);
+    expect(pool.take(512)).toBe(small);
   });
 });
