@@ -19,12 +19,27 @@ const PAGE = `<!doctype html>
 </body></html>`;
 
 describe.skipIf(!enabled)(
-  'the library build (dist-lib) served from an arbitrary path of a plain static host',
+  'the library build (dist-lib) served from an arbitrary path of a static host',
   () => {
     let site = '';
-    let server: Awaited<ReturnType<typeof preview>> | undefined;
+    const servers: Awaited<ReturnType<typeof preview>>[] = [];
     let browser: { context: BrowserContext; close: () => Promise<void> } | undefined;
     let url = '';
+
+    /** Serve the site (configFile false reads no vite.config.ts) with `headers`; returns the page's URL. */
+    async function serve(headers: Record<string, string>): Promise<string> {
+      const server = await preview({
+        root: ROOT,
+        configFile: false,
+        logLevel: 'warn',
+        build: { outDir: site },
+        preview: { host: '127.0.0.1', port: 0, strictPort: false, open: false, headers },
+      });
+      servers.push(server);
+      const address = server.httpServer.address();
+      if (!address || typeof address === 'string') throw new Error('no TCP address');
+      return `http://127.0.0.1:${address.port}/docs/page/`;
+    }
 
     beforeAll(async () => {
       site = mkdtempSync(join(tmpdir(), 'tabvisor-site-'));
@@ -35,23 +50,14 @@ describe.skipIf(!enabled)(
       );
       mkdirSync(join(site, 'docs/page'), { recursive: true });
       writeFileSync(join(site, 'docs/page/index.html'), PAGE);
-      // No COOP/COEP: a static host that was not configured (configFile false reads no vite.config.ts).
-      server = await preview({
-        root: ROOT,
-        configFile: false,
-        logLevel: 'warn',
-        build: { outDir: site },
-        preview: { host: '127.0.0.1', port: 0, strictPort: false, open: false },
-      });
-      const address = server.httpServer.address();
-      if (!address || typeof address === 'string') throw new Error('no TCP address');
-      url = `http://127.0.0.1:${address.port}/docs/page/`;
+      // No COOP/COEP: a static host that was not configured.
+      url = await serve({});
       browser = await launchChromium();
     });
 
     afterAll(async () => {
       await browser?.close();
-      await server?.close();
+      for (const server of servers) await server.close();
       if (site) rmSync(site, { recursive: true, force: true });
     });
 
@@ -102,6 +108,47 @@ describe.skipIf(!enabled)(
       );
       expect(built).toContainEqual(expect.stringMatching(/^terminal-pane-[\w-]+\.js$/));
       expect(built).toContainEqual(expect.stringMatching(/^vm-host\.worker-[\w-]+\.js$/));
+      await page.close();
+      expect(errors).toEqual([]);
+    });
+
+    it('on an isolated host loads the page VMM and one worker per vCPU, with images found next to the module', async () => {
+      const isolated = await serve({
+        'Cross-Origin-Opener-Policy': 'same-origin',
+        'Cross-Origin-Embedder-Policy': 'require-corp',
+      });
+      const page = await browser!.context.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (error) => errors.push(String(error)));
+      const scripts: string[] = [];
+      page.on('response', (response) => {
+        if (response.status() >= 400) errors.push(`${response.status()} ${response.url()}`);
+        const path = new URL(response.url()).pathname;
+        if (path.endsWith('.js')) scripts.push(path.split('/').pop() ?? path);
+      });
+      await page.goto(isolated);
+      await page.waitForFunction(() => 'lib' in window, undefined, { timeout: 10_000 });
+      const result = await page.evaluate(async () => {
+        const lib = (window as unknown as { lib: typeof import('../../src/embed/index.ts') }).lib;
+        const tagged = document.getElementById('tagged') as HTMLElementTagNameMap['tabvisor-vm'];
+        const fromTag = await tagged.run('uname -m', { timeoutMs: 90_000 });
+        const vm = await lib.createVM({ name: 'scripted', cpus: 2, memoryMiB: 64, snapshot: 'none' });
+        const fromApi = await vm.run('nproc', { timeoutMs: 90_000 });
+        return { mode: lib.embedMode(), fromTag, fromApi, names: lib.vms().map((v) => v.name) };
+      });
+      expect(result).toEqual({
+        mode: 'parallel',
+        fromTag: { output: 'riscv32\n', exitStatus: 0 },
+        fromApi: { output: '2\n', exitStatus: 0 },
+        names: ['vm-1', 'scripted'],
+      });
+      expect(scripts).toContainEqual(expect.stringMatching(/^parallel-hypervisor-[\w-]+\.js$/));
+      expect(scripts).toContainEqual(expect.stringMatching(/^hart\.worker-[\w-]+\.js$/));
+      expect(scripts.some((name) => name.startsWith('vm-host.worker'))).toBe(false);
+      // One vCPU worker per vCPU (1 + 2), all loaded from the library's folder.
+      const harts = page.workers().filter((w) => w.url().includes('hart.worker'));
+      expect(harts.length).toBeGreaterThanOrEqual(3);
+      expect(harts.every((w) => w.url().includes('/cdn/tabvisor/0.1.0/assets/'))).toBe(true);
       await page.close();
       expect(errors).toEqual([]);
     });
