@@ -61,7 +61,11 @@ describe.skipIf(!enabled)(
       if (site) rmSync(site, { recursive: true, force: true });
     });
 
-    it('boots the tag and a createVM() VM with worker and image URLs resolved next to the module', async () => {
+    /**
+     * Open the docs page at `pageUrl`, run a command in its tagged VM and in a `createVM()` VM, and return
+     * what they printed, the mode, the VM names, the JS files the page fetched and every error it showed.
+     */
+    async function runPage(pageUrl: string) {
       const page = await browser!.context.newPage();
       const errors: string[] = [];
       page.on('pageerror', (error) => errors.push(String(error)));
@@ -74,7 +78,7 @@ describe.skipIf(!enabled)(
       page.on('console', (message) => {
         if (message.type() === 'error') errors.push(message.text());
       });
-      await page.goto(url);
+      await page.goto(pageUrl);
       await page
         .waitForFunction(() => 'lib' in window, undefined, { timeout: 10_000 })
         .catch(() => undefined);
@@ -87,18 +91,28 @@ describe.skipIf(!enabled)(
         const fromApi = await vm.run('nproc', { timeoutMs: 90_000 });
         return { mode: lib.embedMode(), fromTag, fromApi, names: lib.vms().map((v) => v.name) };
       });
-      expect(result).toEqual({
-        mode: 'single-worker',
-        fromTag: { output: 'riscv32\n', exitStatus: 0 },
-        fromApi: { output: '2\n', exitStatus: 0 },
-        names: ['vm-1', 'scripted'],
-      });
-      expect(page.workers().every((w) => w.url().includes('/cdn/tabvisor/0.1.0/assets/'))).toBe(true);
+      const workers = page.workers().map((w) => w.url());
+      await page.close();
+      return { result, scripts, workers, errors };
+    }
+
+    /** What both modes print. */
+    const ran = {
+      fromTag: { output: 'riscv32\n', exitStatus: 0 },
+      fromApi: { output: '2\n', exitStatus: 0 },
+      names: ['vm-1', 'scripted'],
+    };
+    const inLibrary = (workerUrl: string): boolean => workerUrl.includes('/cdn/tabvisor/0.1.0/assets/');
+    const parallelOnly = (name: string): boolean =>
+      name.startsWith('hart.worker') || name.startsWith('parallel-hypervisor');
+
+    it('boots the tag and a createVM() VM with worker and image URLs resolved next to the module', async () => {
+      const { result, scripts, workers, errors } = await runPage(url);
+      expect(result).toEqual({ mode: 'single-worker', ...ran });
+      expect(workers.every(inLibrary)).toBe(true);
       // A page without isolation loads the entry, its shared chunks, the terminal (a chunk loaded beside the
       // VM) and the VM host worker, never the page VMM or the vCPU worker: exactly what the benchmark's "page
       // without isolation downloads" figure counts (every chunk but those two).
-      const parallelOnly = (name: string): boolean =>
-        name.startsWith('hart.worker') || name.startsWith('parallel-hypervisor');
       const built = readdirSync(join(site, 'cdn/tabvisor/0.1.0/assets')).filter((name) =>
         name.endsWith('.js'),
       );
@@ -108,7 +122,6 @@ describe.skipIf(!enabled)(
       );
       expect(built).toContainEqual(expect.stringMatching(/^terminal-pane-[\w-]+\.js$/));
       expect(built).toContainEqual(expect.stringMatching(/^vm-host\.worker-[\w-]+\.js$/));
-      await page.close();
       expect(errors).toEqual([]);
     });
 
@@ -117,39 +130,13 @@ describe.skipIf(!enabled)(
         'Cross-Origin-Opener-Policy': 'same-origin',
         'Cross-Origin-Embedder-Policy': 'require-corp',
       });
-      const page = await browser!.context.newPage();
-      const errors: string[] = [];
-      page.on('pageerror', (error) => errors.push(String(error)));
-      const scripts: string[] = [];
-      page.on('response', (response) => {
-        if (response.status() >= 400) errors.push(`${response.status()} ${response.url()}`);
-        const path = new URL(response.url()).pathname;
-        if (path.endsWith('.js')) scripts.push(path.split('/').pop() ?? path);
-      });
-      await page.goto(isolated);
-      await page.waitForFunction(() => 'lib' in window, undefined, { timeout: 10_000 });
-      const result = await page.evaluate(async () => {
-        const lib = (window as unknown as { lib: typeof import('../../src/embed/index.ts') }).lib;
-        const tagged = document.getElementById('tagged') as HTMLElementTagNameMap['tabvisor-vm'];
-        const fromTag = await tagged.run('uname -m', { timeoutMs: 90_000 });
-        const vm = await lib.createVM({ name: 'scripted', cpus: 2, memoryMiB: 64, snapshot: 'none' });
-        const fromApi = await vm.run('nproc', { timeoutMs: 90_000 });
-        return { mode: lib.embedMode(), fromTag, fromApi, names: lib.vms().map((v) => v.name) };
-      });
-      expect(result).toEqual({
-        mode: 'parallel',
-        fromTag: { output: 'riscv32\n', exitStatus: 0 },
-        fromApi: { output: '2\n', exitStatus: 0 },
-        names: ['vm-1', 'scripted'],
-      });
-      expect(scripts).toContainEqual(expect.stringMatching(/^parallel-hypervisor-[\w-]+\.js$/));
-      expect(scripts).toContainEqual(expect.stringMatching(/^hart\.worker-[\w-]+\.js$/));
+      const { result, scripts, workers, errors } = await runPage(isolated);
+      expect(result).toEqual({ mode: 'parallel', ...ran });
+      expect(new Set(scripts.filter(parallelOnly)).size).toBe(2); // the page VMM and the vCPU worker
       expect(scripts.some((name) => name.startsWith('vm-host.worker'))).toBe(false);
-      // One vCPU worker per vCPU (1 + 2), all loaded from the library's folder.
-      const harts = page.workers().filter((w) => w.url().includes('hart.worker'));
-      expect(harts.length).toBeGreaterThanOrEqual(3);
-      expect(harts.every((w) => w.url().includes('/cdn/tabvisor/0.1.0/assets/'))).toBe(true);
-      await page.close();
+      // One vCPU worker per vCPU (1 + 2; spares may be running too), all loaded from the library's folder.
+      expect(workers.filter((w) => w.includes('hart.worker')).length).toBeGreaterThanOrEqual(3);
+      expect(workers.every(inLibrary)).toBe(true);
       expect(errors).toEqual([]);
     });
   },
