@@ -32,7 +32,7 @@ export interface BlockHost {
   blockStore(gva: number, value: number, size: 1 | 2 | 4): boolean;
   /** An A-extension instruction on the register file (`x`). True when the block must end here. */
   blockAtomic(insn: number): boolean;
-  /** A FENCE that orders stores before loads: the host's full barrier. */
+  /** A FENCE that orders anything (`fenceOrders`): the host's full barrier. */
   fullFence(): void;
   /** Take a trap at the current pc. */
   trap(cause: number, tval: number): void;

@@ -1184,7 +1184,7 @@ export class Hart implements SbiCallContext, BlockHost {
           break;
         }
         case 0x0f: {
-          // MISC-MEM. FENCE: see `fence`. FENCE.I: translated code is rechecked.
+          // MISC-MEM. FENCE: see `fullFence`. FENCE.I: translated code is rechecked.
           const f3 = (insn >> 12) & 7;
           if (f3 === 0 && fenceOrders(insn)) {
             this.fullFence();

@@ -35,10 +35,6 @@ import { VirtioMmioTransport } from '../devices/virtio-mmio.ts';
 import { UserError } from '../common/errors.ts';
 import { AddressSpace, type AddressSpaceInit } from '../mem/address-space.ts';
 
-import { MAX_HARTS } from './vm-limits.ts';
-
-export { MAX_HARTS };
-
 /** Where each device's state sits in the control block. Plain data: it crosses thread boundaries. */
 export interface BoardLayout {
   readonly plic: number;

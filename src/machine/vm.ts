@@ -37,8 +37,8 @@ import {
 import { AddressSpace, RAM_BASE } from '../mem/address-space.ts';
 import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
 import { wallClockMs } from '../common/host.ts';
-import { Board, MAX_HARTS, createBoardState, planBoard, type BoardInit } from './board.ts';
-import { MAX_MEMORY_MIB, MIN_MEMORY_MIB } from './vm-limits.ts';
+import { Board, createBoardState, planBoard, type BoardInit } from './board.ts';
+import { MAX_HARTS, MAX_MEMORY_MIB, MIN_MEMORY_MIB } from './vm-limits.ts';
 import { forEachStoredPage, type VmSnapshot } from './snapshot.ts';
 import type { BlockBackend } from '../devices/block-backend.ts';
 import { VirtioBlkHost, virtioBlkOptionsFor } from '../devices/virtio-blk.ts';
@@ -154,8 +154,6 @@ const LINE_PACING_IDLE_MS = 3000;
  * ESC [ J, as busybox redraws its prompt after a terminal resize).
  */
 const SHELL_PROMPT = /[#$>] (?:\x1b\[J)?$/;
-
-export { MAX_MEMORY_MIB, MIN_MEMORY_MIB };
 
 /** Check a VM shape; throws a UserError that names the limit. */
 export function validateVmShape(cpus: number, memoryMiB: number): void {

@@ -175,8 +175,8 @@ export function parseUplinkMessage(
   const length = frame.byteLength;
   const limit = offload !== undefined && offload.gso !== 'none' ? GSO_MAX_FRAME : ETH_MAX_TAGGED_FRAME;
   if (length < ETH_HEADER_BYTES || length > limit) return 'bad-frame-size';
-  // A view into a larger or shared buffer is copied: the switch may keep frames, and a SharedArrayBuffer
-  // could change under it.
+  // A frame on a SharedArrayBuffer is copied, since another thread could change it under the switch; so is a
+  // view into a larger buffer (a message from the channel always owns its buffer, so this costs nothing there).
   const copy = ownsBuffer(frame) ? frame : frame.slice();
   return offload === undefined ? { from, frame: copy } : { from, frame: copy, offload };
 }
