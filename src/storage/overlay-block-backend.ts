@@ -35,6 +35,13 @@
  * replaces it is durable: a block never falls back to the base. An operation the guest never flushed reads
  * back either new or old.
  *
+ * Saving the maps without a guest flush: bits that live only in memory are lost when the page closes, although
+ * the data they point at reached the store. A guest need not flush after its last write for long: Linux's
+ * `sync` on ext2 writes the metadata it keeps in the block device's cache after the file system's flush, and its
+ * periodic writeback never flushes. So whenever the write chain runs dry with map bits changed, the overlay
+ * runs a flush of its own (a checkpoint, the same steps in the same order) on the next turn of the event loop:
+ * completed writes survive a page reload moments later, and crash consistency is unchanged.
+ *
  * Freeing data needs no further ordering. A unit is discarded only when no block in it is read from the
  * overlay: a block without a data bit reads the base (a persisted data bit is always set in memory too), a
  * zeroed one reads zeroes from its in-memory zero bit, set before the discard is sent. After a crash, a freed
@@ -81,6 +88,15 @@ function zeroStartFor(baseSize: number, blockSize: number): number {
 /** What {@link OverlayBlockBackend.open} found. */
 export type OverlayOpenResult = 'created' | 'reused' | 'replaced';
 
+/** Options of {@link OverlayBlockBackend.open}. */
+export interface OverlayOptions {
+  /**
+   * Save changed maps whenever the write chain runs dry (default true; see the header). Tests that model a
+   * crash between a write and the guest's flush turn it off.
+   */
+  readonly checkpointWhenIdle?: boolean;
+}
+
 /** The disk that holds an overlay; with a `discardGranularity` when its discards free space. */
 export type OverlayStore = BlockBackend & Pick<StoredDisk, 'discardGranularity'>;
 
@@ -103,6 +119,11 @@ export class OverlayBlockBackend implements BlockBackend {
   private readonly freeUnit: number;
   /** Writes run one after another (a partial block is read-modify-write); flushes too. */
   private writes: Promise<unknown> = Promise.resolve();
+  /** Operations on the write chain that have not settled yet. */
+  private chained = 0;
+  /** A map bit changed in memory since the last flush (or checkpoint) took its snapshot. */
+  private mapsChanged = false;
+  private checkpointPending = false;
   /** How the overlay was found when opened. */
   openResult: OverlayOpenResult = 'reused';
 
@@ -110,6 +131,7 @@ export class OverlayBlockBackend implements BlockBackend {
     private readonly base: BlockBackend,
     private readonly overlay: OverlayStore,
     private readonly baseId: string,
+    private readonly checkpointWhenIdle: boolean,
   ) {
     this.sizeBytes = base.sizeBytes;
     this.blockSize = OVERLAY_BLOCK_SIZE;
@@ -135,7 +157,12 @@ export class OverlayBlockBackend implements BlockBackend {
    * contents (its sha256): an overlay made for another base is emptied ('replaced'), since its blocks would
    * patch the wrong file system.
    */
-  static async open(base: BlockBackend, overlay: OverlayStore, baseId: string): Promise<OverlayBlockBackend> {
+  static async open(
+    base: BlockBackend,
+    overlay: OverlayStore,
+    baseId: string,
+    options: OverlayOptions = {},
+  ): Promise<OverlayBlockBackend> {
     if (overlay.readOnly) throw new UserError('the overlay of a copy-on-write disk must be writable');
     if (new TextEncoder().encode(baseId).length > MAX_BASE_ID_BYTES) throw new RangeError('base id too long');
     if (overlay.sizeBytes < overlaySizeFor(base.sizeBytes)) {
@@ -143,7 +170,7 @@ export class OverlayBlockBackend implements BlockBackend {
         `the overlay has ${overlay.sizeBytes} bytes; it needs ${overlaySizeFor(base.sizeBytes)}`,
       );
     }
-    const disk = new OverlayBlockBackend(base, overlay, baseId);
+    const disk = new OverlayBlockBackend(base, overlay, baseId, options.checkpointWhenIdle ?? true);
     const head = new Uint8Array(disk.dataStart);
     await overlay.read(0, head);
     const view = new DataView(head.buffer);
@@ -176,6 +203,16 @@ export class OverlayBlockBackend implements BlockBackend {
     let count = 0;
     for (let i = 0; i < this.bitmap.length; i++)
       for (let v = this.bitmap[i] | this.zeroMap[i]; v !== 0; v &= v - 1) count++;
+    return count;
+  }
+
+  /** Blocks whose data or zero bit differs from the maps the overlay holds (lost if the page closed now). */
+  unsavedBlocks(): number {
+    let count = 0;
+    for (let i = 0; i < this.bitmap.length; i++) {
+      const differ = (this.bitmap[i] ^ this.persisted[i]) | (this.zeroMap[i] ^ this.persistedZero[i]);
+      for (let v = differ; v !== 0; v &= v - 1) count++;
+    }
     return count;
   }
 
@@ -227,6 +264,7 @@ export class OverlayBlockBackend implements BlockBackend {
       if (lastWhole * bs < end) await this.writeNow(lastWhole * bs, new Uint8Array(end - lastWhole * bs));
       // Zero bits first: from here on these blocks read zeroes whatever their stored data.
       for (let b = firstWhole; b < lastWhole; b++) this.zeroMap[b >> 3] |= 1 << (b & 7);
+      this.mapsChanged = true;
       await this.free(firstWhole, lastWhole, true);
     });
   }
@@ -239,6 +277,7 @@ export class OverlayBlockBackend implements BlockBackend {
   flush(): Promise<void> {
     return this.serial(async () => {
       // Snapshots cover exactly the operations completed before this flush.
+      this.mapsChanged = false;
       const data = this.bitmap.slice();
       const zero = this.zeroMap.slice();
       await this.overlay.flush();
@@ -340,8 +379,10 @@ export class OverlayBlockBackend implements BlockBackend {
   private markWritten(start: number, end: number): void {
     const bs = this.blockSize;
     for (let b = start / bs; b < end / bs; b++) {
-      this.bitmap[b >> 3] |= 1 << (b & 7);
-      this.zeroMap[b >> 3] &= ~(1 << (b & 7));
+      const bit = 1 << (b & 7);
+      if ((this.bitmap[b >> 3] & bit) === 0 || (this.zeroMap[b >> 3] & bit) !== 0) this.mapsChanged = true;
+      this.bitmap[b >> 3] |= bit;
+      this.zeroMap[b >> 3] &= ~bit;
     }
   }
 
@@ -402,8 +443,26 @@ export class OverlayBlockBackend implements BlockBackend {
   }
 
   private serial(operation: () => Promise<void>): Promise<void> {
+    this.chained++;
     const run = this.writes.then(operation);
-    this.writes = run.catch(() => {});
+    this.writes = run
+      .catch(() => {})
+      .then(() => {
+        if (--this.chained === 0 && this.mapsChanged) this.scheduleCheckpoint();
+      });
     return run;
+  }
+
+  /**
+   * Flush on the next turn of the event loop unless the guest queued more meanwhile (then the chain runs dry
+   * again later). A failure is left to the guest's next flush, which stores whatever still differs and reports.
+   */
+  private scheduleCheckpoint(): void {
+    if (!this.checkpointWhenIdle || this.checkpointPending) return;
+    this.checkpointPending = true;
+    setTimeout(() => {
+      this.checkpointPending = false;
+      if (this.chained === 0 && this.mapsChanged) this.flush().catch(() => {});
+    }, 0);
   }
 }

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   IDB_BLOCK_SIZE,
   IdbBlockBackend,
@@ -9,6 +9,7 @@ import {
   OVERLAY_BLOCK_SIZE,
   OverlayBlockBackend,
   overlaySizeFor,
+  type OverlayOptions,
   type OverlayStore,
 } from '../../../src/storage/overlay-block-backend.ts';
 
@@ -20,14 +21,15 @@ function pattern(size: number, seed: number): Uint8Array {
   return bytes;
 }
 
-async function setup(): Promise<{
+/** A disk over a fresh in-memory overlay; `checkpointWhenIdle: false` to model a crash before the guest flushes. */
+async function setup(options: OverlayOptions = {}): Promise<{
   base: MemoryBlockBackend;
   overlay: MemoryBlockBackend;
   disk: OverlayBlockBackend;
 }> {
   const base = new MemoryBlockBackend(pattern(BASE_SIZE, 7), { readOnly: true });
   const overlay = new MemoryBlockBackend(overlaySizeFor(BASE_SIZE), { async: true });
-  const disk = await OverlayBlockBackend.open(base, overlay, 'sha256:base');
+  const disk = await OverlayBlockBackend.open(base, overlay, 'sha256:base', options);
   return { base, overlay, disk };
 }
 
@@ -86,7 +88,7 @@ describe('OverlayBlockBackend', () => {
   });
 
   it('brings flushed writes back after reopening, and forgets unflushed bitmap changes (crash before flush)', async () => {
-    const { base, overlay, disk } = await setup();
+    const { base, overlay, disk } = await setup({ checkpointWhenIdle: false });
     await disk.write(0, new Uint8Array(512).fill(1));
     await disk.flush();
     await disk.write(8192, new Uint8Array(512).fill(2)); // completed, never flushed
@@ -112,6 +114,88 @@ describe('OverlayBlockBackend', () => {
     await disk.write(4096, new Uint8Array(4096).fill(3));
     await disk.flush();
     expect(order).toEqual(['data', 'flush', 'bitmap', 'flush']);
+  });
+
+  it('saves its maps on its own once writes go idle, in flush order: a reopened overlay (a reloaded page) has the writes the guest never flushed', async () => {
+    const { base, overlay, disk } = await setup();
+    const order: string[] = [];
+    const write = overlay.write.bind(overlay);
+    const flush = overlay.flush.bind(overlay);
+    const zeroMapAt = overlaySizeFor(BASE_SIZE) - 512;
+    overlay.write = (offset, src) => (
+      order.push(offset < OVERLAY_BLOCK_SIZE ? 'data map' : offset >= zeroMapAt ? 'zero map' : 'data'),
+      write(offset, src)
+    );
+    overlay.flush = () => (order.push('flush'), flush());
+    await disk.write(8192, new Uint8Array(512).fill(2));
+    await disk.writeZeroes(4 * OVERLAY_BLOCK_SIZE, OVERLAY_BLOCK_SIZE);
+    expect(disk.unsavedBlocks()).toBe(2);
+    await vi.waitFor(() => expect(disk.unsavedBlocks()).toBe(0));
+    expect(order).toEqual(['data', 'flush', 'data map', 'flush', 'zero map', 'flush']);
+    const reopened = await OverlayBlockBackend.open(base, overlay, 'sha256:base');
+    const got = new Uint8Array(OVERLAY_BLOCK_SIZE);
+    await reopened.read(8192, got);
+    expect(got.subarray(0, 512).every((b) => b === 2)).toBe(true);
+    expect(got.subarray(512)).toEqual(base.bytes.subarray(8192 + 512, 8192 + OVERLAY_BLOCK_SIZE));
+    await reopened.read(4 * OVERLAY_BLOCK_SIZE, got);
+    expect(got.every((b) => b === 0)).toBe(true);
+    // Rewriting blocks the maps already hold changes no bit: nothing to save, no checkpoint.
+    order.length = 0;
+    await disk.write(8192, new Uint8Array(512).fill(3));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(order).toEqual(['data']);
+  });
+
+  it('checkpoints once after writes queued back to back, not between them, and never after a guest flush', async () => {
+    const { overlay, disk } = await setup();
+    const order: string[] = [];
+    const write = overlay.write.bind(overlay);
+    const flush = overlay.flush.bind(overlay);
+    overlay.write = (offset, src) => (
+      order.push(offset < OVERLAY_BLOCK_SIZE ? 'map' : 'data'),
+      write(offset, src)
+    );
+    overlay.flush = () => (order.push('flush'), flush());
+    await Promise.all([4, 5, 6].map((b) => disk.write(b * OVERLAY_BLOCK_SIZE, new Uint8Array(512).fill(b))));
+    await vi.waitFor(() => expect(disk.unsavedBlocks()).toBe(0));
+    expect(order).toEqual(['data', 'data', 'data', 'flush', 'map', 'flush']);
+    order.length = 0;
+    await disk.write(7 * OVERLAY_BLOCK_SIZE, new Uint8Array(512));
+    await disk.flush();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(order).toEqual(['data', 'flush', 'map', 'flush']);
+  });
+
+  it('a failed checkpoint is not retried in a loop; the next flush saves the maps and reports its own failure', async () => {
+    const { base, overlay, disk } = await setup();
+    const flush = overlay.flush.bind(overlay);
+    let flushes = 0;
+    let failing = true;
+    overlay.flush = () => {
+      flushes++;
+      return failing ? Promise.reject(new Error('quota')) : flush();
+    };
+    await disk.write(8192, new Uint8Array(512).fill(2));
+    await vi.waitFor(() => expect(flushes).toBe(1));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(flushes).toBe(1);
+    expect(disk.unsavedBlocks()).toBe(1);
+    await expect(disk.flush()).rejects.toThrow('quota');
+    failing = false;
+    await disk.flush();
+    expect(disk.unsavedBlocks()).toBe(0);
+    const reopened = await OverlayBlockBackend.open(base, overlay, 'sha256:base');
+    expect(reopened.changedBlocks()).toBe(1);
+  });
+
+  it('with checkpointWhenIdle off, only the guest flush saves the maps', async () => {
+    const { overlay, disk } = await setup({ checkpointWhenIdle: false });
+    const flush = overlay.flush.bind(overlay);
+    let flushes = 0;
+    overlay.flush = () => (flushes++, flush());
+    await disk.write(8192, new Uint8Array(512));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect([flushes, disk.unsavedBlocks()]).toEqual([0, 1]);
   });
 
   it('reset returns every block to the base, durably', async () => {
@@ -224,7 +308,7 @@ describe('OverlayBlockBackend', () => {
   });
 
   it('zeroing that was never flushed is forgotten after a crash: the block reads as before', async () => {
-    const { base, overlay, disk } = await setup();
+    const { base, overlay, disk } = await setup({ checkpointWhenIdle: false });
     await disk.writeZeroes(0, OVERLAY_BLOCK_SIZE);
     const reopened = await OverlayBlockBackend.open(base, overlay, 'sha256:base');
     const got = new Uint8Array(OVERLAY_BLOCK_SIZE);
@@ -310,7 +394,7 @@ describe('OverlayBlockBackend over a store whose discards free space', () => {
   /** First overlay block whose data lies in IndexedDB block `u`. */
   const firstOf = (u: number) => 16 * u - 1;
 
-  async function idbSetup(): Promise<{
+  async function idbSetup(options: OverlayOptions = {}): Promise<{
     base: MemoryBlockBackend;
     kv: MemoryKeyValueStore;
     store: IdbBlockBackend;
@@ -323,7 +407,7 @@ describe('OverlayBlockBackend over a store whose discards free space', () => {
     const discards: string[] = [];
     const discard = store.discard.bind(store);
     store.discard = (offset, length) => (discards.push(`${offset}+${length}`), discard(offset, length));
-    const disk = await OverlayBlockBackend.open(base, store, 'sha256:big');
+    const disk = await OverlayBlockBackend.open(base, store, 'sha256:big', options);
     return { base, kv, store, disk, discards };
   }
 
@@ -402,7 +486,7 @@ describe('OverlayBlockBackend over a store whose discards free space', () => {
   });
 
   it('a crash after a discard that was never flushed, and after one that was, reopens consistently', async () => {
-    const { base, kv, store, disk } = await idbSetup();
+    const { base, kv, store, disk } = await idbSetup({ checkpointWhenIdle: false });
     const first = firstOf(4);
     await disk.write(first * bs, pattern(16 * bs, 7));
     await disk.flush();
@@ -543,6 +627,7 @@ describe('OverlayBlockBackend crash consistency with discards reaching the store
     await flush();
     await zero(11 * bs, 2 * bs, 'writeZeroes'); // no data there: nothing to free
     await write(9 * bs, pattern(bs, 3)); // into freed unit 2
+    await vi.waitFor(() => expect(disk.unsavedBlocks()).toBe(0)); // the overlay's own checkpoint, mid-sequence
     await zero(10 * bs, bs, 'discard'); // unit 2 holds live block 9 now: kept
     await zero(2 * bs, bs, 'discard'); // block 2 shares a unit with the maps: never freed
     await flush();
