@@ -56,6 +56,14 @@ describe('boot snapshots in the page VMM (Node)', () => {
     // A trailing comment and a trailing `&` stay inside the command.
     expect(await vm.run('echo done # a comment')).toEqual({ output: 'done\n', exitStatus: 0 });
     expect(await vm.run('true &')).toEqual({ output: '', exitStatus: 0 });
+    // A console so narrow that the line editor wraps even the short marker line, and one without echo.
+    vm.console.resize(9, 24);
+    expect(await vm.run('echo; echo narrow')).toEqual({ output: '\nnarrow\n', exitStatus: 0 });
+    vm.console.resize(80, 24);
+    await vm.run('stty -echo');
+    expect(await vm.run('echo quiet; (exit 4)')).toEqual({ output: 'quiet\n', exitStatus: 4 });
+    await vm.run('stty echo');
+    expect(await vm.run('echo loud')).toEqual({ output: 'loud\n', exitStatus: 0 });
     await vm.delete();
   }, 120_000);
 
@@ -74,7 +82,7 @@ describe('boot snapshots in the page VMM (Node)', () => {
     await restored.start();
     expect(await restored.run('echo at-$((40+2))')).toEqual({ output: 'at-42\n', exitStatus: 0 });
     // No Enter was typed for it: the only prompts are the restored one and those after each command's lines.
-    expect(restored.console.transcript().startsWith(`${screen}echo `)).toBe(true);
+    expect(restored.console.transcript().startsWith(`${screen}{ echo at-`)).toBe(true);
     await restored.delete();
 
     const { screen: _dropped, ...older } = decodeSnapshot(taken);

@@ -5,18 +5,19 @@ import { VmConsole } from '../../../src/machine/vm-console.ts';
 const encode = (text: string): Uint8Array => new TextEncoder().encode(text);
 
 /**
- * A tty's echo of typed lines as a line editor on an 80-column terminal shows them: every 80 characters the
- * line wraps with a redraw sequence in between (busybox moves the cursor; any bytes do for the test).
+ * A tty's echo of typed lines as a line editor on a `columns`-wide terminal shows them: every `columns`
+ * characters the line wraps with a redraw sequence in between (busybox moves the cursor; any bytes do for the
+ * test).
  */
-function wrappedEcho(typed: string): string {
+function wrappedEcho(typed: string, columns = 80): string {
   return typed
     .split('\n')
     .filter((line) => line !== '')
     .map((line, i) => {
       const shown = (i === 0 ? '' : '> ') + line;
       let out = '';
-      for (let at = 0; at < shown.length; at += 80)
-        out += (at > 0 ? ' \b\r\n\x1b[K' : '') + shown.slice(at, at + 80);
+      for (let at = 0; at < shown.length; at += columns)
+        out += (at > 0 ? ' \b\r\n\x1b[K' : '') + shown.slice(at, at + columns);
       return `${out}\r\n`;
     })
     .join('');
@@ -26,13 +27,13 @@ function wrappedEcho(typed: string): string {
  * A console whose "guest" is a tiny fake shell: it echoes what was typed as a tty does (wrapped at 80 columns),
  * then prints `reply` for it and a prompt.
  */
-function fakeShell(reply: (typed: string) => string): { console: VmConsole; typed: string[] } {
+function fakeShell(reply: (typed: string) => string, columns = 80): { console: VmConsole; typed: string[] } {
   const typed: string[] = [];
   const console: VmConsole = new VmConsole((bytes) => {
     const text = new TextDecoder().decode(bytes);
     typed.push(text);
     setTimeout(() => {
-      console.push(encode(wrappedEcho(text)));
+      console.push(encode(wrappedEcho(text, columns)));
       console.push(encode(`${reply(text)}:/root# `));
     }, 1);
   });
@@ -40,12 +41,11 @@ function fakeShell(reply: (typed: string) => string): { console: VmConsole; type
   return { console, typed };
 }
 
-/** What busybox prints for run's typed lines, given the command's output and status. */
+/** What busybox prints for run's typed lines after their echo, given the command's output and status. */
 function answer(output: string, status: number): (typed: string) => string {
   return (typed) => {
-    const start = /echo (_S""\w+_);/.exec(typed)?.[1].replace('""', '');
     const done = /echo (_D""\w+_)\$\?/.exec(typed)?.[1].replace('""', '');
-    return `${start}\r\n${output}${done}${status}\r\n`;
+    return `${output}${done}${status}\r\n`;
   };
 }
 
@@ -53,7 +53,7 @@ describe('runCommand (vm.run)', () => {
   it('resolves with the command output (echo and prompt stripped, \\r\\n -> \\n) and the exit status', async () => {
     const { console, typed } = fakeShell(answer('Linux\r\n2\r\n', 0));
     expect(await runCommand(console, 'uname -s; nproc')).toEqual({ output: 'Linux\n2\n', exitStatus: 0 });
-    expect(typed[0]).toMatch(/^echo _S""\w+_;\{ uname -s; nproc\n\};echo _D""\w+_\$\?\n$/);
+    expect(typed[0]).toMatch(/^\{ uname -s; nproc\n\};echo _D""\w+_\$\?\n$/);
   });
 
   it('reports a failing command status and its error output', async () => {
@@ -70,6 +70,27 @@ describe('runCommand (vm.run)', () => {
     expect(command.length).toBeGreaterThan(200);
     const { console } = fakeShell(answer('40\r\n269\r\n', 0));
     expect(await runCommand(console, command)).toEqual({ output: '40\n269\n', exitStatus: 0 });
+  });
+
+  it('on a terminal so narrow that the echo of the marker line wraps, the output still starts after it', async () => {
+    for (const columns of [7, 10, 13]) {
+      const { console } = fakeShell(answer('\r\nfirst line after a blank one\r\n', 0), columns);
+      expect(await runCommand(console, 'echo; echo first line after a blank one')).toEqual({
+        output: '\nfirst line after a blank one\n',
+        exitStatus: 0,
+      });
+    }
+  });
+
+  it('with the echo off (stty -echo: busybox prints its prompts and reads whole lines) the output is exact too', async () => {
+    const console: VmConsole = new VmConsole((bytes) => {
+      const text = new TextDecoder().decode(bytes);
+      const reply = text.includes('quiet') ? answer('quiet\r\n', 4) : answer('', 0);
+      setTimeout(() => console.push(encode(`> ${reply(text)}:/root# `)), 1);
+    });
+    console.push(encode('Welcome\r\n:/root# '));
+    expect(await runCommand(console, 'echo quiet; (exit 4)')).toEqual({ output: 'quiet\n', exitStatus: 4 });
+    expect(await runCommand(console, 'true')).toEqual({ output: '', exitStatus: 0 });
   });
 
   it('output without a final newline ends where the end marker starts', async () => {
