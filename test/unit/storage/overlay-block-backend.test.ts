@@ -33,6 +33,23 @@ async function setup(options: OverlayOptions = {}): Promise<{
   return { base, overlay, disk };
 }
 
+/**
+ * Log what reaches `overlay` (for the 64 KiB base of {@link setup}): 'data map' (header and data map, in the
+ * first block), 'zero map' (the last sector), 'data', and 'flush'.
+ */
+function logStoreOps(overlay: MemoryBlockBackend): string[] {
+  const order: string[] = [];
+  const write = overlay.write.bind(overlay);
+  const flush = overlay.flush.bind(overlay);
+  const zeroMapAt = overlaySizeFor(BASE_SIZE) - 512;
+  overlay.write = (offset, src) => (
+    order.push(offset < OVERLAY_BLOCK_SIZE ? 'data map' : offset >= zeroMapAt ? 'zero map' : 'data'),
+    write(offset, src)
+  );
+  overlay.flush = () => (order.push('flush'), flush());
+  return order;
+}
+
 describe('OverlayBlockBackend', () => {
   it('reads the base until a block is written, and never writes the base', async () => {
     const { base, disk } = await setup();
@@ -103,30 +120,15 @@ describe('OverlayBlockBackend', () => {
 
   it('flush flushes the overlay data before it persists the bitmap that points at it', async () => {
     const { overlay, disk } = await setup();
-    const order: string[] = [];
-    const write = overlay.write.bind(overlay);
-    const flush = overlay.flush.bind(overlay);
-    overlay.write = (offset, src) => (
-      order.push(offset < OVERLAY_BLOCK_SIZE ? 'bitmap' : 'data'),
-      write(offset, src)
-    );
-    overlay.flush = () => (order.push('flush'), flush());
+    const order = logStoreOps(overlay);
     await disk.write(4096, new Uint8Array(4096).fill(3));
     await disk.flush();
-    expect(order).toEqual(['data', 'flush', 'bitmap', 'flush']);
+    expect(order).toEqual(['data', 'flush', 'data map', 'flush']);
   });
 
   it('saves its maps on its own once writes go idle, in flush order: a reopened overlay (a reloaded page) has the writes the guest never flushed', async () => {
     const { base, overlay, disk } = await setup();
-    const order: string[] = [];
-    const write = overlay.write.bind(overlay);
-    const flush = overlay.flush.bind(overlay);
-    const zeroMapAt = overlaySizeFor(BASE_SIZE) - 512;
-    overlay.write = (offset, src) => (
-      order.push(offset < OVERLAY_BLOCK_SIZE ? 'data map' : offset >= zeroMapAt ? 'zero map' : 'data'),
-      write(offset, src)
-    );
-    overlay.flush = () => (order.push('flush'), flush());
+    const order = logStoreOps(overlay);
     await disk.write(8192, new Uint8Array(512).fill(2));
     await disk.writeZeroes(4 * OVERLAY_BLOCK_SIZE, OVERLAY_BLOCK_SIZE);
     expect(disk.unsavedBlocks()).toBe(2);
@@ -148,22 +150,15 @@ describe('OverlayBlockBackend', () => {
 
   it('checkpoints once after writes queued back to back, not between them, and never after a guest flush', async () => {
     const { overlay, disk } = await setup();
-    const order: string[] = [];
-    const write = overlay.write.bind(overlay);
-    const flush = overlay.flush.bind(overlay);
-    overlay.write = (offset, src) => (
-      order.push(offset < OVERLAY_BLOCK_SIZE ? 'map' : 'data'),
-      write(offset, src)
-    );
-    overlay.flush = () => (order.push('flush'), flush());
+    const order = logStoreOps(overlay);
     await Promise.all([4, 5, 6].map((b) => disk.write(b * OVERLAY_BLOCK_SIZE, new Uint8Array(512).fill(b))));
     await vi.waitFor(() => expect(disk.unsavedBlocks()).toBe(0));
-    expect(order).toEqual(['data', 'data', 'data', 'flush', 'map', 'flush']);
+    expect(order).toEqual(['data', 'data', 'data', 'flush', 'data map', 'flush']);
     order.length = 0;
     await disk.write(7 * OVERLAY_BLOCK_SIZE, new Uint8Array(512));
     await disk.flush();
     await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(order).toEqual(['data', 'flush', 'map', 'flush']);
+    expect(order).toEqual(['data', 'flush', 'data map', 'flush']);
   });
 
   it('a failed checkpoint is not retried in a loop; the next flush saves the maps and reports its own failure', async () => {
@@ -292,16 +287,7 @@ describe('OverlayBlockBackend', () => {
     const { overlay, disk } = await setup();
     await disk.discard(0, OVERLAY_BLOCK_SIZE);
     await disk.flush();
-    const order: string[] = [];
-    const write = overlay.write.bind(overlay);
-    const flush = overlay.flush.bind(overlay);
-    const dataMapEnd = OVERLAY_BLOCK_SIZE; // header + data map fit the first block here
-    const zeroStart = overlaySizeFor(BASE_SIZE) - 512;
-    overlay.write = (offset, src) => (
-      order.push(offset < dataMapEnd ? 'data map' : offset >= zeroStart ? 'zero map' : 'data'),
-      write(offset, src)
-    );
-    overlay.flush = () => (order.push('flush'), flush());
+    const order = logStoreOps(overlay);
     await disk.write(0, new Uint8Array(OVERLAY_BLOCK_SIZE).fill(4));
     await disk.flush();
     expect(order).toEqual(['data', 'flush', 'data map', 'flush', 'zero map', 'flush']);
