@@ -133,6 +133,8 @@ export function parseChunkIndex(text: string, source: string): ChunkIndex {
 export interface ChunkCache {
   /** Whether chunk `c` is stored (known without a lookup, so a cold cache costs a read nothing). */
   has(chunk: number): boolean;
+  /** The chunks stored, in ascending order. */
+  list(): number[];
   /** The stored members of `chunks` (undefined where there is none). */
   getMany(chunks: readonly number[]): Promise<(Uint8Array | undefined)[]>;
   put(chunk: number, member: Uint8Array): Promise<void>;
@@ -173,6 +175,10 @@ export class KeyValueChunkCache implements ChunkCache {
 
   has(chunk: number): boolean {
     return this.stored.has(chunk);
+  }
+
+  list(): number[] {
+    return [...this.stored].sort((a, b) => a - b);
   }
 
   async getMany(chunks: readonly number[]): Promise<(Uint8Array | undefined)[]> {
@@ -229,6 +235,7 @@ export class HttpChunkedImage implements BlockBackend {
   /** Decompressed chunks, least recently used first. */
   private readonly memory = new Map<number, Uint8Array>();
   private memoryUsed = 0;
+  private warmOnFirstMiss = false;
   /** Chunks being loaded: reads that need one wait for the same promise. */
   private readonly loading = new Map<number, Promise<Uint8Array>>();
   /** The whole data file, once a server answered a range request with all of it. */
@@ -263,6 +270,10 @@ export class HttpChunkedImage implements BlockBackend {
     if (missing.length > 0) {
       this.load(missing);
       for (const c of missing) sources[c - first] = this.loading.get(c) ?? null;
+      if (this.warmOnFirstMiss) {
+        this.warmOnFirstMiss = false;
+        void this.warmFromCache();
+      }
     }
     const chunks = await Promise.all(sources);
     for (let c = first; c <= last; c++) {
@@ -273,6 +284,45 @@ export class HttpChunkedImage implements BlockBackend {
       if (bytes === null) target.fill(0);
       else target.set(bytes.subarray(start - c * size, end - c * size));
     }
+  }
+
+  /**
+   * Warm the memory from the cache ({@link warmFromCache}) at the first read that misses it: a booting guest
+   * reads its root file system in a burst (after the kernel's own start, which needs no disk), and what the
+   * cache holds is mostly what the last boot read.
+   */
+  warmAtFirstMiss(): void {
+    this.warmOnFirstMiss = true;
+  }
+
+  /**
+   * Read the chunks the cache holds into memory now, in one cache read, at most `maxBytes` of them (default
+   * half the memory budget), lowest first, so the guest's reads that follow find them in memory instead of
+   * waiting for the cache one read at a time. Resolves with the number of chunks loaded; a chunk that fails
+   * is simply read again when asked for.
+   */
+  async warmFromCache(maxBytes = this.memoryBytes / 2): Promise<number> {
+    const cache = this.cache;
+    if (!cache) return 0;
+    const wanted: number[] = [];
+    let bytes = 0;
+    for (const c of cache.list()) {
+      if (!this.index.chunks[c] || this.memory.has(c) || this.loading.has(c)) continue;
+      bytes += this.chunkBytes(c);
+      if (bytes > maxBytes) break;
+      wanted.push(c);
+    }
+    if (wanted.length === 0) return 0;
+    this.load(wanted);
+    const loaded = await Promise.all(
+      wanted.map((c) =>
+        (this.loading.get(c) ?? Promise.resolve()).then(
+          () => 1,
+          () => 0,
+        ),
+      ),
+    );
+    return loaded.reduce<number>((sum, n) => sum + n, 0);
   }
 
   write(): never {

@@ -271,6 +271,8 @@ export class PageStorage {
         );
       }
       this.baseImage = image;
+      // What the last visit read comes into memory at once when the guest starts reading its root disk.
+      image.warmAtFirstMiss();
       return { backend: image, id: image.index.sha256 };
     })().catch((error: unknown) => {
       this.root = undefined;

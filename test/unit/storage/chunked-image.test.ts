@@ -1,5 +1,5 @@
 import { gzipSync } from 'node:zlib';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { BlockIoError } from '../../../src/devices/block-backend.ts';
 import {
   HttpChunkedImage,
@@ -196,6 +196,56 @@ describe('HttpChunkedImage: the base image over HTTP ranges', () => {
     expect(await readAt(second.image, 0, 8 * CHUNK)).toEqual(first.raw.subarray(0, 8 * CHUNK));
     expect(second.server.ranges).toEqual([]);
     expect(second.image.stats.cachedChunks).toBe(8);
+  });
+
+  it('warmAtFirstMiss: the first read that misses brings every cached chunk into memory in one cache read', async () => {
+    const kv = new MemoryKeyValueStore();
+    const sum = sha256(sampleImage());
+    const first = await setup({ cache: await KeyValueChunkCache.open(kv, sum) });
+    await readAt(first.image, 0, 8 * CHUNK); // a "last boot" that read chunks 0-7
+    await readAt(first.image, 32 * CHUNK, 2 * CHUNK); // and 32-33
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const second = await setup({ cache: await KeyValueChunkCache.open(kv, sum) });
+    const lookups: string[][] = [];
+    const getMany = kv.getMany.bind(kv);
+    kv.getMany = (keys) => (lookups.push(keys.map((k) => k.slice(k.lastIndexOf('/') + 1))), getMany(keys));
+    second.image.warmAtFirstMiss();
+    expect(lookups).toEqual([]); // nothing before the guest reads
+    expect(await readAt(second.image, 3 * CHUNK, 512)).toEqual(
+      first.raw.subarray(3 * CHUNK, 3 * CHUNK + 512),
+    );
+    // The missed chunk on its own, then every other cached chunk in one read.
+    expect(lookups).toEqual([['3'], ['0', '1', '2', '4', '5', '6', '7', '32', '33']]);
+    await vi.waitFor(() => expect(second.image.stats.cachedChunks).toBe(10));
+    expect(await readAt(second.image, 0, 8 * CHUNK)).toEqual(first.raw.subarray(0, 8 * CHUNK));
+    expect(await readAt(second.image, 32 * CHUNK, 2 * CHUNK)).toEqual(
+      first.raw.subarray(32 * CHUNK, 34 * CHUNK),
+    );
+    expect(lookups).toHaveLength(2); // every later read came from memory
+    expect(second.server.ranges).toEqual([]);
+    // Only once: a later miss (chunk 8, never cached) is fetched alone.
+    await readAt(second.image, 8 * CHUNK, 512);
+    expect(lookups).toHaveLength(2);
+    expect(second.server.ranges).toHaveLength(1);
+  });
+
+  it('warmFromCache keeps to its byte budget and to the chunks with data; a failing cache read only costs fetches later', async () => {
+    const kv = new MemoryKeyValueStore();
+    const sum = sha256(sampleImage());
+    const first = await setup({ cache: await KeyValueChunkCache.open(kv, sum) });
+    await readAt(first.image, 0, 10 * CHUNK);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const second = await setup({ cache: await KeyValueChunkCache.open(kv, sum) });
+    expect(await second.image.warmFromCache(3 * CHUNK)).toBe(3);
+    expect(second.image.stats.cachedChunks).toBe(3);
+    expect(await second.image.warmFromCache(3 * CHUNK)).toBe(3); // the next three
+    expect(second.image.stats.cachedChunks).toBe(6);
+    const third = await setup({ cache: await KeyValueChunkCache.open(kv, sum) });
+    kv.getMany = () => Promise.reject(new Error('IndexedDB is gone'));
+    // The cache read failed, so the load fell back to the network: the chunks are still loaded and correct.
+    expect(await third.image.warmFromCache()).toBe(10);
+    expect(await readAt(third.image, 0, 10 * CHUNK)).toEqual(first.raw.subarray(0, 10 * CHUNK));
+    expect(await new HttpChunkedImage({ index: third.image.index, dataUrl: 'x' }).warmFromCache()).toBe(0);
   });
 
   it('a damaged cache entry is dropped and the chunk fetched again', async () => {
