@@ -33,7 +33,7 @@ export const MAX_RUN_LINE = 960;
 
 let serial = 0;
 
-/** Two random base-36 characters. Every typed character costs the guest ~15,000 instructions: ids stay short. */
+/** Two random base-36 characters. Every typed character costs the guest 15,000-20,000 instructions: ids stay short. */
 function randomTag(): string {
   return Math.floor(Math.random() * 36 * 36)
     .toString(36)
@@ -58,13 +58,14 @@ function echoOf(text: string): string {
  * `_D<id>_<status>` (`<id>` is unique per run: a counter in base 36 (per module instance: the page's and a
  * single-worker VM host's each count from 0) and two random base-36 characters). The shell runs nothing before
  * it has read (and its line editor echoed) the whole brace group and the `echo` after it, so the output starts
- * right after that echo. The lines are short because the guest's line editor echoes every typed character, about
- * 15,000 guest instructions each (busybox reads one byte per system call): on a VM just restored from a snapshot,
- * whose vCPU threads are not warmed up yet, typing is most of the first command's time. The end marker contains
- * an empty quote pair as typed, so its echo never matches it; the echo is found however the line editor wraps or
- * redraws it on a narrow terminal, and without echo ({@link printedWithoutEcho}) the output starts where typing did. The braces run the command as one list whose status `$?` reports; the newline
- * before `}` ends a trailing comment or `&` of the command. Assumes a shell prompt is showing or about to show;
- * runs on one console must not overlap (callers queue them).
+ * right after that echo. The lines are short because the guest's line editor echoes every typed character,
+ * 15,000-20,000 guest instructions each (busybox reads one byte per system call): on a VM just restored from a
+ * snapshot, whose vCPU threads are not warmed up yet, typing is most of the first command's time. The end marker
+ * contains an empty quote pair as typed, so its echo never matches it; the echo is found however the line editor
+ * wraps or redraws it on a narrow terminal, and without echo ({@link printedWithoutEcho}) the output starts where
+ * typing did. The braces run the command as one list whose status `$?` reports; the newline before `}` ends a
+ * trailing comment or `&` of the command. Assumes a shell prompt is showing or about to show; runs on one
+ * console must not overlap (callers queue them).
  */
 export async function runCommand(
   console: TabvisorConsole,
@@ -107,8 +108,9 @@ export async function runCommand(
 /**
  * The output of a run whose typed lines the terminal did not echo (`stty -echo`: busybox then prints its prompts
  * and reads whole lines): everything printed after the lines were typed (transcript offset `typedAt`) up to
- * `marker`, without the continuation prompt printed before the second line. Undefined when the transcript no
- * longer holds that span (it drops its oldest text past 1 Mi characters).
+ * `marker`, without the continuation prompt printed before the second line. Undefined when `marker` is not found
+ * from there. If the transcript dropped its oldest text meanwhile (past 1 Mi characters, so only for a command
+ * that printed about that much), the offset has moved and the output may start late.
  */
 function printedWithoutEcho(transcript: string, typedAt: number, marker: string): string | undefined {
   const at = transcript.indexOf(marker, typedAt);

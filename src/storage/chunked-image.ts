@@ -315,11 +315,12 @@ export class HttpChunkedImage implements BlockBackend {
     if (wanted.length === 0) return 0;
     this.load(wanted);
     const loaded = await Promise.all(
-      wanted.map((c) =>
-        (this.loading.get(c) ?? Promise.resolve()).then(
-          () => 1,
-          () => 0,
-        ),
+      wanted.map(
+        (c) =>
+          this.loading.get(c)?.then(
+            () => 1,
+            () => 0,
+          ) ?? 0,
       ),
     );
     return loaded.reduce<number>((sum, n) => sum + n, 0);

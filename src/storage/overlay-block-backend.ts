@@ -85,6 +85,13 @@ function zeroStartFor(baseSize: number, blockSize: number): number {
   return dataStartFor(baseSize, blockSize) + Math.ceil(baseSize / blockSize) * blockSize;
 }
 
+/** Bits set in `byte`. */
+function bitsSet(byte: number): number {
+  let count = 0;
+  for (let v = byte; v !== 0; v &= v - 1) count++;
+  return count;
+}
+
 /** What {@link OverlayBlockBackend.open} found. */
 export type OverlayOpenResult = 'created' | 'reused' | 'replaced';
 
@@ -201,18 +208,15 @@ export class OverlayBlockBackend implements BlockBackend {
   /** Blocks that no longer read as the base: written, discarded or zeroed. */
   changedBlocks(): number {
     let count = 0;
-    for (let i = 0; i < this.bitmap.length; i++)
-      for (let v = this.bitmap[i] | this.zeroMap[i]; v !== 0; v &= v - 1) count++;
+    for (let i = 0; i < this.bitmap.length; i++) count += bitsSet(this.bitmap[i] | this.zeroMap[i]);
     return count;
   }
 
   /** Blocks whose data or zero bit differs from the maps the overlay holds (lost if the page closed now). */
   unsavedBlocks(): number {
     let count = 0;
-    for (let i = 0; i < this.bitmap.length; i++) {
-      const differ = (this.bitmap[i] ^ this.persisted[i]) | (this.zeroMap[i] ^ this.persistedZero[i]);
-      for (let v = differ; v !== 0; v &= v - 1) count++;
-    }
+    for (let i = 0; i < this.bitmap.length; i++)
+      count += bitsSet((this.bitmap[i] ^ this.persisted[i]) | (this.zeroMap[i] ^ this.persistedZero[i]));
     return count;
   }
 
