@@ -21,6 +21,11 @@ export const VM_POWER_CODE = 2;
 export const VM_EVENT = 3;
 /** Header: run control for all harts: 0 run, 1 pause requested, 2 stop requested. */
 export const VM_RUN_CONTROL = 4;
+/**
+ * Header: vCPU threads still copying their share of a boot snapshot's pages into guest RAM (see Vm.start); each
+ * subtracts one when done, and no vCPU runs and no device touches guest RAM until it is 0.
+ */
+export const VM_RAM_PENDING = 5;
 /** Header: the shared clock epoch as a float64 at this byte offset (words 6 and 7). */
 export const VM_EPOCH_BYTE_OFFSET = 24;
 

@@ -40,9 +40,9 @@ interface GuestSource {
 
 /**
  * A boot snapshot as stored in IndexedDB: the file as a Blob, so that reading the record is quick and the ~10 MB
- * of bytes are read off the main thread (`blob.arrayBuffer()`), each VM's in parallel. A Uint8Array record (the
- * form older versions stored) would be deserialized on the main thread, one VM after another (~45 ms each).
- * Both forms are read.
+ * of pages are read off the page's thread: by the VM's vCPU workers, each its share (parallel mode), or by the
+ * VM's worker (single-worker mode). A Uint8Array record (the form older versions stored) would be deserialized
+ * on the main thread, one VM after another (~45 ms each). Both forms are read.
  */
 interface StoredSnapshot {
   readonly identity: string;
@@ -52,14 +52,18 @@ interface StoredSnapshot {
 
 const sources = new Map<string, Promise<GuestSource>>();
 
-async function fetchBytes(url: URL, what: string): Promise<Uint8Array> {
+async function fetchOk(url: URL, what: string): Promise<Response> {
   const response = await fetch(url);
   if (!response.ok) {
     throw new Error(
       `the ${what} at ${url.href} answered ${response.status}; check the URL in the element's attributes`,
     );
   }
-  return new Uint8Array(await response.arrayBuffer());
+  return response;
+}
+
+async function fetchBytes(url: URL, what: string): Promise<Uint8Array> {
+  return new Uint8Array(await (await fetchOk(url, what)).arrayBuffer());
 }
 
 /** `load`, run at most once at a time and remembered once it succeeded (a failure is tried again next call). */
@@ -141,19 +145,14 @@ function isStoredSnapshot(value: unknown): value is StoredSnapshot {
   );
 }
 
-/** The bytes of a stored snapshot, or undefined when they cannot be read (the VM then boots cold). */
-async function storedBytes(stored: StoredSnapshot): Promise<Uint8Array | undefined> {
-  if (stored.bytes) return stored.bytes;
-  try {
-    return stored.blob ? new Uint8Array(await stored.blob.arrayBuffer()) : undefined;
-  } catch {
-    return undefined; // the browser lost the Blob's file (cleared site data, say)
-  }
+/** A stored snapshot's file: its Blob (read by whoever restores it), or the bytes of an older record. */
+function storedFile(stored: StoredSnapshot): Blob | Uint8Array | undefined {
+  return stored.blob ?? stored.bytes;
 }
 
 /**
- * The guest plus, where one applies, the boot snapshot's bytes: fetched from `config.snapshot` when it is a URL,
- * or from IndexedDB in `auto` mode (only if it was taken of the same images). A snapshot that cannot be fetched
+ * The guest plus, where one applies, the boot snapshot's file (a Blob, read by whoever restores it): fetched from
+ * `config.snapshot` when it is a URL, or from IndexedDB in `auto` mode (only if it was taken of the same images). A snapshot that cannot be fetched
  * is left out (the VM boots cold). No kernel or initramfs is fetched here: the VM loads them only if it boots
  * cold ({@link GuestBoot.images}).
  */
@@ -169,17 +168,17 @@ export async function resolveGuest(
       ? get(snapshotKey(config, cpus, memoryMiB, config.bootargs ?? '')).catch(() => undefined)
       : mode === 'none'
         ? Promise.resolve(undefined)
-        : fetchBytes(new URL(mode, location.href), 'snapshot').catch(() => undefined);
+        : fetchOk(new URL(mode, location.href), 'snapshot')
+            .then((response) => response.blob())
+            .catch(() => undefined);
   const [source, snapshot] = await Promise.all([guestSource(config), found]);
   const base = { bootargs: config.bootargs ?? source.bootargs, images: source.images };
   if (mode === 'auto') {
-    const bytes =
-      isStoredSnapshot(snapshot) && snapshot.identity === source.identity
-        ? await storedBytes(snapshot)
-        : undefined;
-    return bytes ? { ...base, snapshot: bytes, snapshotSource: 'idb' } : { ...base, snapshotSource: 'none' };
+    const file =
+      isStoredSnapshot(snapshot) && snapshot.identity === source.identity ? storedFile(snapshot) : undefined;
+    return file ? { ...base, snapshot: file, snapshotSource: 'idb' } : { ...base, snapshotSource: 'none' };
   }
-  return snapshot instanceof Uint8Array
+  return snapshot instanceof Blob
     ? { ...base, snapshot, snapshotSource: 'url' }
     : { ...base, snapshotSource: 'none' };
 }

@@ -24,8 +24,8 @@ import type { HostedGuest, VmHostApi, VmHostEvent } from './vm-host.ts';
 /** Options of a {@link WorkerHypervisor}. */
 export interface WorkerHypervisorOptions {
   /**
-   * The guest (and boot snapshot) for a VM configuration. The snapshot's buffer must be this VM's alone: it is
-   * transferred to the VM's worker (detached here).
+   * The guest (and boot snapshot) for a VM configuration. A snapshot in bytes must be this VM's alone: its
+   * buffer is transferred to the VM's worker (detached here). A Blob is passed as it is.
    */
   readonly guest: (config: VmConfig, cpus: number, memoryMiB: number) => Promise<GuestBoot>;
   /** Memory all VMs of the page may use together, in MiB (each VM has its own ArrayBuffer). */
@@ -96,12 +96,13 @@ export class WorkerHypervisor implements TabvisorApi {
     }
     const vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
     this.list.push(vm);
-    // Images stay on the page until the VM boots cold and asks for them (a snapshot start never does). The boot
-    // snapshot's bytes were read for this VM alone, so their buffer moves to the worker instead of being
-    // copied: a ~10 MB structured clone is two fresh buffers, which cost ~5 ms per MiB here (ARCHITECTURE.md).
+    // Images stay on the page until the VM boots cold and asks for them (a snapshot start never does). A boot
+    // snapshot in a Blob is read in the worker. One in bytes was read for this VM alone, so its buffer moves to
+    // the worker instead of being copied: a ~10 MB structured clone is two fresh buffers, which cost ~5 ms per
+    // MiB here (ARCHITECTURE.md).
     const moved: Transferable[] = [];
     const snapshot = guest.snapshot;
-    if (snapshot && snapshot.buffer instanceof ArrayBuffer) moved.push(snapshot.buffer);
+    if (snapshot instanceof Uint8Array && snapshot.buffer instanceof ArrayBuffer) moved.push(snapshot.buffer);
     let hosted: HostedGuest;
     if (typeof guest.images === 'function') {
       const channel = new MessageChannel();

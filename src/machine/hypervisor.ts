@@ -8,7 +8,7 @@ import type { BlockBackend } from '../devices/block-backend.ts';
 import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
 import type { LinuxBootImages } from './linux-boot.ts';
 import { runCommand, type RunOptions, type RunResult } from './run-command.ts';
-import { MAX_SCREEN_CHARS, decodeSnapshot, encodeSnapshot } from './snapshot.ts';
+import { MAX_SCREEN_CHARS, decodeSnapshot, decodeSnapshotBlob, encodeSnapshot } from './snapshot.ts';
 import { VmConsole, type ConsoleSize, type TabvisorConsole } from './vm-console.ts';
 import {
   MAX_NICS,
@@ -51,7 +51,11 @@ export type BootImages = Omit<LinuxBootImages, 'bootargs'>;
 export interface GuestBoot {
   readonly bootargs: string;
   readonly images: BootImages | (() => Promise<BootImages>);
-  readonly snapshot?: Uint8Array;
+  /**
+   * A boot snapshot file to start from: its bytes, or a Blob (as stored in IndexedDB), whose pages the vCPU
+   * threads read and copy themselves when threads share memory (see Vm.fromSnapshot).
+   */
+  readonly snapshot?: Uint8Array | Blob;
 }
 
 /** How often per-vCPU instructions per second are sampled. */
@@ -458,7 +462,7 @@ class ManagedVm implements TabvisorVm {
     const threads = this.owner.threadsFor(`${this.name}/`);
     // A boot snapshot holds no disk state (see Vm.snapshot): a VM with disks boots cold.
     const disks = this.diskSet?.backends ?? [];
-    const restored = fromSnapshot && disks.length === 0 ? this.restore(threads) : undefined;
+    const restored = fromSnapshot && disks.length === 0 ? await this.restore(threads) : undefined;
     const consoleSize = this.console.size();
     let machine = restored?.machine;
     if (!machine) {
@@ -580,11 +584,17 @@ class ManagedVm implements TabvisorVm {
    * A machine from the boot snapshot and the console line the snapshot was taken at (see `VmSnapshot.screen`;
    * empty in older files), or undefined (with a note on the console) when it cannot be used.
    */
-  private restore(threads: ThreadFactory): { machine: Vm; screen: string } | undefined {
-    const bytes = this.guest.snapshot;
-    if (!bytes) return undefined;
+  private async restore(threads: ThreadFactory): Promise<{ machine: Vm; screen: string } | undefined> {
+    const file = this.guest.snapshot;
+    if (!file) return undefined;
     try {
-      const snapshot = decodeSnapshot(bytes);
+      // A Blob's pages are read by the vCPU threads; without shared memory there are none to do it.
+      const snapshot =
+        file instanceof Uint8Array
+          ? decodeSnapshot(file)
+          : threads.shared
+            ? await decodeSnapshotBlob(file)
+            : decodeSnapshot(new Uint8Array(await file.arrayBuffer()));
       if (snapshot.cpus !== this.cpus || snapshot.memoryMiB !== this.memoryMiB) {
         throw new UserError(
           `it was taken with ${snapshot.cpus} vCPUs and ${snapshot.memoryMiB} MiB, this VM has ${this.cpus} and ${this.memoryMiB} MiB`,

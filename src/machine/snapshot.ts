@@ -39,6 +39,11 @@ export interface VmSnapshot {
    * (a view of it, not a copy).
    */
   readonly pageData?: Uint8Array;
+  /**
+   * Set by {@link decodeSnapshotBlob} instead of `pageData`: the marked pages, in guest order, still in the file.
+   * A VM restored from it has its vCPU threads read and copy them (see Vm.fromSnapshot); `ram` is not available.
+   */
+  readonly pageBlob?: Blob;
 }
 
 /** The longest console line a snapshot keeps ({@link VmSnapshot.screen}). */
@@ -77,7 +82,7 @@ function pageIsZero(ram: Uint8Array, offset: number): boolean {
 }
 
 /** Serialize a snapshot; all-zero pages are left out, so a freshly booted guest packs small. */
-export function encodeSnapshot(snapshot: VmSnapshot): Uint8Array {
+export function encodeSnapshot(snapshot: VmSnapshot): Uint8Array<ArrayBuffer> {
   const pageCount = snapshot.ram.length / PAGE;
   const bitmap = new Uint8Array(Math.ceil(pageCount / 8));
   let stored = 0;
@@ -123,15 +128,31 @@ function corrupt(why: string): UserError {
   return new UserError(`this is not a usable tabvisor snapshot (${why}); take a new snapshot`);
 }
 
-/** Parse a snapshot file; every field is checked, so a corrupt or foreign file is a clear error. */
-export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
-  if (bytes.length < 12 || MAGIC.some((b, i) => bytes[i] !== b)) throw corrupt('bad magic or format');
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** What a snapshot file's head (everything before the pages) says. */
+interface SnapshotHead {
+  readonly header: Header;
+  readonly block: Int32Array;
+  readonly storedPages: Uint8Array;
+  /** Where the stored pages start in the file. */
+  readonly pagesAt: number;
+}
+
+/**
+ * Parse the head of a snapshot file of `fileLength` bytes from `prefix` (its first bytes). Returns the number
+ * of bytes the head needs when `prefix` is shorter than that. Every field is checked, so a corrupt or foreign
+ * file is a clear error.
+ */
+function decodeHead(prefix: Uint8Array, fileLength: number): SnapshotHead | number {
+  if (fileLength < 12 || prefix.length < 12 || MAGIC.some((b, i) => prefix[i] !== b)) {
+    throw corrupt('bad magic or format');
+  }
+  const view = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength);
   const jsonLength = view.getUint32(8, true);
-  if (jsonLength > MAX_HEADER_BYTES || 12 + jsonLength > bytes.length) throw corrupt('header length');
+  if (jsonLength > MAX_HEADER_BYTES || 12 + jsonLength > fileLength) throw corrupt('header length');
+  if (prefix.length < 12 + jsonLength) return 12 + jsonLength;
   let header: Header;
   try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + jsonLength))) as Header;
+    header = JSON.parse(new TextDecoder().decode(prefix.subarray(12, 12 + jsonLength))) as Header;
   } catch {
     throw corrupt('header is not JSON');
   }
@@ -153,22 +174,28 @@ export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
   ) {
     throw corrupt('header fields out of range');
   }
-  const ramBytes = header.memoryMiB * 1024 * 1024;
-  const pageCount = ramBytes / PAGE;
+  const pageCount = (header.memoryMiB * 1024 * 1024) / PAGE;
   const bitmapBytes = Math.ceil(pageCount / 8);
   let at = 12 + jsonLength;
-  const expected = at + header.blockWords * 4 + bitmapBytes + header.pages * PAGE;
-  if (bytes.length !== expected) throw corrupt(`size ${bytes.length}, expected ${expected}`);
+  const pagesAt = at + header.blockWords * 4 + bitmapBytes;
+  const expected = pagesAt + header.pages * PAGE;
+  if (fileLength !== expected) throw corrupt(`size ${fileLength}, expected ${expected}`);
+  if (prefix.length < pagesAt) return pagesAt;
   const block = new Int32Array(header.blockWords);
-  new Uint8Array(block.buffer).set(bytes.subarray(at, at + header.blockWords * 4));
+  new Uint8Array(block.buffer).set(prefix.subarray(at, at + header.blockWords * 4));
   at += header.blockWords * 4;
-  const bitmap = bytes.subarray(at, at + bitmapBytes);
-  at += bitmapBytes;
+  const storedPages = prefix.slice(at, at + bitmapBytes);
   let stored = 0;
-  for (let i = 0; i < bitmapBytes; i++) stored += bitCount(bitmap[i]);
+  for (let i = 0; i < bitmapBytes; i++) stored += bitCount(storedPages[i]);
   if (stored !== header.pages) throw corrupt('page bitmap');
-  const storedPages = bitmap.slice();
-  const pageData = bytes.subarray(at, at + header.pages * PAGE);
+  return { header, block, storedPages, pagesAt };
+}
+
+/** The snapshot a decoded head describes, with its pages in `pages` (bytes or a Blob). */
+function fromHead(head: SnapshotHead, pages: { pageData: Uint8Array } | { pageBlob: Blob }): VmSnapshot {
+  const { header, block, storedPages } = head;
+  const ramBytes = header.memoryMiB * 1024 * 1024;
+  const pageData = 'pageData' in pages ? pages.pageData : undefined;
   // The whole RAM image only for whoever asks (encodeSnapshot, tests): a restore copies the stored pages from
   // the file into the VM's frames directly, without a memoryMiB-sized buffer and a second copy.
   let ram: Uint8Array | undefined;
@@ -181,17 +208,49 @@ export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
     ticks: header.ticks,
     block,
     get ram(): Uint8Array {
+      if (pageData === undefined) {
+        throw new Error('the pages of a snapshot read from a Blob are in its pageBlob, not in memory');
+      }
       if (ram === undefined) {
         ram = new Uint8Array(ramBytes);
-        forEachStoredPage(storedPages, pageCount, (page, index) =>
+        forEachStoredPage(storedPages, ramBytes / PAGE, (page, index) =>
           ram!.set(pageData.subarray(index * PAGE, (index + 1) * PAGE), page * PAGE),
         );
       }
       return ram;
     },
     storedPages,
-    pageData,
+    ...pages,
   };
+}
+
+/** Parse a snapshot file; every field is checked, so a corrupt or foreign file is a clear error. */
+export function decodeSnapshot(bytes: Uint8Array): VmSnapshot {
+  const head = decodeHead(bytes, bytes.length);
+  // The whole file is there, so the head is complete (a shorter file throws).
+  if (typeof head === 'number') throw corrupt('truncated');
+  return fromHead(head, { pageData: bytes.subarray(head.pagesAt) });
+}
+
+/** How much of a snapshot Blob is read first: a typical head (header, control block, bitmap) fits. */
+const HEAD_READ_BYTES = 256 * 1024;
+
+/**
+ * Parse a snapshot file held as a Blob (as stored in IndexedDB) reading only its head; the stored pages stay
+ * in the Blob ({@link VmSnapshot.pageBlob}), for the vCPU threads to read and copy into guest RAM themselves.
+ * Checked as {@link decodeSnapshot} checks; a Blob that cannot be read rejects with the browser's error.
+ */
+export async function decodeSnapshotBlob(blob: Blob): Promise<VmSnapshot> {
+  const read = async (end: number): Promise<Uint8Array> =>
+    new Uint8Array(await blob.slice(0, Math.min(end, blob.size)).arrayBuffer());
+  let prefix = await read(HEAD_READ_BYTES);
+  for (;;) {
+    const head = decodeHead(prefix, blob.size);
+    if (typeof head !== 'number') return fromHead(head, { pageBlob: blob.slice(head.pagesAt) });
+    // A head longer than the first read (a large VM's bitmap): read exactly that much, once.
+    if (prefix.length >= head) throw corrupt('truncated');
+    prefix = await read(head);
+  }
 }
 
 /** Set bits in a byte. */

@@ -30,6 +30,7 @@ import {
   VM_EVENT,
   VM_POWER,
   VM_POWER_CODE,
+  VM_RAM_PENDING,
   VM_RUN_CONTROL,
   hartWord,
   isSharedBuffer,
@@ -50,7 +51,7 @@ import {
   checkConsoleSize,
   type ConsoleSize,
 } from '../devices/virtio-console.ts';
-import type { HartThreadInit, HartThreadMessage } from './hart-thread.ts';
+import type { HartThreadInit, HartThreadMessage, RamShare } from './hart-thread.ts';
 import { consoleDevice, loadLinux, type LinuxBootImages } from './linux-boot.ts';
 import { ConsoleStream } from './console-stream.ts';
 
@@ -196,6 +197,10 @@ export class Vm {
   private framesFreed = false;
   /** Guest time (ticks) when {@link pause} froze the clock; undefined while not paused. */
   private pausedTicks: number | undefined;
+  /** Each vCPU thread's share of the snapshot pages it copies at {@link start} (snapshot read from a Blob). */
+  private ramShares: RamShare[] | undefined;
+  /** True from {@link start} of a VM with {@link ramShares} until the shares are all in guest RAM. */
+  private ramPending = false;
   /** Keeps the host's event loop alive while the VM runs (a pending Atomics.waitAsync does not, in Node). */
   private keepAlive: ReturnType<typeof setInterval> | undefined;
 
@@ -334,12 +339,21 @@ export class Vm {
     }
   }
 
-  /** Start one thread per vCPU and the console pump. */
+  /**
+   * Start one thread per vCPU and the console pump. A VM restored from a snapshot read from a Blob has its vCPU
+   * threads copy the snapshot's pages first (each a share, in parallel, off this thread); its devices' I/O
+   * starts once they are all in.
+   */
   start(): void {
+    const shares = this.ramShares;
+    this.ramShares = undefined;
+    this.ramPending = shares !== undefined;
+    if (shares) Atomics.store(this.board.block, VM_RAM_PENDING, shares.length);
     for (let hartId = 0; hartId < this.boardInit.hartCount; hartId++) {
+      const ramShare = shares?.[hartId];
       this.threads.push(
         this.factory.spawn(
-          { board: this.boardInit, hartId },
+          { board: this.boardInit, hartId, ...(ramShare ? { ramShare } : {}) },
           (message) => {
             if (message.type === 'fatal') this.fail(message.message);
           },
@@ -349,6 +363,32 @@ export class Vm {
     }
     this.keepAlive = setInterval(() => {}, 1 << 30);
     void this.pump();
+    if (shares) void this.whenRamRestored().then((restored) => restored && this.startIo());
+    else this.startIo();
+  }
+
+  /**
+   * Resolves true once every vCPU thread has copied its share of the snapshot's pages (VM_RAM_PENDING is 0),
+   * false if the VM halted first.
+   */
+  private async whenRamRestored(): Promise<boolean> {
+    const block = this.board.block;
+    for (
+      let left = Atomics.load(block, VM_RAM_PENDING);
+      left > 0;
+      left = Atomics.load(block, VM_RAM_PENDING)
+    ) {
+      if (!this.pumping) return false;
+      await waitForDoorbell(block, VM_RAM_PENDING, left);
+    }
+    if (!this.pumping) return false;
+    this.ramPending = false;
+    return true;
+  }
+
+  /** The devices' I/O side: console, disks, NICs (guest RAM holds the VM's state by now). */
+  private startIo(): void {
+    this.feedInput();
     void this.serveConsole();
     for (const host of this.diskHosts) void this.serveDisk(host);
     this.nics.forEach((nic, i) => {
@@ -455,13 +495,21 @@ export class Vm {
     const layout = planBoard(snapshot.cpus, 0, snapshot.nics);
     const ramSize = snapshot.memoryMiB << 20;
     // A decoded snapshot's size was checked against its header (and reading `ram` would build it).
-    const ramLength = snapshot.pageData !== undefined ? ramSize : snapshot.ram.length;
+    const ramLength =
+      snapshot.pageData !== undefined || snapshot.pageBlob !== undefined ? ramSize : snapshot.ram.length;
     if (snapshot.block.length !== layout.words || ramLength !== ramSize) {
       throw new UserError('this snapshot was taken by a different version of tabvisor; take a new snapshot');
     }
+    const { storedPages, pageData, pageBlob } = snapshot;
+    if (pageBlob !== undefined && !factory.shared) {
+      throw new Error(
+        "a snapshot's pages in a Blob are restored by vCPU threads; without shared memory, read them first",
+      );
+    }
     return Vm.withGuestMemory(snapshot.memoryMiB, factory, hostRam, (ram, frames, memory) => {
-      const { storedPages, pageData } = snapshot;
-      if (storedPages === undefined || pageData === undefined) memory.write(RAM_BASE, snapshot.ram);
+      if (storedPages !== undefined && pageBlob !== undefined) {
+        // The vCPU threads copy the pages when the VM starts (see start), off the VMM's thread.
+      } else if (storedPages === undefined || pageData === undefined) memory.write(RAM_BASE, snapshot.ram);
       else {
         // Frames come zeroed: copy only the pages that hold data (a booted guest's RAM is mostly zero), straight
         // from the file.
@@ -485,6 +533,9 @@ export class Vm {
         ...(nics.length > 0 ? { nics: nics.map((nic) => ({ mac: nic.mac })) } : {}),
       };
       const vm = new Vm(ram, frames, init, factory, snapshot.bootargs, [], nics);
+      if (storedPages !== undefined && pageBlob !== undefined) {
+        vm.ramShares = ramShares(storedPages, ramSize / FRAME_SIZE, pageBlob, snapshot.cpus);
+      }
       for (const host of vm.nicHosts) host.holdLinkDownUntilReset();
       // Buffers the old I/O side took notice of but had not used yet are looked at again (see the method).
       for (const transport of [vm.board.console, ...vm.board.nics]) transport.renotifyReadyQueues();
@@ -613,7 +664,8 @@ export class Vm {
   }
 
   private feedInput(): void {
-    if (this.pendingInput.length === 0) return;
+    // Input reaches guest buffers only once guest RAM is restored (see start).
+    if (this.pendingInput.length === 0 || this.ramPending) return;
     const uart = this.board.uart;
     const toPort = this.stream.inputToPort;
     // A guest whose console is the virtio console reads nothing from the UART: hold input until it switched.
@@ -750,4 +802,23 @@ async function waitForDoorbell(block: Int32Array, doorbell: number, seen: number
   } else {
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
+}
+
+/**
+ * Split a snapshot's stored pages (marked in `storedPages`, their bytes in order in `data`) into `threads`
+ * shares of consecutive pages, one per vCPU thread (empty shares for threads left over).
+ */
+function ramShares(storedPages: Uint8Array, pageCount: number, data: Blob, threads: number): RamShare[] {
+  const pages: number[] = [];
+  forEachStoredPage(storedPages, pageCount, (page) => pages.push(page));
+  const shares: RamShare[] = [];
+  for (let t = 0; t < threads; t++) {
+    const from = Math.floor((pages.length * t) / threads);
+    const to = Math.floor((pages.length * (t + 1)) / threads);
+    shares.push({
+      pages: Int32Array.from(pages.slice(from, to)),
+      data: data.slice(from * FRAME_SIZE, to * FRAME_SIZE),
+    });
+  }
+  return shares;
 }

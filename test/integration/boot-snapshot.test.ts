@@ -12,7 +12,7 @@ import { defaultSpec } from '../helpers/guest.ts';
 const spec = await defaultSpec(1, 64);
 const images: BootImages = { kernel: spec.kernel, kernelName: spec.kernelName, initrd: spec.initrd };
 let imageLoads = 0;
-let snapshot: Uint8Array | undefined;
+let snapshot: Uint8Array | Blob | undefined;
 const hv = new Hypervisor({
   hostRamMiB: 512,
   threads: () => nodeThreads,
@@ -104,7 +104,8 @@ describe('boot snapshots in the page VMM (Node)', () => {
     // The worst case for clones: the snapshot holds a guest that already has its DHCP lease.
     const originIp = await addressOf(origin, originMac);
     expect(originIp).toMatch(/^10\.0\.10\.1\d\d$/);
-    snapshot = await origin.snapshot();
+    // As the embed stores it: a Blob, whose pages each clone's vCPU threads read and copy.
+    snapshot = new Blob([new Uint8Array(await origin.snapshot())]);
 
     const [a, b] = await Promise.all([
       hv.createVM({ name: 'clone-a', cpus: 1, memoryMiB: 64, nics: [lan] }),

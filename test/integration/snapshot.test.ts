@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { nodeThreads } from '../../src/cli/node-threads.ts';
-import { MAX_SCREEN_CHARS, decodeSnapshot, encodeSnapshot } from '../../src/machine/snapshot.ts';
+import {
+  MAX_SCREEN_CHARS,
+  decodeSnapshot,
+  decodeSnapshotBlob,
+  encodeSnapshot,
+  type VmSnapshot,
+} from '../../src/machine/snapshot.ts';
+import { VM_RAM_PENDING } from '../../src/common/shared-block.ts';
+import { CooperativeThreads } from '../../src/machine/cooperative-threads.ts';
 import { Vm, type VmNic } from '../../src/machine/vm.ts';
 import { planBoard } from '../../src/machine/board.ts';
 import { VIRTIO_MMIO_CONFIG, VIRTIO_STATUS_DRIVER_OK } from '../../src/devices/virtio-mmio.ts';
@@ -30,6 +38,14 @@ describe('snapshots', () => {
     console.type('poweroff');
     const event = await restored.whenPoweredOff();
     expect(event.kind).toBe('poweroff');
+
+    // From a Blob (as the embed stores it): each vCPU thread reads and copies its share of the pages.
+    const fromBlob = Vm.fromSnapshot(await decodeSnapshotBlob(new Blob([bytes])), nodeThreads);
+    const blobConsole = watchConsole(fromBlob);
+    fromBlob.start();
+    blobConsole.type('echo $MARK-$((6*8)) cpus=$(nproc)');
+    await blobConsole.waitFor('before-snapshot-48 cpus=2');
+    await fromBlob.stop();
   });
 
   it('a corrupt or truncated snapshot is refused with a clear message', () => {
@@ -78,6 +94,68 @@ describe('snapshots', () => {
     const bad = bytes.slice();
     bad[bitmapAt] |= 1;
     expect(() => decodeSnapshot(bad)).toThrow(/page bitmap/);
+  });
+
+  it('a snapshot read from a Blob reads only its head: the same state, its pages left in the Blob for the vCPU threads', async () => {
+    const original = syntheticSnapshot(0);
+    original.ram.set([1, 2, 3], 5 * 4096 + 100);
+    original.ram[9 * 4096] = 7;
+    const bytes = encodeSnapshot({ ...original, screen: '# ' });
+    const fromBytes = decodeSnapshot(bytes);
+    const fromBlob = await decodeSnapshotBlob(new Blob([bytes]));
+    for (const key of ['cpus', 'memoryMiB', 'bootargs', 'nics', 'screen', 'ticks'] as const)
+      expect(fromBlob[key]).toEqual(fromBytes[key]);
+    expect(fromBlob.block).toEqual(fromBytes.block);
+    expect(fromBlob.storedPages).toEqual(fromBytes.storedPages);
+    expect(new Uint8Array(await fromBlob.pageBlob!.arrayBuffer())).toEqual(fromBytes.pageData);
+    expect(fromBlob.pageData).toBeUndefined();
+    expect(() => fromBlob.ram).toThrow(/pageBlob/);
+
+    // A head longer than the first read (a large control block) takes a second read.
+    const bigBlock = new Int32Array(100_000).map((_, i) => i);
+    const big = await decodeSnapshotBlob(new Blob([encodeSnapshot({ ...original, block: bigBlock })]));
+    expect(big.block).toEqual(bigBlock);
+    // A foreign, truncated or inconsistent file is refused as decodeSnapshot refuses it.
+    await expect(decodeSnapshotBlob(new Blob([new Uint8Array(100)]))).rejects.toThrow(/not a usable/);
+    await expect(decodeSnapshotBlob(new Blob([bytes.subarray(0, bytes.length - 1)]))).rejects.toThrow(/size/);
+    await expect(decodeSnapshotBlob(new Blob([bytes.subarray(0, 20)]))).rejects.toThrow(/not a usable/);
+
+    // Restored: the VM's frames get the pages only when its vCPU threads start, and then all of them.
+    const vm = Vm.fromSnapshot(fromBlob, nodeThreads);
+    try {
+      expect(vm.board.memory.readU8(0x80000000 + 9 * 4096)).toBe(0);
+      vm.pause(); // the harts copy their share, then park: the synthetic guest has no code
+      vm.start();
+      await expect.poll(() => Atomics.load(vm.board.block, VM_RAM_PENDING), { timeout: 10_000 }).toBe(0);
+      expect(vm.board.memory.readU32(0x80000000 + 5 * 4096 + 100)).toBe(0x030201);
+      expect(vm.board.memory.readU8(0x80000000 + 9 * 4096)).toBe(7);
+    } finally {
+      await vm.stop();
+    }
+    // Without threads that share memory nobody would copy them: the caller reads the bytes instead.
+    expect(() => Vm.fromSnapshot(fromBlob, new CooperativeThreads())).toThrow(/read them first/);
+  });
+
+  it("a vCPU thread that cannot read its share of a snapshot's pages fails the VM with the reason", async () => {
+    const bytes = encodeSnapshot({ ...syntheticSnapshot(0), ram: new Uint8Array(16 << 20).fill(1) });
+    const decoded = await decodeSnapshotBlob(new Blob([bytes]));
+    // A Blob shorter than the pages the bitmap marks: the share reads too few bytes.
+    // (Copied by descriptor: spreading would read `ram`, which a Blob-backed snapshot does not have.)
+    const short = Object.defineProperties(
+      {},
+      {
+        ...Object.getOwnPropertyDescriptors(decoded),
+        pageBlob: { value: decoded.pageBlob!.slice(0, 4096), enumerable: true },
+      },
+    ) as VmSnapshot;
+    const vm = Vm.fromSnapshot(short, nodeThreads);
+    vm.start();
+    const event = await vm.whenPoweredOff();
+    expect(event.kind).toBe('failure');
+    expect(event.kind === 'failure' && event.message).toMatch(
+      /vCPU 0 could not read the boot snapshot's memory \(4096 bytes read, 16777216 expected\)/,
+    );
+    await vm.stop();
   });
 
   it('a snapshot file records its NICs (older files without the field have none)', () => {
