@@ -23,6 +23,27 @@ import {
 } from './block-translator.ts';
 import * as C from './csr.ts';
 import { mulDiv, mulhSigned, mulhsu, mulhu } from './muldiv.ts';
+import {
+  AREA_EXEC_DELTA,
+  AREA_EXEC_TAG,
+  AREA_EXIT,
+  AREA_LOOP_HEADS,
+  AREA_PC,
+  AREA_READ_DELTA,
+  AREA_READ_TAG,
+  AREA_RESERVATION,
+  AREA_WRITE_DELTA,
+  AREA_WRITE_TAG,
+  AREA_X,
+  EXIT_BUDGET,
+  EXIT_LOOP,
+  LOOP_SAMPLE,
+  LOOP_SLOTS,
+  TLB_SIZE,
+  wasmCore,
+  type HartArea,
+  type WasmCore,
+} from './wasm-core.ts';
 
 /** The physical bus outside RAM, as the hart sees it (the board's MMIO bus satisfies it). */
 export interface PhysicalMmio {
@@ -55,6 +76,12 @@ export interface HartOptions {
    * TABVISOR_JIT_THRESHOLD in the environment). Tests use 1 to translate everything.
    */
   readonly jitThreshold?: number;
+  /**
+   * Where the hart keeps its registers and TLB: an area of host RAM (mem/host-ram.ts, allocateHartAreas). With
+   * one, the common path runs in WebAssembly (cpu/wasm-core.ts) unless TABVISOR_WASM=0 is set in the
+   * environment (Node) or the host forbids compiling WebAssembly; without one, in JavaScript only.
+   */
+  readonly area?: HartArea;
 }
 
 /** Whether harts translate hot blocks when their options do not say: TABVISOR_JIT=0 or =1 in the environment. */
@@ -67,6 +94,12 @@ export function jitByDefault(): boolean {
 
 /** The JIT's default when neither the options nor the environment choose. */
 const JIT_DEFAULT = true;
+
+/** Whether harts with an area use the WebAssembly tier: yes, unless TABVISOR_WASM=0 (or false, off) is set. */
+function wasmTierEnabled(): boolean {
+  const setting = hostEnvironment('TABVISOR_WASM');
+  return !(setting === '0' || setting === 'false' || setting === 'off');
+}
 /** Executions of a block start before it is translated. */
 export const JIT_THRESHOLD = 20000;
 
@@ -121,7 +154,6 @@ const PAUSE_INSN = 0x0100000f;
 const PAUSE_LOOP_LIMIT = 256;
 
 /** Direct-mapped TLB size per access kind: 1024 pages = 4 MiB reach. */
-const TLB_SIZE = 1024;
 const TLB_MASK = TLB_SIZE - 1;
 /** Translation contexts folded into TLB tags above the 20-bit virtual page number. */
 const CTX_USER = 0;
@@ -165,7 +197,7 @@ const FIRMWARE_MEDELEG = C.MEDELEG_WRITABLE & ~(1 << C.CAUSE_SUPERVISOR_ECALL);
 export class Hart implements SbiCallContext, BlockHost {
   readonly hartId: number;
   /** Integer registers; x[0] is kept 0. */
-  readonly x = new Int32Array(32);
+  readonly x: Int32Array;
   /** Program counter (int32). */
   pc = 0;
   /** Current privilege: PRIV_U, PRIV_S or PRIV_M. */
@@ -225,21 +257,43 @@ export class Hart implements SbiCallContext, BlockHost {
   private readonly timecmpHiIndex: number;
 
   // Software TLB: tag = vpn | context, value = host offset of the page minus its virtual address.
-  private readonly readTag = new Int32Array(TLB_SIZE).fill(-1);
-  private readonly readDelta = new Int32Array(TLB_SIZE);
-  private readonly writeTag = new Int32Array(TLB_SIZE).fill(-1);
-  private readonly writeDelta = new Int32Array(TLB_SIZE);
-  private readonly execTag = new Int32Array(TLB_SIZE).fill(-1);
-  private readonly execDelta = new Int32Array(TLB_SIZE);
+  // Views of the hart's area when it has one (the WebAssembly tier reads and fills the same arrays).
+  private readonly readTag: Int32Array;
+  private readonly readDelta: Int32Array;
+  private readonly writeTag: Int32Array;
+  private readonly writeDelta: Int32Array;
+  private readonly execTag: Int32Array;
+  private readonly execDelta: Int32Array;
+  /** The WebAssembly tier, with the byte offset of this hart's area and a view of the area's exit words. */
+  private readonly core:
+    { readonly run: WasmCore['run']; readonly area: number; readonly words: Int32Array } | undefined;
   /** Translation context of data accesses (depends on priv, MPRV/MPP, satp); read by translated blocks. */
   dataCtx = CTX_BARE;
   /** Translation context of instruction fetch. */
   private fetchCtx = CTX_BARE;
   /** Physical address of the last access that hit MMIO. */
   private mmioGpa = 0;
-  /** Host offset of the LR reservation, or -1. */
-  private reservation = -1;
-  private reservedValue = 0;
+  /**
+   * The LR reservation: [0] host offset of the reserved word, or -1; [1] the value LR read. In the hart's area
+   * when it has one (the WebAssembly tier's LR, SC and AMOs use the same words).
+   */
+  private readonly reserved: Int32Array;
+
+  private get reservation(): number {
+    return this.reserved[0];
+  }
+
+  private set reservation(host: number) {
+    this.reserved[0] = host;
+  }
+
+  private get reservedValue(): number {
+    return this.reserved[1];
+  }
+
+  private set reservedValue(value: number) {
+    this.reserved[1] = value;
+  }
   /** Ticks read at the start of the slice, for timer comparisons. */
   private now = 0;
   /** PAUSE instructions executed in the current slice. */
@@ -257,6 +311,21 @@ export class Hart implements SbiCallContext, BlockHost {
 
   constructor(options: HartOptions) {
     this.hartId = options.hartId;
+    const area = options.area;
+    const view = (at: number, length: number): Int32Array =>
+      area ? new Int32Array(area.memory.buffer, area.offset + at, length) : new Int32Array(length);
+    this.x = view(AREA_X, 32);
+    this.readTag = view(AREA_READ_TAG, TLB_SIZE).fill(-1);
+    this.readDelta = view(AREA_READ_DELTA, TLB_SIZE);
+    this.writeTag = view(AREA_WRITE_TAG, TLB_SIZE).fill(-1);
+    this.writeDelta = view(AREA_WRITE_DELTA, TLB_SIZE);
+    this.execTag = view(AREA_EXEC_TAG, TLB_SIZE).fill(-1);
+    this.execDelta = view(AREA_EXEC_DELTA, TLB_SIZE);
+    this.reserved = view(AREA_RESERVATION, 2).fill(-1);
+    const core = area && wasmTierEnabled() ? wasmCore(area.memory) : undefined;
+    this.core = core
+      ? { run: core.run, area: area!.offset, words: new Int32Array(area!.memory.buffer, area!.offset, 1024) }
+      : undefined;
     this.memory = options.memory;
     this.mem32 = options.memory.i32;
     this.mem16 = options.memory.u16;
@@ -853,7 +922,55 @@ export class Hart implements SbiCallContext, BlockHost {
     this.absorbRequests();
     this.takeInterrupt();
     this.trapped = false;
-    return this.blocks !== null ? this.runBlocks(budget, this.blocks) : this.interpret(budget);
+    return this.blocks !== null ? this.runBlocks(budget, this.blocks) : this.execute(budget);
+  }
+
+  /** True when the common path runs in WebAssembly (see {@link HartOptions.area}). */
+  get wasmEnabled(): boolean {
+    return this.core !== undefined;
+  }
+
+  /** Instructions the WebAssembly tier retired since the hart was created. */
+  wasmRetired = 0;
+
+  /**
+   * Execute up to `budget` instructions from `this.pc` as {@link interpret} does: in the WebAssembly tier where
+   * the hart has it, with each instruction the tier leaves (SYSTEM, atomics, fences, TLB misses, MMIO, traps)
+   * run by {@link interpret}.
+   */
+  private execute(budget: number): number {
+    const core = this.core;
+    if (core === undefined) return this.interpret(budget);
+    const words = core.words;
+    const loops = this.blocks !== null ? 1 : 0;
+    let n = 0;
+    while (n < budget) {
+      const done = core.run(core.area, this.pc, budget - n, this.dataCtx, this.fetchCtx, loops);
+      n += done;
+      this.instret += done;
+      this.wasmRetired += done;
+      const pc = words[AREA_PC >> 2];
+      this.pc = pc;
+      const exit = words[AREA_EXIT >> 2];
+      if (exit === EXIT_BUDGET) break;
+      if (exit === EXIT_LOOP) {
+        // As in the interpreter: a loop head with translated code goes back to the block dispatcher. The branch
+        // was fetched from this page, so the exec TLB holds it.
+        const host = (pc + this.execDelta[(pc >>> 12) & TLB_MASK]) | 0;
+        const slot = (AREA_LOOP_HEADS >> 2) + ((host >>> 2) & (LOOP_SLOTS - 1));
+        const translated = words[slot] === host;
+        // A loop head the tier knows is translated was reported at once, the others one time in LOOP_SAMPLE.
+        if (this.atLoopHead(host, translated ? 1 : LOOP_SAMPLE)) {
+          words[slot] = host;
+          break;
+        }
+        if (translated) words[slot] = -1; // its code was dropped since
+        continue;
+      }
+      n += this.interpret(1);
+      if (this.exitLoop) break;
+    }
+    return n;
   }
 
   /**
@@ -1273,7 +1390,7 @@ export class Hart implements SbiCallContext, BlockHost {
           continue;
         }
       }
-      n += this.interpret(budget - n);
+      n += this.execute(budget - n);
     }
     return n;
   }
@@ -1281,18 +1398,22 @@ export class Hart implements SbiCallContext, BlockHost {
   /**
    * The interpreter took a backward branch to host offset `host` (a loop head): true when the dispatcher should
    * take over there, because the loop head is translated (or just got hot enough to be) and worth leaving the
-   * interpreter for: the whole loop is in the block, or enough of it to pay for the round trip.
+   * interpreter for: the whole loop is in the block, or enough of it to pay for the round trip. `weight`: how
+   * many executions this one report stands for (the WebAssembly tier reports one in LOOP_SAMPLE).
    */
-  private atLoopHead(host: number): boolean {
+  private atLoopHead(host: number, weight = 1): boolean {
     const cache = this.blocks!;
-    const found = cache.lookup(host) ?? (this.countHot(cache, host) ? cache.lookup(host) : undefined);
+    const found = cache.lookup(host) ?? (this.countHot(cache, host, weight) ? cache.lookup(host) : undefined);
     return found !== undefined && found.run !== null && (found.loops || found.len >= HANDOVER_INSNS);
   }
 
-  /** Count one execution of the untranslated block start at `host`; translate it when hot. True if translated. */
-  private countHot(cache: BlockCache, host: number): boolean {
+  /**
+   * Count `weight` executions of the untranslated block start at `host`; translate it when hot. True if
+   * translated.
+   */
+  private countHot(cache: BlockCache, host: number, weight = 1): boolean {
     const counter = (host >>> 2) & cache.hotMask;
-    if (++cache.hot[counter] < this.jitThreshold) return false;
+    if ((cache.hot[counter] += weight) < this.jitThreshold) return false;
     cache.hot[counter] = 0;
     return this.translateBlock(cache, host);
   }

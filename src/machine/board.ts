@@ -68,6 +68,11 @@ export interface BoardInit {
   readonly nics?: readonly VirtioNetOptions[];
   /** Translate hot guest code to JavaScript (default: see jitByDefault in cpu/hart.ts). */
   readonly jit?: boolean;
+  /**
+   * Byte offsets in host RAM of each hart's area (its registers and TLB, for the WebAssembly tier; see
+   * HostRam.allocateHartAreas), by hart id; used with `memory.memory`. A hart without one runs without the tier.
+   */
+  readonly hartAreas?: readonly number[];
 }
 
 /** Allocate the control-block regions of the board's devices, in a fixed order. */
@@ -185,6 +190,8 @@ export class Board {
 
   /** A hart wired to this board; `jit` overrides the board's block translator settings (tests). */
   createHart(hartId: number, jit?: { enabled: boolean; threshold?: number }): Hart {
+    const area = this.init.hartAreas?.[hartId];
+    const wasmMemory = this.init.memory.memory;
     return new Hart({
       hartId,
       memory: this.memory,
@@ -194,6 +201,9 @@ export class Board {
       firmware: this.sbi,
       jit: jit?.enabled ?? this.init.jit,
       jitThreshold: jit?.threshold,
+      ...(area !== undefined && wasmMemory !== undefined
+        ? { area: { memory: wasmMemory, offset: area } }
+        : {}),
     });
   }
 }

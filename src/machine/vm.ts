@@ -193,6 +193,8 @@ export class Vm {
   private failureMessage = '';
   private readonly powerWaiters: ((event: PowerEvent) => void)[] = [];
   private readonly frames: Int32Array;
+  /** Host RAM areas of the vCPUs' registers and TLBs (BoardInit.hartAreas); freed with the frames. */
+  private hartAreas: readonly number[] = [];
   /** Set once the VM's frames went back to host RAM (stop is idempotent). */
   private framesFreed = false;
   /** Guest time (ticks) when {@link pause} froze the clock; undefined while not paused. */
@@ -289,32 +291,39 @@ export class Vm {
   /** Reserve memory, build the board and load the kernel. Nothing runs until {@link start}. */
   static create(spec: VmSpec, factory: ThreadFactory, hostRam?: HostRam): Vm {
     validateVmShape(spec.cpus, spec.memoryMiB);
-    return Vm.withGuestMemory(spec.memoryMiB, factory, hostRam, (ram, frames, memory) => {
-      const plan = loadLinux(memory, spec.cpus, spec);
-      const backends = spec.disks ?? [];
-      const nics = spec.nics ?? [];
-      const { block, layout } = createBoardState(spec.cpus, factory.shared, backends.length, nics.length);
-      // Hart 0 enters the kernel like any HSM start: a0 = hartid, a1 = device tree.
-      block[hartWord(0, HART_START_ADDR)] = plan.entry;
-      block[hartWord(0, HART_START_OPAQUE)] = plan.dtbGpa;
-      block[hartWord(0, HART_STATE)] = HART_STATE_START_PENDING;
-      for (let h = 1; h < spec.cpus; h++) block[hartWord(h, HART_STATE)] = HART_STATE_STOPPED;
-      const disks = backends.map((backend, i) => virtioBlkOptionsFor(backend, `tabvisor-disk${i}`));
-      const init: BoardInit = {
-        hartCount: spec.cpus,
-        block,
-        memory: memory.init,
-        layout,
-        firmware: true,
-        disks,
-        nics: nics.map((nic) => ({ mac: nic.mac })),
-        jit: spec.jit,
-      };
-      const vm = new Vm(ram, frames, init, factory, spec.bootargs, backends, nics);
-      const size = spec.consoleSize ?? { cols: DEFAULT_CONSOLE_COLS, rows: DEFAULT_CONSOLE_ROWS };
-      vm.resizeConsole(size.cols, size.rows);
-      return vm;
-    });
+    return Vm.withGuestMemory(
+      spec.memoryMiB,
+      spec.cpus,
+      factory,
+      hostRam,
+      (ram, frames, memory, hartAreas) => {
+        const plan = loadLinux(memory, spec.cpus, spec);
+        const backends = spec.disks ?? [];
+        const nics = spec.nics ?? [];
+        const { block, layout } = createBoardState(spec.cpus, factory.shared, backends.length, nics.length);
+        // Hart 0 enters the kernel like any HSM start: a0 = hartid, a1 = device tree.
+        block[hartWord(0, HART_START_ADDR)] = plan.entry;
+        block[hartWord(0, HART_START_OPAQUE)] = plan.dtbGpa;
+        block[hartWord(0, HART_STATE)] = HART_STATE_START_PENDING;
+        for (let h = 1; h < spec.cpus; h++) block[hartWord(h, HART_STATE)] = HART_STATE_STOPPED;
+        const disks = backends.map((backend, i) => virtioBlkOptionsFor(backend, `tabvisor-disk${i}`));
+        const init: BoardInit = {
+          hartCount: spec.cpus,
+          block,
+          memory: memory.init,
+          layout,
+          firmware: true,
+          disks,
+          nics: nics.map((nic) => ({ mac: nic.mac })),
+          jit: spec.jit,
+          hartAreas,
+        };
+        const vm = new Vm(ram, frames, init, factory, spec.bootargs, backends, nics);
+        const size = spec.consoleSize ?? { cols: DEFAULT_CONSOLE_COLS, rows: DEFAULT_CONSOLE_ROWS };
+        vm.resizeConsole(size.cols, size.rows);
+        return vm;
+      },
+    );
   }
 
   /**
@@ -323,18 +332,30 @@ export class Vm {
    */
   private static withGuestMemory(
     memoryMiB: number,
+    cpus: number,
     factory: ThreadFactory,
     hostRam: HostRam | undefined,
-    build: (ram: HostRam, frames: Int32Array, memory: AddressSpace) => Vm,
+    build: (ram: HostRam, frames: Int32Array, memory: AddressSpace, hartAreas: readonly number[]) => Vm,
   ): Vm {
     const ramSize = memoryMiB << 20;
     const ram = hostRam ?? new HostRam(ramSize, factory.shared);
     const frames = ram.allocate(ramSize / FRAME_SIZE);
+    const hartAreas = ram.allocateHartAreas(cpus);
     try {
       const table = AddressSpace.tableFor(frames, factory.shared);
-      return build(ram, frames, new AddressSpace({ ram: ram.buffer, table, ramBase: RAM_BASE, ramSize }));
+      const memory = new AddressSpace({
+        ram: ram.buffer,
+        memory: ram.memory,
+        table,
+        ramBase: RAM_BASE,
+        ramSize,
+      });
+      const vm = build(ram, frames, memory, hartAreas);
+      vm.hartAreas = hartAreas;
+      return vm;
     } catch (error) {
       ram.free(frames);
+      ram.freeHartAreas(hartAreas);
       throw error;
     }
   }
@@ -506,41 +527,48 @@ export class Vm {
         "a snapshot's pages in a Blob are restored by vCPU threads; without shared memory, read them first",
       );
     }
-    return Vm.withGuestMemory(snapshot.memoryMiB, factory, hostRam, (ram, frames, memory) => {
-      if (storedPages !== undefined && pageBlob !== undefined) {
-        // The vCPU threads copy the pages when the VM starts (see start), off the VMM's thread.
-      } else if (storedPages === undefined || pageData === undefined) memory.write(RAM_BASE, snapshot.ram);
-      else {
-        // Frames come zeroed: copy only the pages that hold data (a booted guest's RAM is mostly zero), straight
-        // from the file.
-        forEachStoredPage(storedPages, ramSize / FRAME_SIZE, (page, index) =>
-          memory.write(
-            RAM_BASE + page * FRAME_SIZE,
-            pageData.subarray(index * FRAME_SIZE, (index + 1) * FRAME_SIZE),
-          ),
-        );
-      }
-      const block = createControlBlock(layout.words, factory.shared);
-      block.set(snapshot.block);
-      new VmClock(block, wallClockMs).setTicks(snapshot.ticks);
-      const init: BoardInit = {
-        hartCount: snapshot.cpus,
-        block,
-        memory: memory.init,
-        layout,
-        firmware: true,
-        jit,
-        ...(nics.length > 0 ? { nics: nics.map((nic) => ({ mac: nic.mac })) } : {}),
-      };
-      const vm = new Vm(ram, frames, init, factory, snapshot.bootargs, [], nics);
-      if (storedPages !== undefined && pageBlob !== undefined) {
-        vm.ramShares = ramShares(storedPages, ramSize / FRAME_SIZE, pageBlob, snapshot.cpus);
-      }
-      for (const host of vm.nicHosts) host.holdLinkDownUntilReset();
-      // Buffers the old I/O side took notice of but had not used yet are looked at again (see the method).
-      for (const transport of [vm.board.console, ...vm.board.nics]) transport.renotifyReadyQueues();
-      return vm;
-    });
+    return Vm.withGuestMemory(
+      snapshot.memoryMiB,
+      snapshot.cpus,
+      factory,
+      hostRam,
+      (ram, frames, memory, hartAreas) => {
+        if (storedPages !== undefined && pageBlob !== undefined) {
+          // The vCPU threads copy the pages when the VM starts (see start), off the VMM's thread.
+        } else if (storedPages === undefined || pageData === undefined) memory.write(RAM_BASE, snapshot.ram);
+        else {
+          // Frames come zeroed: copy only the pages that hold data (a booted guest's RAM is mostly zero), straight
+          // from the file.
+          forEachStoredPage(storedPages, ramSize / FRAME_SIZE, (page, index) =>
+            memory.write(
+              RAM_BASE + page * FRAME_SIZE,
+              pageData.subarray(index * FRAME_SIZE, (index + 1) * FRAME_SIZE),
+            ),
+          );
+        }
+        const block = createControlBlock(layout.words, factory.shared);
+        block.set(snapshot.block);
+        new VmClock(block, wallClockMs).setTicks(snapshot.ticks);
+        const init: BoardInit = {
+          hartCount: snapshot.cpus,
+          block,
+          memory: memory.init,
+          layout,
+          firmware: true,
+          jit,
+          hartAreas,
+          ...(nics.length > 0 ? { nics: nics.map((nic) => ({ mac: nic.mac })) } : {}),
+        };
+        const vm = new Vm(ram, frames, init, factory, snapshot.bootargs, [], nics);
+        if (storedPages !== undefined && pageBlob !== undefined) {
+          vm.ramShares = ramShares(storedPages, ramSize / FRAME_SIZE, pageBlob, snapshot.cpus);
+        }
+        for (const host of vm.nicHosts) host.holdLinkDownUntilReset();
+        // Buffers the old I/O side took notice of but had not used yet are looked at again (see the method).
+        for (const transport of [vm.board.console, ...vm.board.nics]) transport.renotifyReadyQueues();
+        return vm;
+      },
+    );
   }
 
   /** Wait (polling the control block) until `done`, for at most SNAPSHOT_TIMEOUT_MS. */
@@ -645,6 +673,7 @@ export class Vm {
     if (!this.framesFreed) {
       this.framesFreed = true;
       this.hostRam.free(this.frames);
+      this.hostRam.freeHartAreas(this.hartAreas);
     }
     this.settle({ kind: 'poweroff', code: 0 });
   }

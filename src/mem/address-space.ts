@@ -1,3 +1,4 @@
+import type { WasmMemory } from '../common/wasm-api.ts';
 import { FRAME_SHIFT, FRAME_SIZE } from './host-ram.ts';
 
 /** Guest-physical base of RAM on the virt board. */
@@ -9,6 +10,8 @@ export const RAM_BASE = 0x8000_0000;
  */
 export interface AddressSpaceInit {
   readonly ram: ArrayBufferLike;
+  /** The WebAssembly.Memory whose buffer `ram` is (host RAM's), for the harts' WebAssembly tier. */
+  readonly memory?: WasmMemory;
   readonly table: Int32Array;
   readonly ramBase: number;
   readonly ramSize: number;
@@ -23,6 +26,7 @@ export interface AddressSpaceInit {
  */
 export class AddressSpace {
   readonly ram: ArrayBufferLike;
+  readonly memory: WasmMemory | undefined;
   readonly table: Int32Array;
   readonly ramBase: number;
   readonly ramSize: number;
@@ -32,6 +36,7 @@ export class AddressSpace {
 
   constructor(init: AddressSpaceInit) {
     this.ram = init.ram;
+    this.memory = init.memory;
     this.table = init.table;
     this.ramBase = init.ramBase >>> 0;
     this.ramSize = init.ramSize;
@@ -53,7 +58,13 @@ export class AddressSpace {
 
   /** The data a worker needs to rebuild this address space. */
   get init(): AddressSpaceInit {
-    return { ram: this.ram, table: this.table, ramBase: this.ramBase, ramSize: this.ramSize };
+    return {
+      ram: this.ram,
+      ...(this.memory ? { memory: this.memory } : {}),
+      table: this.table,
+      ramBase: this.ramBase,
+      ramSize: this.ramSize,
+    };
   }
 
   /** True when `[gpa, gpa + length)` lies entirely in RAM. */

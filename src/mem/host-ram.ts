@@ -1,4 +1,5 @@
 import { UserError } from '../common/errors.ts';
+import { wasmApi, type WasmMemory } from '../common/wasm-api.ts';
 
 /** Size of a host frame and of a guest page: the unit in which host RAM is handed to VMs. */
 export const FRAME_SIZE = 4096;
@@ -7,30 +8,42 @@ export const FRAME_SHIFT = 12;
 /** Host RAM grows in steps of at least this many bytes, so a burst of small VMs does not grow it every time. */
 const GROW_STEP_BYTES = 64 << 20;
 
-interface GrowableBuffer {
-  readonly byteLength: number;
-  grow?(newByteLength: number): void;
-  resize?(newByteLength: number): void;
-}
+/** Bytes of one vCPU's area (its registers and software TLB; see cpu/wasm-core.ts for the layout). */
+export const HART_AREA_BYTES = 7 * FRAME_SIZE;
+/** vCPUs that can have an area at once; more run without one (JavaScript-only interpreter). */
+export const HART_AREA_SLOTS = 64;
+/** The band of hart areas at the start of host RAM: 1.75 MiB, a whole number of WebAssembly pages. */
+const BAND_BYTES = HART_AREA_SLOTS * HART_AREA_BYTES;
+/** Frames of the band; VM frames are numbered after it (frame n is at byte n * FRAME_SIZE). */
+const BAND_FRAMES = BAND_BYTES / FRAME_SIZE;
+const WASM_PAGE = 65536;
 
 /**
- * Host RAM: one buffer (a SharedArrayBuffer when the page is cross-origin isolated, or in Node) divided among
- * VMs in frames. It starts at `bytes` and grows on demand up to `maxBytes` (a growable SharedArrayBuffer, or a
- * resizable ArrayBuffer), so the host commits what its VMs need rather than the maximum up front. Frames are
- * handed out and taken back by {@link HostRam.allocate} and {@link HostRam.free}; a VM reaches only the frames its
- * own address space maps. Growing never moves existing frames, so running VMs are unaffected.
+ * Host RAM: one `WebAssembly.Memory` (shared when the page is cross-origin isolated, or in Node) divided among
+ * VMs in frames, so that both JavaScript and the harts' WebAssembly tier work on it. It holds `bytes` of frames
+ * at first and grows on demand up to `maxBytes` (a shared memory grows in place; an unshared one is made at its
+ * maximum from the start, since growing it would detach the buffer every view is built on, and the operating
+ * system commits only the pages that are touched). Frames are handed out and taken back by
+ * {@link HostRam.allocate} and {@link HostRam.free}; a VM reaches only the frames its own address space maps.
+ * Growing never moves existing frames, so running VMs are unaffected.
+ *
+ * Before the frames lies a band of {@link HART_AREA_SLOTS} hart areas ({@link HostRam.allocateHartAreas}):
+ * vCPU state that the WebAssembly tier must find in the same memory as guest RAM. No VM's table maps it.
  */
 export class HostRam {
-  readonly buffer: ArrayBufferLike;
-  /** Frames the buffer holds now. */
+  /** The memory; its buffer is what every view of host RAM is built on. */
+  readonly memory: WasmMemory;
+  /** Frames (for VMs) the buffer holds now. */
   frameCount: number;
-  /** Frames the buffer may grow to. */
+  /** Frames (for VMs) the buffer may grow to. */
   readonly maxFrameCount: number;
-  /** One bit per frame: 1 = in use. */
+  /** One bit per frame, counted from the start of the buffer (the band's frames stay set): 1 = in use. */
   private readonly used: Uint32Array;
   private freeCount: number;
   /** Where the next search for a free run starts (keeps allocation O(n) overall instead of O(n^2)). */
-  private cursor = 0;
+  private cursor = BAND_FRAMES;
+  /** Hart area slots in use. */
+  private readonly areaUsed = new Uint8Array(HART_AREA_SLOTS);
 
   constructor(bytes: number, shared: boolean, maxBytes = bytes) {
     if (
@@ -38,21 +51,30 @@ export class HostRam {
       bytes % FRAME_SIZE !== 0 ||
       maxBytes < bytes ||
       maxBytes % FRAME_SIZE !== 0 ||
-      maxBytes === 0
+      maxBytes === 0 ||
+      BAND_BYTES + maxBytes > 2 ** 31
     ) {
       throw new RangeError(
-        `host RAM sizes must be multiples of ${FRAME_SIZE} with 0 <= size <= maximum, maximum > 0`,
+        `host RAM sizes must be multiples of ${FRAME_SIZE} with 0 <= size <= maximum, 0 < maximum <= ${(2 ** 31 - BAND_BYTES) >> 20} MiB`,
       );
     }
-    const growable = maxBytes > bytes ? { maxByteLength: maxBytes } : undefined;
-    // SharedArrayBuffer is only named when asked for: pages that are not cross-origin isolated lack the global.
-    type Growable = new (length: number, options?: { maxByteLength: number }) => ArrayBufferLike;
-    const Buffer = (shared ? SharedArrayBuffer : ArrayBuffer) as unknown as Growable;
-    this.buffer = new Buffer(bytes, growable);
-    this.frameCount = bytes / FRAME_SIZE;
+    const pages = (frameBytes: number): number => Math.ceil((BAND_BYTES + frameBytes) / WASM_PAGE);
+    const { Memory } = wasmApi();
+    this.memory = shared
+      ? new Memory({ initial: pages(bytes), maximum: pages(maxBytes), shared: true })
+      : new Memory({ initial: pages(maxBytes), maximum: pages(maxBytes) });
+    // Frames that a page rounded up to a whole WebAssembly page would add are not handed out: the sizes asked
+    // for are the sizes given.
+    this.frameCount = shared ? bytes / FRAME_SIZE : maxBytes / FRAME_SIZE;
     this.maxFrameCount = maxBytes / FRAME_SIZE;
-    this.used = new Uint32Array(Math.ceil(this.maxFrameCount / 32));
+    this.used = new Uint32Array(Math.ceil((BAND_FRAMES + this.maxFrameCount) / 32));
+    for (let frame = 0; frame < BAND_FRAMES; frame++) this.setUsed(frame, true);
     this.freeCount = this.frameCount;
+  }
+
+  /** The buffer of {@link memory} as it is now (a shared memory's buffer object changes when it grows). */
+  get buffer(): ArrayBufferLike {
+    return this.memory.buffer;
   }
 
   /** Frames not yet handed out, counting those the buffer can still grow by. */
@@ -62,8 +84,8 @@ export class HostRam {
 
   /**
    * Hand out `count` frames, preferring long contiguous runs, growing the buffer first when it must. Returns the
-   * frame numbers in guest order. Throws a {@link UserError} when host RAM cannot satisfy the request (nothing is
-   * allocated then).
+   * frame numbers in guest order (frame n is at byte n * FRAME_SIZE of the buffer). Throws a {@link UserError}
+   * when host RAM cannot satisfy the request (nothing is allocated then).
    */
   allocate(count: number): Int32Array {
     if (count > this.freeFrames) {
@@ -74,6 +96,7 @@ export class HostRam {
     }
     if (count > this.freeCount) this.grow(count - this.freeCount);
     const frames = new Int32Array(count);
+    const end = BAND_FRAMES + this.frameCount;
     let got = 0;
     let frame = this.cursor;
     for (let scanned = 0; got < count && scanned < this.frameCount; scanned++) {
@@ -81,7 +104,7 @@ export class HostRam {
         this.setUsed(frame, true);
         frames[got++] = frame;
       }
-      frame = frame + 1 === this.frameCount ? 0 : frame + 1;
+      frame = frame + 1 === end ? BAND_FRAMES : frame + 1;
     }
     this.cursor = frame;
     this.freeCount -= count;
@@ -94,9 +117,9 @@ export class HostRam {
       this.maxFrameCount * FRAME_SIZE,
       Math.max(this.frameCount * FRAME_SIZE + GROW_STEP_BYTES, (this.frameCount + frames) * FRAME_SIZE),
     );
-    const buffer = this.buffer as unknown as GrowableBuffer;
-    if (buffer.grow) buffer.grow(bytes);
-    else buffer.resize?.(bytes);
+    const pages = Math.ceil((BAND_BYTES + bytes) / WASM_PAGE);
+    const now = this.memory.buffer.byteLength / WASM_PAGE;
+    if (pages > now) this.memory.grow(pages - now);
     const added = bytes / FRAME_SIZE - this.frameCount;
     this.frameCount += added;
     this.freeCount += added;
@@ -104,13 +127,40 @@ export class HostRam {
 
   /** Take frames back (zeroing them, so the next VM never sees this one's data). */
   free(frames: Int32Array): void {
-    const bytes = new Uint8Array(this.buffer, 0, this.frameCount * FRAME_SIZE);
+    const bytes = new Uint8Array(this.buffer);
     for (const frame of frames) {
-      if (!this.isUsed(frame)) throw new Error(`frame ${frame} freed twice`);
+      if (frame < BAND_FRAMES || !this.isUsed(frame)) throw new Error(`frame ${frame} freed twice`);
       this.setUsed(frame, false);
       bytes.fill(0, frame * FRAME_SIZE, (frame + 1) * FRAME_SIZE);
     }
     this.freeCount += frames.length;
+  }
+
+  /**
+   * Reserve a hart area ({@link HART_AREA_BYTES}, zeroed) for each of `count` vCPUs: their byte offsets, as many
+   * as there are free slots (possibly fewer than `count`, or none; a vCPU without one runs without the
+   * WebAssembly tier).
+   */
+  allocateHartAreas(count: number): number[] {
+    const offsets: number[] = [];
+    for (let slot = 0; slot < HART_AREA_SLOTS && offsets.length < count; slot++) {
+      if (this.areaUsed[slot] !== 0) continue;
+      this.areaUsed[slot] = 1;
+      offsets.push(slot * HART_AREA_BYTES);
+    }
+    return offsets;
+  }
+
+  /** Give hart areas back (zeroing them). */
+  freeHartAreas(offsets: readonly number[]): void {
+    const bytes = new Uint8Array(this.buffer, 0, BAND_BYTES);
+    for (const offset of offsets) {
+      const slot = offset / HART_AREA_BYTES;
+      if (!Number.isInteger(slot) || this.areaUsed[slot] !== 1)
+        throw new Error(`hart area ${offset} freed twice`);
+      this.areaUsed[slot] = 0;
+      bytes.fill(0, offset, offset + HART_AREA_BYTES);
+    }
   }
 
   private isUsed(frame: number): boolean {

@@ -17,6 +17,8 @@ export interface TestMachineOptions {
   jit?: { enabled: boolean; threshold?: number };
   /** Host time for the VM clock (default the wall clock); the clock reads 0 at creation. */
   nowMs?: () => number;
+  /** Give the hart an area in host RAM, so it runs the WebAssembly tier (default: no area, JavaScript only). */
+  wasm?: boolean;
 }
 
 /** A one-hart virt board with `ramBytes` of RAM and `program` at the start of RAM; the hart is reset there. */
@@ -26,6 +28,7 @@ export function testMachine(program: number[], options: TestMachineOptions = {})
   const frames = hostRam.allocate(ramBytes / FRAME_SIZE);
   const memory = new AddressSpace({
     ram: hostRam.buffer,
+    memory: hostRam.memory,
     table: AddressSpace.tableFor(frames, false),
     ramBase: RAM_BASE,
     ramSize: ramBytes,
@@ -33,7 +36,14 @@ export function testMachine(program: number[], options: TestMachineOptions = {})
   program.forEach((word, i) => memory.writeU32(RAM_BASE + 4 * i, word));
   const { block, layout } = createBoardState(1, false);
   const board = new Board(
-    { hartCount: 1, block, memory: memory.init, layout, firmware: false },
+    {
+      hartCount: 1,
+      block,
+      memory: memory.init,
+      layout,
+      firmware: false,
+      ...(options.wasm ? { hartAreas: hostRam.allocateHartAreas(1) } : {}),
+    },
     options.nowMs,
   );
   if (options.nowMs !== undefined) board.clock.reset();
@@ -47,6 +57,7 @@ export function testMachine(program: number[], options: TestMachineOptions = {})
         firmware: options.firmware,
         jit: options.jit?.enabled,
         jitThreshold: options.jit?.threshold,
+        ...(options.wasm ? { area: { memory: hostRam.memory, offset: board.init.hartAreas![0] } } : {}),
       })
     : board.createHart(0, options.jit);
   hart.reset(RAM_BASE);

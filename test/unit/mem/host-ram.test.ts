@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AddressSpace, RAM_BASE } from '../../../src/mem/address-space.ts';
-import { FRAME_SIZE, HostRam } from '../../../src/mem/host-ram.ts';
+import { FRAME_SIZE, HART_AREA_BYTES, HART_AREA_SLOTS, HostRam } from '../../../src/mem/host-ram.ts';
 import { HOST_FRAME_BYTES } from '../../../src/machine/vm-limits.ts';
 
 const MiB = 1 << 20;
@@ -22,14 +22,18 @@ describe('host RAM that grows on demand', () => {
 
   it('commits nothing up front and grows as VMs are created, up to the maximum', () => {
     const ram = new HostRam(0, true, 256 * MiB);
-    expect(ram.buffer.byteLength).toBe(0);
+    // Only the band of vCPU areas is there at first (untouched, so the system commits none of it either).
+    const band = HART_AREA_SLOTS * HART_AREA_BYTES;
+    expect(ram.buffer.byteLength).toBe(band);
+    expect(ram.frameCount).toBe(0);
     expect(ram.freeFrames).toBe((256 * MiB) / FRAME_SIZE);
     spaceFor(ram, 16 * MiB);
     // Grown in a 64 MiB step, not to the maximum.
-    expect(ram.buffer.byteLength).toBe(64 * MiB);
+    expect(ram.frameCount * FRAME_SIZE).toBe(64 * MiB);
+    expect(ram.buffer.byteLength).toBe(band + 64 * MiB);
     spaceFor(ram, 100 * MiB);
-    expect(ram.buffer.byteLength).toBeGreaterThanOrEqual(116 * MiB);
-    expect(ram.buffer.byteLength).toBeLessThanOrEqual(256 * MiB);
+    expect(ram.frameCount * FRAME_SIZE).toBeGreaterThanOrEqual(116 * MiB);
+    expect(ram.buffer.byteLength).toBeLessThanOrEqual(band + 256 * MiB);
     expect(() => spaceFor(ram, 200 * MiB)).toThrow(/not enough host memory/);
   });
 
@@ -42,6 +46,26 @@ describe('host RAM that grows on demand', () => {
     expect(first.readU32(RAM_BASE + 4 * MiB)).toBe(0x12345678);
     expect(second.readU32(RAM_BASE + 199 * MiB)).toBe(0x0badcafe);
     expect(second.readU32(RAM_BASE + 4 * MiB)).toBe(0);
+  });
+
+  it('is a WebAssembly.Memory (shared when asked), whose band of vCPU areas no frame overlaps', () => {
+    const shared = new HostRam(4 * MiB, true);
+    expect(shared.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(shared.buffer).toBe(shared.memory.buffer);
+    const plain = new HostRam(4 * MiB, false);
+    expect(plain.buffer).toBeInstanceOf(ArrayBuffer);
+    const frames = plain.allocate((4 * MiB) / FRAME_SIZE);
+    expect(Math.min(...frames) * FRAME_SIZE).toBe(HART_AREA_SLOTS * HART_AREA_BYTES);
+    expect((Math.max(...frames) + 1) * FRAME_SIZE).toBeLessThanOrEqual(plain.buffer.byteLength);
+    // Areas: one slot each until the band is full, then none (those vCPUs run without the WebAssembly tier).
+    const areas = plain.allocateHartAreas(HART_AREA_SLOTS - 2);
+    expect(new Set(areas).size).toBe(HART_AREA_SLOTS - 2);
+    expect(plain.allocateHartAreas(5)).toHaveLength(2);
+    expect(plain.allocateHartAreas(1)).toEqual([]);
+    plain.freeHartAreas(areas.slice(0, 1));
+    expect(plain.allocateHartAreas(3)).toEqual(areas.slice(0, 1));
+    expect(() => plain.freeHartAreas([HART_AREA_BYTES + 4])).toThrow(/freed twice/);
+    expect(() => plain.free(Int32Array.of(0))).toThrow(/freed twice/);
   });
 
   it('a fixed-size host RAM refuses to grow', () => {

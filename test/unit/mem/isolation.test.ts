@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Hart } from '../../../src/cpu/hart.ts';
 import { Board, createBoardState } from '../../../src/machine/board.ts';
 import { AddressSpace, RAM_BASE } from '../../../src/mem/address-space.ts';
-import { FRAME_SIZE, HostRam } from '../../../src/mem/host-ram.ts';
+import { FRAME_SIZE, HART_AREA_BYTES, HostRam } from '../../../src/mem/host-ram.ts';
 import * as A from '../../helpers/rv-encoder.ts';
 
 const VM_BYTES = 1 << 20;
@@ -59,11 +59,22 @@ describe('memory isolation between VMs on one host RAM', () => {
   it('frames go back zeroed, so the next VM never sees the previous one', () => {
     const hostRam = new HostRam(VM_BYTES, true);
     const frames = hostRam.allocate(VM_BYTES / FRAME_SIZE);
-    new Uint8Array(hostRam.buffer).fill(0xee);
+    const bytes = new Uint8Array(hostRam.buffer);
+    for (const frame of frames) bytes.fill(0xee, frame * FRAME_SIZE, (frame + 1) * FRAME_SIZE);
     hostRam.free(frames);
     const again = hostRam.allocate(VM_BYTES / FRAME_SIZE);
     expect(again.length).toBe(VM_BYTES / FRAME_SIZE);
-    expect(new Uint8Array(hostRam.buffer).every((byte) => byte === 0)).toBe(true);
+    for (const frame of again) {
+      expect(bytes.subarray(frame * FRAME_SIZE, (frame + 1) * FRAME_SIZE).every((byte) => byte === 0)).toBe(
+        true,
+      );
+    }
+    // The vCPUs' areas too (registers and TLBs of the VM that had them).
+    const [area] = hostRam.allocateHartAreas(1);
+    bytes.fill(0xee, area, area + HART_AREA_BYTES);
+    hostRam.freeHartAreas([area]);
+    expect(hostRam.allocateHartAreas(1)).toEqual([area]);
+    expect(bytes.subarray(area, area + HART_AREA_BYTES).every((byte) => byte === 0)).toBe(true);
   });
 
   it('asking for more memory than is free is a clear error and allocates nothing', () => {
