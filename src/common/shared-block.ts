@@ -77,8 +77,14 @@ export const HART_SBI_IPI = 10;
  * into its state area and answers SNAPSHOT_SAVED.
  */
 export const HART_SNAPSHOT = 11;
-/** Hart slot: 1 while the hart translates hot code to JavaScript, 0 when it only interprets (published by it). */
+/**
+ * Hart slot: how the hart runs code (published by it): bit 0 ({@link HART_JIT_TRANSLATES}) while it translates
+ * hot code to JavaScript, bit 1 ({@link HART_JIT_WASM}) while its common path runs in WebAssembly; 0 when it
+ * only interprets in JavaScript.
+ */
 export const HART_JIT = 12;
+export const HART_JIT_TRANSLATES = 1;
+export const HART_JIT_WASM = 2;
 
 export const SNAPSHOT_NONE = 0;
 export const SNAPSHOT_SAVE = 1;

@@ -192,6 +192,7 @@ class RemoteVm implements TabvisorVm {
         instructions: 0,
         ips: 0,
         jit: false,
+        wasm: false,
       })),
     };
     worker.addEventListener('message', (event: MessageEvent<VmHostEvent | { id?: unknown }>) => {

@@ -2,6 +2,8 @@ import {
   HART_INSTRET_HI,
   HART_INSTRET_LO,
   HART_JIT,
+  HART_JIT_TRANSLATES,
+  HART_JIT_WASM,
   HART_START_ADDR,
   HART_START_OPAQUE,
   HART_STATE,
@@ -43,7 +45,8 @@ function publishStats(block: Int32Array, hart: Hart): void {
   const instret = hart.instret;
   block[hartWord(hart.hartId, HART_INSTRET_LO)] = (instret % 0x1_0000_0000) | 0;
   block[hartWord(hart.hartId, HART_INSTRET_HI)] = Math.floor(instret / 0x1_0000_0000) | 0;
-  block[hartWord(hart.hartId, HART_JIT)] = hart.jitEnabled ? 1 : 0;
+  block[hartWord(hart.hartId, HART_JIT)] =
+    (hart.jitEnabled ? HART_JIT_TRANSLATES : 0) | (hart.wasmEnabled ? HART_JIT_WASM : 0);
 }
 
 /** Report a fatal guest error: the VM powers off with POWER_FAIL. */

@@ -109,6 +109,8 @@ export interface VcpuStats {
   readonly ips: number;
   /** Whether the vCPU translates hot guest code to JavaScript (README "The block translator"). */
   readonly jit: boolean;
+  /** Whether the vCPU runs the common path in WebAssembly (README "The WebAssembly tier"). */
+  readonly wasm: boolean;
 }
 
 /** A VM's live figures. */
@@ -632,6 +634,7 @@ class ManagedVm implements TabvisorVm {
         instructions: vcpu?.instret ?? 0,
         ips: live && this.state !== 'paused' ? this.ips[h] : 0,
         jit: vcpu?.jit ?? false,
+        wasm: vcpu?.wasm ?? false,
       });
     }
     return {

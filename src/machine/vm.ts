@@ -4,6 +4,8 @@ import {
   HART_INSTRET_HI,
   HART_INSTRET_LO,
   HART_JIT,
+  HART_JIT_TRANSLATES,
+  HART_JIT_WASM,
   HART_SNAPSHOT,
   HART_STATE_RESTORE_PENDING,
   SNAPSHOT_NONE,
@@ -120,6 +122,8 @@ export interface VcpuSample {
   readonly instret: number;
   /** Whether the hart translates hot code to JavaScript (false: interpreter only, or not started yet). */
   readonly jit: boolean;
+  /** Whether the hart's common path runs in WebAssembly (false: JavaScript only, or not started yet). */
+  readonly wasm: boolean;
 }
 
 /** A VM's figures at one instant, read from its control block without stopping it (see {@link Vm.stats}). */
@@ -656,8 +660,10 @@ export class Vm {
       const lo = Atomics.load(block, hartWord(h, HART_INSTRET_LO)) >>> 0;
       const hi = Atomics.load(block, hartWord(h, HART_INSTRET_HI)) >>> 0;
       const state = VCPU_STATE_NAMES[Atomics.load(block, hartWord(h, HART_STATE))] ?? 'stopped';
-      const jit = Atomics.load(block, hartWord(h, HART_JIT)) === 1;
-      vcpus.push({ hartId: h, state, instret: hi * 0x1_0000_0000 + lo, jit });
+      const flags = Atomics.load(block, hartWord(h, HART_JIT));
+      const jit = (flags & HART_JIT_TRANSLATES) !== 0;
+      const wasm = (flags & HART_JIT_WASM) !== 0;
+      vcpus.push({ hartId: h, state, instret: hi * 0x1_0000_0000 + lo, jit, wasm });
     }
     return {
       vcpus,

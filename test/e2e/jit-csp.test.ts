@@ -5,8 +5,11 @@ import { browserAvailable, buildApp, launchChromium, serveApp } from '../helpers
 
 const enabled = browserAvailable();
 
-/** Boot the page's default VM, run a command, and say whether each vCPU translates code. */
-async function bootAndAsk(page: Page, url: string): Promise<{ output: string; jit: boolean[] }> {
+/** Boot the page's default VM, run a command, and say whether each vCPU translates code and runs WebAssembly. */
+async function bootAndAsk(
+  page: Page,
+  url: string,
+): Promise<{ output: string; jit: boolean[]; wasm: boolean[] }> {
   await page.goto(url);
   await page.waitForFunction(() => (window.tabvisor?.vms.length ?? 0) > 0, null, { timeout: 60_000 });
   return page.evaluate(async () => {
@@ -14,16 +17,18 @@ async function bootAndAsk(page: Page, url: string): Promise<{ output: string; ji
     await vm.console.waitFor('# ', 60_000);
     vm.console.write('echo $((6 * 7))\n');
     const output = await vm.console.waitFor('# ', 20_000);
-    return { output, jit: vm.stats().vcpus.map((v) => v.jit) };
+    const vcpus = vm.stats().vcpus;
+    return { output, jit: vcpus.map((v) => v.jit), wasm: vcpus.map((v) => v.wasm) };
   });
 }
 
 /**
- * The block translator in the browser: on by default, off with `?jit=0`, and off by itself on a site whose
- * Content-Security-Policy forbids eval (no 'unsafe-eval'; the header also governs the vCPU workers), where the
- * guest still runs, on the interpreter.
+ * The block translator and the WebAssembly tier in the browser: both on by default, the translator off with
+ * `?jit=0`; on a site whose Content-Security-Policy forbids eval (no 'unsafe-eval'; the header also governs the
+ * vCPU workers) both are off by themselves and the guest still runs, on the interpreter; with
+ * 'wasm-unsafe-eval' only, the WebAssembly tier runs and the translator does not.
  */
-describe.skipIf(!enabled)('the block translator in Chromium', () => {
+describe.skipIf(!enabled)('the block translator and the WebAssembly tier in Chromium', () => {
   let outDir = '';
   const servers: { url: string; close: () => Promise<void> }[] = [];
   let browser: Awaited<ReturnType<typeof launchChromium>> | undefined;
@@ -32,6 +37,11 @@ describe.skipIf(!enabled)('the block translator in Chromium', () => {
     outDir = await buildApp();
     servers.push(await serveApp(outDir));
     servers.push(await serveApp(outDir, true, { 'Content-Security-Policy': "script-src 'self'" }));
+    servers.push(
+      await serveApp(outDir, true, {
+        'Content-Security-Policy': "script-src 'self' 'wasm-unsafe-eval'",
+      }),
+    );
     browser = await launchChromium();
   });
 
@@ -46,9 +56,11 @@ describe.skipIf(!enabled)('the block translator in Chromium', () => {
     const on = await bootAndAsk(page, `${servers[0].url}?cpus=2&mem=64&storage=none`);
     expect(on.output).toContain('42');
     expect(on.jit).toEqual([true, true]);
+    expect(on.wasm).toEqual([true, true]);
     const off = await bootAndAsk(page, `${servers[0].url}?cpus=2&mem=64&storage=none&jit=0`);
     expect(off.output).toContain('42');
     expect(off.jit).toEqual([false, false]);
+    expect(off.wasm).toEqual([true, true]);
     await page.close();
   });
 
@@ -59,6 +71,19 @@ describe.skipIf(!enabled)('the block translator in Chromium', () => {
     const result = await bootAndAsk(page, `${servers[1].url}?cpus=1&mem=64&storage=none`);
     expect(result.output).toContain('42');
     expect(result.jit).toEqual([false]);
+    expect(result.wasm).toEqual([false]);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it("with 'wasm-unsafe-eval' alone the vCPUs run the WebAssembly tier without the translator", async () => {
+    const page = await browser!.context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(String(error)));
+    const result = await bootAndAsk(page, `${servers[2].url}?cpus=1&mem=64&storage=none`);
+    expect(result.output).toContain('42');
+    expect(result.jit).toEqual([false]);
+    expect(result.wasm).toEqual([true]);
     expect(errors).toEqual([]);
     await page.close();
   });
