@@ -247,7 +247,7 @@ export class Hypervisor implements TabvisorApi {
       );
     }
     // Reserve the maximum, commit nothing yet: host RAM grows as VMs are created.
-    this.ram = new HostRam(0, options.sharedMemory ?? true, mib << 20);
+    this.ram = new HostRam(0, options.sharedMemory ?? true, mib * 1024 * 1024);
     this.networkHub = new NetworkHub(options.network);
     this.sampler = setInterval(() => {
       for (const vm of this.list) vm.sample();

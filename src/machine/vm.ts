@@ -57,6 +57,9 @@ import type { HartThreadInit, HartThreadMessage, RamShare } from './hart-thread.
 import { consoleDevice, loadLinux, type LinuxBootImages } from './linux-boot.ts';
 import { ConsoleStream } from './console-stream.ts';
 
+/** Bytes in a MiB. */
+const MIB = 1024 * 1024;
+
 /** A running vCPU thread, as the VMM holds it. */
 export interface HartThreadHandle {
   terminate(): void | Promise<unknown>;
@@ -341,7 +344,7 @@ export class Vm {
     hostRam: HostRam | undefined,
     build: (ram: HostRam, frames: Int32Array, memory: AddressSpace, hartAreas: readonly number[]) => Vm,
   ): Vm {
-    const ramSize = memoryMiB << 20;
+    const ramSize = memoryMiB * MIB; // (not << 20: 2048 MiB is 2^31, negative as an int32)
     const ram = hostRam ?? new HostRam(ramSize, factory.shared);
     const frames = ram.allocate(ramSize / FRAME_SIZE);
     const hartAreas = ram.allocateHartAreas(cpus);
@@ -480,7 +483,7 @@ export class Vm {
     this.board.memory.read(this.board.memory.ramBase, ram);
     const snapshot: VmSnapshot = {
       cpus: harts,
-      memoryMiB: this.board.memory.ramSize >> 20,
+      memoryMiB: this.board.memory.ramSize / MIB,
       bootargs: this.bootargs,
       nics: this.nicHosts.length,
       ticks: this.pausedTicks ?? this.board.clock.ticks(),
@@ -518,7 +521,7 @@ export class Vm {
       );
     }
     const layout = planBoard(snapshot.cpus, 0, snapshot.nics);
-    const ramSize = snapshot.memoryMiB << 20;
+    const ramSize = snapshot.memoryMiB * MIB;
     // A decoded snapshot's size was checked against its header (and reading `ram` would build it).
     const ramLength =
       snapshot.pageData !== undefined || snapshot.pageBlob !== undefined ? ramSize : snapshot.ram.length;

@@ -44,8 +44,9 @@ export class AddressSpace {
     // inside it, and fixed-length views keep the interpreter's element accesses cheap).
     const bytes = init.ram.byteLength;
     this.u8 = new Uint8Array(init.ram, 0, bytes);
-    this.u16 = new Uint16Array(init.ram, 0, bytes >> 1);
-    this.i32 = new Int32Array(init.ram, 0, bytes >> 2);
+    // (Divided, not shifted: a 2 GiB buffer's length is 2^31, negative as an int32.)
+    this.u16 = new Uint16Array(init.ram, 0, Math.floor(bytes / 2));
+    this.i32 = new Int32Array(init.ram, 0, Math.floor(bytes / 4));
   }
 
   /** Build the page table for `frames` (host frame numbers in guest order), in shared memory if `shared`. */

@@ -10,12 +10,13 @@ const GROW_STEP_BYTES = 64 << 20;
 
 /** Bytes of one vCPU's area (its registers and software TLB; see cpu/wasm-core.ts for the layout). */
 export const HART_AREA_BYTES = 7 * FRAME_SIZE;
-/** vCPUs that can have an area at once; more run without one (JavaScript-only interpreter). */
+/**
+ * vCPUs that can have an area at once; more run without one (JavaScript-only interpreter). Fewer when the
+ * maximum host RAM leaves no room for them below 2 GiB (see {@link HostRam}).
+ */
 export const HART_AREA_SLOTS = 64;
-/** The band of hart areas at the start of host RAM: 1.75 MiB, a whole number of WebAssembly pages. */
-const BAND_BYTES = HART_AREA_SLOTS * HART_AREA_BYTES;
-/** Frames of the band; VM frames are numbered after it (frame n is at byte n * FRAME_SIZE). */
-const BAND_FRAMES = BAND_BYTES / FRAME_SIZE;
+/** Host offsets stay below this: the harts compute them in int32 arithmetic. */
+const HOST_LIMIT = 2 ** 31;
 const WASM_PAGE = 65536;
 
 /**
@@ -27,8 +28,10 @@ const WASM_PAGE = 65536;
  * {@link HostRam.allocate} and {@link HostRam.free}; a VM reaches only the frames its own address space maps.
  * Growing never moves existing frames, so running VMs are unaffected.
  *
- * Before the frames lies a band of {@link HART_AREA_SLOTS} hart areas ({@link HostRam.allocateHartAreas}):
- * vCPU state that the WebAssembly tier must find in the same memory as guest RAM. No VM's table maps it.
+ * Before the frames lies a band of up to {@link HART_AREA_SLOTS} hart areas ({@link HostRam.allocateHartAreas}):
+ * vCPU state that the WebAssembly tier must find in the same memory as guest RAM. No VM's table maps it. Every
+ * host offset stays below 2 GiB (the harts compute them in int32 arithmetic), so a host RAM of the full 2 GiB
+ * has no band, and its vCPUs run without the tier.
  */
 export class HostRam {
   /** The memory; its buffer is what every view of host RAM is built on. */
@@ -41,9 +44,12 @@ export class HostRam {
   private readonly used: Uint32Array;
   private freeCount: number;
   /** Where the next search for a free run starts (keeps allocation O(n) overall instead of O(n^2)). */
-  private cursor = BAND_FRAMES;
-  /** Hart area slots in use. */
-  private readonly areaUsed = new Uint8Array(HART_AREA_SLOTS);
+  private cursor: number;
+  /** Hart area slots: how many, and which are in use. */
+  private readonly areaSlots: number;
+  private readonly areaUsed: Uint8Array;
+  /** Frames of the band of hart areas; VM frames are numbered after it (frame n is at byte n * FRAME_SIZE). */
+  private readonly bandFrames: number;
 
   constructor(bytes: number, shared: boolean, maxBytes = bytes) {
     if (
@@ -52,13 +58,17 @@ export class HostRam {
       maxBytes < bytes ||
       maxBytes % FRAME_SIZE !== 0 ||
       maxBytes === 0 ||
-      BAND_BYTES + maxBytes > 2 ** 31
+      maxBytes > HOST_LIMIT
     ) {
       throw new RangeError(
-        `host RAM sizes must be multiples of ${FRAME_SIZE} with 0 <= size <= maximum, 0 < maximum <= ${(2 ** 31 - BAND_BYTES) >> 20} MiB`,
+        `host RAM sizes must be multiples of ${FRAME_SIZE} with 0 <= size <= maximum, 0 < maximum <= 2048 MiB`,
       );
     }
-    const pages = (frameBytes: number): number => Math.ceil((BAND_BYTES + frameBytes) / WASM_PAGE);
+    // The band of hart areas, as many as fit below 2 GiB beside the frames (none for a full 2 GiB host RAM).
+    this.areaSlots = Math.min(HART_AREA_SLOTS, Math.floor((HOST_LIMIT - maxBytes) / HART_AREA_BYTES));
+    this.bandFrames = (this.areaSlots * HART_AREA_BYTES) / FRAME_SIZE;
+    const bandBytes = this.bandFrames * FRAME_SIZE;
+    const pages = (frameBytes: number): number => Math.ceil((bandBytes + frameBytes) / WASM_PAGE);
     const { Memory } = wasmApi();
     this.memory = shared
       ? new Memory({ initial: pages(bytes), maximum: pages(maxBytes), shared: true })
@@ -67,9 +77,11 @@ export class HostRam {
     // for are the sizes given.
     this.frameCount = shared ? bytes / FRAME_SIZE : maxBytes / FRAME_SIZE;
     this.maxFrameCount = maxBytes / FRAME_SIZE;
-    this.used = new Uint32Array(Math.ceil((BAND_FRAMES + this.maxFrameCount) / 32));
-    for (let frame = 0; frame < BAND_FRAMES; frame++) this.setUsed(frame, true);
+    this.used = new Uint32Array(Math.ceil((this.bandFrames + this.maxFrameCount) / 32));
+    for (let frame = 0; frame < this.bandFrames; frame++) this.setUsed(frame, true);
     this.freeCount = this.frameCount;
+    this.cursor = this.bandFrames;
+    this.areaUsed = new Uint8Array(this.areaSlots);
   }
 
   /** The buffer of {@link memory} as it is now (a shared memory's buffer object changes when it grows). */
@@ -96,7 +108,7 @@ export class HostRam {
     }
     if (count > this.freeCount) this.grow(count - this.freeCount);
     const frames = new Int32Array(count);
-    const end = BAND_FRAMES + this.frameCount;
+    const end = this.bandFrames + this.frameCount;
     let got = 0;
     let frame = this.cursor;
     for (let scanned = 0; got < count && scanned < this.frameCount; scanned++) {
@@ -104,7 +116,7 @@ export class HostRam {
         this.setUsed(frame, true);
         frames[got++] = frame;
       }
-      frame = frame + 1 === end ? BAND_FRAMES : frame + 1;
+      frame = frame + 1 === end ? this.bandFrames : frame + 1;
     }
     this.cursor = frame;
     this.freeCount -= count;
@@ -117,7 +129,7 @@ export class HostRam {
       this.maxFrameCount * FRAME_SIZE,
       Math.max(this.frameCount * FRAME_SIZE + GROW_STEP_BYTES, (this.frameCount + frames) * FRAME_SIZE),
     );
-    const pages = Math.ceil((BAND_BYTES + bytes) / WASM_PAGE);
+    const pages = Math.ceil((this.bandFrames * FRAME_SIZE + bytes) / WASM_PAGE);
     const now = this.memory.buffer.byteLength / WASM_PAGE;
     if (pages > now) this.memory.grow(pages - now);
     const added = bytes / FRAME_SIZE - this.frameCount;
@@ -129,7 +141,7 @@ export class HostRam {
   free(frames: Int32Array): void {
     const bytes = new Uint8Array(this.buffer);
     for (const frame of frames) {
-      if (frame < BAND_FRAMES || !this.isUsed(frame)) throw new Error(`frame ${frame} freed twice`);
+      if (frame < this.bandFrames || !this.isUsed(frame)) throw new Error(`frame ${frame} freed twice`);
       this.setUsed(frame, false);
       bytes.fill(0, frame * FRAME_SIZE, (frame + 1) * FRAME_SIZE);
     }
@@ -143,7 +155,7 @@ export class HostRam {
    */
   allocateHartAreas(count: number): number[] {
     const offsets: number[] = [];
-    for (let slot = 0; slot < HART_AREA_SLOTS && offsets.length < count; slot++) {
+    for (let slot = 0; slot < this.areaSlots && offsets.length < count; slot++) {
       if (this.areaUsed[slot] !== 0) continue;
       this.areaUsed[slot] = 1;
       offsets.push(slot * HART_AREA_BYTES);
@@ -153,7 +165,7 @@ export class HostRam {
 
   /** Give hart areas back (zeroing them). */
   freeHartAreas(offsets: readonly number[]): void {
-    const bytes = new Uint8Array(this.buffer, 0, BAND_BYTES);
+    const bytes = new Uint8Array(this.buffer, 0, this.bandFrames * FRAME_SIZE);
     for (const offset of offsets) {
       const slot = offset / HART_AREA_BYTES;
       if (!Number.isInteger(slot) || this.areaUsed[slot] !== 1)

@@ -68,6 +68,23 @@ describe('host RAM that grows on demand', () => {
     expect(() => plain.free(Int32Array.of(0))).toThrow(/freed twice/);
   });
 
+  it('keeps every host offset below 2 GiB: a 2 GiB host RAM has no band of vCPU areas, its VMs run without the tier', () => {
+    const full = new HostRam(0, true, 2048 * MiB);
+    expect(full.allocateHartAreas(1)).toEqual([]);
+    const space = spaceFor(full, 2048 * MiB);
+    const frames = space.table;
+    expect(frames.reduce((a, b) => Math.min(a, b))).toBe(0);
+    expect(frames.reduce((a, b) => Math.max(a, b)) + FRAME_SIZE).toBe(2 ** 31);
+    // A 2 GiB VM's address space reaches its last word (views of a 2^31-byte buffer).
+    expect(space.i32.length).toBe(2 ** 29);
+    space.writeU32(RAM_BASE + 2048 * MiB - 4, 0xfeedf00d);
+    expect(space.readU32(RAM_BASE + 2048 * MiB - 4)).toBe(0xfeedf00d);
+    // A little less leaves room for some areas, never more than HART_AREA_SLOTS.
+    expect(new HostRam(0, true, 2048 * MiB - 4 * HART_AREA_BYTES).allocateHartAreas(10)).toHaveLength(4);
+    expect(new HostRam(0, true, 1024 * MiB).allocateHartAreas(100)).toHaveLength(HART_AREA_SLOTS);
+    expect(() => new HostRam(0, true, 2048 * MiB + FRAME_SIZE)).toThrow(/2048 MiB/);
+  });
+
   it('a fixed-size host RAM refuses to grow', () => {
     const ram = new HostRam(4 * MiB, false);
     expect(() => ram.allocate((8 * MiB) / FRAME_SIZE)).toThrow(/not enough host memory/);
