@@ -46,10 +46,12 @@ function program(): Map<number, number[]> {
   return code;
 }
 
-async function runLitmus(jit: LitmusJob['jit']): Promise<{ bothOld: number; oneOld: number }> {
+async function runLitmus(jit: LitmusJob['jit'], wasm: boolean): Promise<{ bothOld: number; oneOld: number }> {
   const hostRam = new HostRam(RAM_BYTES, true);
+  const areas = wasm ? hostRam.allocateHartAreas(2) : [];
   const memory = new AddressSpace({
     ram: hostRam.buffer,
+    memory: hostRam.memory,
     table: AddressSpace.tableFor(hostRam.allocate(RAM_BYTES / FRAME_SIZE), true),
     ramBase: RAM_BASE,
     ramSize: RAM_BYTES,
@@ -65,6 +67,7 @@ async function runLitmus(jit: LitmusJob['jit']): Promise<{ bothOld: number; oneO
           entry: RAM_BASE + hart * 0x40,
           donePc,
           jit,
+          ...(wasm ? { area: areas[hart] } : {}),
           deadline,
         } satisfies LitmusJob,
       }),
@@ -73,7 +76,7 @@ async function runLitmus(jit: LitmusJob['jit']): Promise<{ bothOld: number; oneO
     const results = await Promise.all(
       workers.map(
         (worker) =>
-          new Promise<{ done: boolean }>((resolve, reject) => {
+          new Promise<{ done: boolean; wasm: boolean }>((resolve, reject) => {
             worker.once('message', resolve);
             worker.once('error', reject);
             worker.once('exit', (code) => reject(new Error(`litmus worker exited early (${code})`)));
@@ -81,6 +84,7 @@ async function runLitmus(jit: LitmusJob['jit']): Promise<{ bothOld: number; oneO
       ),
     );
     expect(results.map((r) => r.done)).toEqual([true, true]);
+    expect(results.map((r) => r.wasm)).toEqual([wasm, wasm]);
   } finally {
     await Promise.all(workers.map((worker) => worker.terminate()));
   }
@@ -96,12 +100,13 @@ async function runLitmus(jit: LitmusJob['jit']): Promise<{ bothOld: number; oneO
 }
 
 describe('guest FENCE between harts on two threads', () => {
-  for (const [name, jit] of [
-    ['interpreted', { enabled: false }],
-    ['translated', { enabled: true, threshold: 1 }],
+  for (const [name, jit, wasm] of [
+    ['interpreted', { enabled: false }, false],
+    ['translated', { enabled: true, threshold: 1 }, false],
+    ['WebAssembly tier', { enabled: false }, true],
   ] as const) {
     it(`fence rw,rw keeps a store before a later load (store buffering, ${name})`, async () => {
-      const { bothOld, oneOld } = await runLitmus(jit);
+      const { bothOld, oneOld } = await runLitmus(jit, wasm);
       // The harts did race: in some rounds one of them saw the other's previous round.
       expect(oneOld).toBeGreaterThan(0);
       expect(bothOld).toBe(0);
