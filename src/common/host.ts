@@ -18,6 +18,17 @@ export function hostEnvironment(name: string): string | undefined {
   return env?.[name];
 }
 
+/**
+ * An on/off switch of the host's environment: `0`, `false` or `off` is false, `1`, `true` or `on` is true;
+ * undefined when unset (or set to anything else), so the caller's default applies.
+ */
+export function hostSwitch(name: string): boolean | undefined {
+  const setting = hostEnvironment(name);
+  if (setting === '0' || setting === 'false' || setting === 'off') return false;
+  if (setting === '1' || setting === 'true' || setting === 'on') return true;
+  return undefined;
+}
+
 /** Milliseconds since the Unix epoch with sub-millisecond precision, comparable across workers of one process. */
 export function wallClockMs(): number {
   return perf.timeOrigin + perf.now();

@@ -9,7 +9,7 @@ import {
   hartWord,
   type VmClock,
 } from '../common/shared-block.ts';
-import { hostEnvironment } from '../common/host.ts';
+import { hostEnvironment, hostSwitch } from '../common/host.ts';
 import type { AddressSpace } from '../mem/address-space.ts';
 import { BlockCache, type Block, type BlockCacheStats } from './block-cache.ts';
 import {
@@ -86,10 +86,7 @@ export interface HartOptions {
 
 /** Whether harts translate hot blocks when their options do not say: TABVISOR_JIT=0 or =1 in the environment. */
 export function jitByDefault(): boolean {
-  const setting = hostEnvironment('TABVISOR_JIT');
-  if (setting === '0' || setting === 'false' || setting === 'off') return false;
-  if (setting === '1' || setting === 'true' || setting === 'on') return true;
-  return JIT_DEFAULT;
+  return hostSwitch('TABVISOR_JIT') ?? JIT_DEFAULT;
 }
 
 /** The JIT's default when neither the options nor the environment choose. */
@@ -97,9 +94,9 @@ const JIT_DEFAULT = true;
 
 /** Whether harts with an area use the WebAssembly tier: yes, unless TABVISOR_WASM=0 (or false, off) is set. */
 function wasmTierEnabled(): boolean {
-  const setting = hostEnvironment('TABVISOR_WASM');
-  return !(setting === '0' || setting === 'false' || setting === 'off');
+  return hostSwitch('TABVISOR_WASM') ?? true;
 }
+
 /** Executions of a block start before it is translated. */
 export const JIT_THRESHOLD = 20000;
 

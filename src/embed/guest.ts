@@ -151,10 +151,10 @@ function storedFile(stored: StoredSnapshot): Blob | Uint8Array | undefined {
 }
 
 /**
- * The guest plus, where one applies, the boot snapshot's file (a Blob, read by whoever restores it): fetched from
- * `config.snapshot` when it is a URL, or from IndexedDB in `auto` mode (only if it was taken of the same images). A snapshot that cannot be fetched
- * is left out (the VM boots cold). No kernel or initramfs is fetched here: the VM loads them only if it boots
- * cold ({@link GuestBoot.images}).
+ * The guest plus, where one applies, the boot snapshot's file (a Blob, read by whoever restores it): fetched
+ * from `config.snapshot` when it is a URL, or from IndexedDB in `auto` mode (only if it was taken of the same
+ * images). A snapshot that cannot be fetched is left out (the VM boots cold). No kernel or initramfs is fetched
+ * here: the VM loads them only if it boots cold ({@link GuestBoot.images}).
  */
 export async function resolveGuest(
   config: EmbedVmConfig,

@@ -534,16 +534,18 @@ export class Vm {
         "a snapshot's pages in a Blob are restored by vCPU threads; without shared memory, read them first",
       );
     }
+    // Pages in a Blob: the vCPU threads copy them when the VM starts (see start), off the VMM's thread.
+    const shares =
+      storedPages !== undefined && pageBlob !== undefined
+        ? ramShares(storedPages, ramSize / FRAME_SIZE, pageBlob, snapshot.cpus)
+        : undefined;
     return Vm.withGuestMemory(
       snapshot.memoryMiB,
       snapshot.cpus,
       factory,
       hostRam,
       (ram, frames, memory, hartAreas) => {
-        if (storedPages !== undefined && pageBlob !== undefined) {
-          // The vCPU threads copy the pages when the VM starts (see start), off the VMM's thread.
-        } else if (storedPages === undefined || pageData === undefined) memory.write(RAM_BASE, snapshot.ram);
-        else {
+        if (storedPages !== undefined && pageData !== undefined) {
           // Frames come zeroed: copy only the pages that hold data (a booted guest's RAM is mostly zero), straight
           // from the file.
           forEachStoredPage(storedPages, ramSize / FRAME_SIZE, (page, index) =>
@@ -552,7 +554,7 @@ export class Vm {
               pageData.subarray(index * FRAME_SIZE, (index + 1) * FRAME_SIZE),
             ),
           );
-        }
+        } else if (shares === undefined) memory.write(RAM_BASE, snapshot.ram);
         const block = createControlBlock(layout.words, factory.shared);
         block.set(snapshot.block);
         new VmClock(block, wallClockMs).setTicks(snapshot.ticks);
@@ -567,9 +569,7 @@ export class Vm {
           ...(nics.length > 0 ? { nics: nics.map((nic) => ({ mac: nic.mac })) } : {}),
         };
         const vm = new Vm(ram, frames, init, factory, snapshot.bootargs, [], nics);
-        if (storedPages !== undefined && pageBlob !== undefined) {
-          vm.ramShares = ramShares(storedPages, ramSize / FRAME_SIZE, pageBlob, snapshot.cpus);
-        }
+        vm.ramShares = shares;
         for (const host of vm.nicHosts) host.holdLinkDownUntilReset();
         // Buffers the old I/O side took notice of but had not used yet are looked at again (see the method).
         for (const transport of [vm.board.console, ...vm.board.nics]) transport.renotifyReadyQueues();

@@ -34,3 +34,34 @@ export function expectSameRam(
     }
   }
 }
+
+/**
+ * Run two machines holding the same program in lockstep: slices of random length (1-3000 instructions, from
+ * `random`) until `instructions` ran, comparing instruction counts and harts after every slice and the first
+ * `ramBytes` of RAM at the end. `advance` hears each slice's count (to move a clock both machines read); `label`
+ * names the run in failures.
+ */
+export function runInLockstep(
+  reference: Side,
+  other: Side,
+  run: {
+    readonly random: () => number;
+    readonly instructions: number;
+    readonly ramBytes: number;
+    readonly label: string;
+    readonly advance: (instructions: number) => void;
+  },
+): void {
+  let executed = 0;
+  while (executed < run.instructions) {
+    const slice = 1 + Math.floor(run.random() * 3000);
+    const a = reference.hart.run(slice);
+    const b = other.hart.run(slice);
+    const context = `${run.label} after ${executed} + ${a} instructions`;
+    expect(b, `${context}: instructions run`).toBe(a);
+    expectSameHarts(reference, other, context);
+    executed += a;
+    run.advance(a);
+  }
+  expectSameRam(reference, other, run.ramBytes, run.label);
+}

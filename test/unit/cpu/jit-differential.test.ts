@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { expectSameHarts, expectSameRam, type Side } from '../../helpers/lockstep.ts';
+import { runInLockstep, type Side } from '../../helpers/lockstep.ts';
 import { prng } from '../../helpers/prng.ts';
 import { randomProgram, type ProgramMode } from '../../helpers/random-program.ts';
 import { testMachine } from '../../helpers/test-machine.ts';
@@ -28,18 +28,13 @@ function runDifferential(seed: number, mode: ProgramMode): { translated: number 
   const reference = machine(false);
   const translated = machine(true);
   expect(translated.hart.jitEnabled).toBe(true);
-  let executed = 0;
-  while (executed < INSNS) {
-    const slice = 1 + Math.floor(random() * 3000);
-    const a = reference.hart.run(slice);
-    const b = translated.hart.run(slice);
-    const context = `seed ${seed} (${mode}) after ${executed} + ${a} instructions`;
-    expect(b, `${context}: instructions run`).toBe(a);
-    expectSameHarts(reference, translated, context);
-    executed += a;
-    nowMs += a / 10_000; // 10 MHz timebase: one tick per instruction
-  }
-  expectSameRam(reference, translated, RAM_BYTES, `seed ${seed} (${mode})`);
+  runInLockstep(reference, translated, {
+    random,
+    instructions: INSNS,
+    ramBytes: RAM_BYTES,
+    label: `seed ${seed} (${mode})`,
+    advance: (n) => (nowMs += n / 10_000), // 10 MHz timebase: one tick per instruction
+  });
   return { translated: translated.hart.jitStats()!.translated };
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { wasmCoreModule } from '../../../src/cpu/wasm-core.ts';
-import { expectSameHarts, expectSameRam, type Side } from '../../helpers/lockstep.ts';
+import { expectSameHarts, runInLockstep, type Side } from '../../helpers/lockstep.ts';
 import { prng } from '../../helpers/prng.ts';
 import { randomProgram, type ProgramMode } from '../../helpers/random-program.ts';
 import { step, testMachine } from '../../helpers/test-machine.ts';
@@ -34,18 +34,13 @@ function runDifferential(seed: number, mode: ProgramMode, jit: boolean): number 
   const tier = machine(true);
   expect(tier.hart.wasmEnabled).toBe(true);
   expect(reference.hart.wasmEnabled).toBe(false);
-  let executed = 0;
-  while (executed < INSNS) {
-    const slice = 1 + Math.floor(random() * 3000);
-    const a = reference.hart.run(slice);
-    const b = tier.hart.run(slice);
-    const context = `seed ${seed} (${mode}${jit ? ', translated' : ''}) after ${executed} + ${a} instructions`;
-    expect(b, `${context}: instructions run`).toBe(a);
-    expectSameHarts(reference, tier, context);
-    executed += a;
-    nowMs += a / 10_000; // 10 MHz timebase: one tick per instruction
-  }
-  expectSameRam(reference, tier, RAM_BYTES, `seed ${seed} (${mode})`);
+  runInLockstep(reference, tier, {
+    random,
+    instructions: INSNS,
+    ramBytes: RAM_BYTES,
+    label: `seed ${seed} (${mode}${jit ? ', translated' : ''})`,
+    advance: (n) => (nowMs += n / 10_000), // 10 MHz timebase: one tick per instruction
+  });
   return tier.hart.wasmRetired;
 }
 
