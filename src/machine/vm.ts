@@ -208,7 +208,10 @@ export class Vm {
   private pausedTicks: number | undefined;
   /** Each vCPU thread's share of the snapshot pages it copies at {@link start} (snapshot read from a Blob). */
   private ramShares: RamShare[] | undefined;
-  /** True from {@link start} of a VM with {@link ramShares} until the shares are all in guest RAM. */
+  /**
+   * True while guest RAM still lacks the pages the vCPU threads copy (a VM with {@link ramShares}, from its
+   * creation until they are all in): nothing may write into guest buffers, typed input waits.
+   */
   private ramPending = false;
   /** Keeps the host's event loop alive while the VM runs (a pending Atomics.waitAsync does not, in Node). */
   private keepAlive: ReturnType<typeof setInterval> | undefined;
@@ -375,7 +378,6 @@ export class Vm {
   start(): void {
     const shares = this.ramShares;
     this.ramShares = undefined;
-    this.ramPending = shares !== undefined;
     if (shares) Atomics.store(this.board.block, VM_RAM_PENDING, shares.length);
     for (let hartId = 0; hartId < this.boardInit.hartCount; hartId++) {
       const ramShare = shares?.[hartId];
@@ -570,6 +572,7 @@ export class Vm {
         };
         const vm = new Vm(ram, frames, init, factory, snapshot.bootargs, [], nics);
         vm.ramShares = shares;
+        vm.ramPending = shares !== undefined;
         for (const host of vm.nicHosts) host.holdLinkDownUntilReset();
         // Buffers the old I/O side took notice of but had not used yet are looked at again (see the method).
         for (const transport of [vm.board.console, ...vm.board.nics]) transport.renotifyReadyQueues();

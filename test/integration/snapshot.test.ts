@@ -42,8 +42,9 @@ describe('snapshots', () => {
     // From a Blob (as the embed stores it): each vCPU thread reads and copies its share of the pages.
     const fromBlob = Vm.fromSnapshot(await decodeSnapshotBlob(new Blob([bytes])), nodeThreads);
     const blobConsole = watchConsole(fromBlob);
-    fromBlob.start();
+    // Typed before it starts: the input waits until the vCPU threads have put the guest's RAM back.
     blobConsole.type('echo $MARK-$((6*8)) cpus=$(nproc)');
+    fromBlob.start();
     await blobConsole.waitFor('before-snapshot-48 cpus=2');
     await fromBlob.stop();
   });
