@@ -153,6 +153,9 @@ export const PRIV_M = 3;
 // satp (section 4.1.11, Sv32).
 export const SATP_MODE_SV32 = 1 << 31;
 export const SATP_PPN_MASK = 0x003f_ffff;
+/** The 9-bit ASID field (all bits implemented). */
+export const SATP_ASID_SHIFT = 22;
+export const SATP_ASID_MASK = 0x1ff << SATP_ASID_SHIFT;
 
 // Sv32 page table entries (section 4.3.1).
 export const PTE_V = 1 << 0;

@@ -152,10 +152,25 @@ const PAUSE_LOOP_LIMIT = 256;
 
 /** Direct-mapped TLB size per access kind: 1024 pages = 4 MiB reach. */
 const TLB_MASK = TLB_SIZE - 1;
-/** Translation contexts folded into TLB tags above the 20-bit virtual page number. */
+/**
+ * Translation contexts folded into TLB tags above the 20-bit virtual page number (bits 20-21). User-mode
+ * contexts also carry satp's ASID, in the same bits as in satp (22-30), so a process's entries survive switches
+ * to other processes. Supervisor entries carry no ASID, so the kernel's global mappings survive them too; the
+ * few that depend on the address space or on SUM are listed and dropped when those change ({@link dropLocal}).
+ */
 const CTX_USER = 0;
 const CTX_SUPERVISOR = 1 << 20;
 const CTX_BARE = 2 << 20;
+const CTX_KIND = 3 << 20;
+/**
+ * Supervisor entries a switch of address space or a cleared SUM must drop, listed by TLB index; past this many,
+ * every supervisor entry is dropped instead.
+ */
+const LOCAL_LIMIT = 64;
+
+/** What a page walk found ({@link Hart.walkFound}): a global mapping, a megapage. */
+const WALK_GLOBAL = 1;
+const WALK_MEGA = 2;
 
 const ACCESS_READ = 0;
 const ACCESS_WRITE = 1;
@@ -270,6 +285,16 @@ export class Hart implements SbiCallContext, BlockHost {
   private fetchCtx = CTX_BARE;
   /** Physical address of the last access that hit MMIO. */
   private mmioGpa = 0;
+  /**
+   * TLB indices of supervisor entries for mappings that are not global or are user pages (reached with SUM):
+   * they belong to the current ASID and SUM setting. `localCount` past LOCAL_LIMIT means "too many to list".
+   */
+  private readonly localIndices = new Uint16Array(LOCAL_LIMIT);
+  private localCount = 0;
+  /** One bit per 4 MiB region of virtual addresses with TLB entries from a megapage (Sv32 level-1 leaf). */
+  private readonly megaRegions = new Int32Array(32);
+  /** What the last successful {@link walk} found: WALK_GLOBAL (and not a user page), WALK_MEGA. */
+  private walkFound = 0;
   /**
    * The LR reservation: [0] host offset of the reserved word, or -1; [1] the value LR read. In the hart's area
    * when it has one (the WebAssembly tier's LR, SC and AMOs use the same words).
@@ -473,7 +498,7 @@ export class Hart implements SbiCallContext, BlockHost {
     this.stval = c.stval;
     this.mscratch = c.mscratch;
     this.sscratch = c.sscratch;
-    this.satp = c.satp & (C.SATP_MODE_SV32 | C.SATP_PPN_MASK);
+    this.satp = c.satp & (C.SATP_MODE_SV32 | C.SATP_ASID_MASK | C.SATP_PPN_MASK);
     this.mcounteren = c.mcounteren & 7;
     this.scounteren = c.scounteren & 7;
     this.mcountinhibit = c.mcountinhibit & 5;
@@ -507,6 +532,30 @@ export class Hart implements SbiCallContext, BlockHost {
     this.readTag.fill(-1);
     this.writeTag.fill(-1);
     this.execTag.fill(-1);
+    this.localCount = 0;
+    this.megaRegions.fill(0);
+  }
+
+  /**
+   * Drop the supervisor entries that belong to the current address space or need SUM (satp's ASID changed, or
+   * SUM was cleared). User entries carry their ASID and stay; the kernel's global mappings stay.
+   */
+  private dropLocal(): void {
+    const count = this.localCount;
+    if (count === 0) return;
+    this.localCount = 0;
+    if (count > LOCAL_LIMIT) {
+      for (const tags of [this.readTag, this.writeTag, this.execTag]) {
+        for (let i = 0; i < TLB_SIZE; i++) if ((tags[i] & CTX_KIND) === CTX_SUPERVISOR) tags[i] = -1;
+      }
+      return;
+    }
+    for (let k = 0; k < count; k++) {
+      const i = this.localIndices[k];
+      this.readTag[i] = -1;
+      this.writeTag[i] = -1;
+      this.execTag[i] = -1;
+    }
   }
 
   /** FENCE.I on this hart (local, or asked for by another hart through the SBI): translated code is rechecked. */
@@ -659,14 +708,25 @@ export class Hart implements SbiCallContext, BlockHost {
   /** Recompute the TLB contexts after a change of privilege, satp or mstatus. */
   private updateContexts(): void {
     const bare = (this.satp & C.SATP_MODE_SV32) === 0;
+    const user = CTX_USER | (this.satp & C.SATP_ASID_MASK);
     this.fetchCtx =
-      bare || this.priv === C.PRIV_M ? CTX_BARE : this.priv === C.PRIV_U ? CTX_USER : CTX_SUPERVISOR;
+      bare || this.priv === C.PRIV_M ? CTX_BARE : this.priv === C.PRIV_U ? user : CTX_SUPERVISOR;
     let dataPriv = this.priv;
     if (dataPriv === C.PRIV_M && (this.mstatus & C.MSTATUS_MPRV) !== 0) {
       dataPriv = (this.mstatus & C.MSTATUS_MPP) >>> C.MSTATUS_MPP_SHIFT;
     }
-    this.dataCtx =
-      bare || dataPriv === C.PRIV_M ? CTX_BARE : dataPriv === C.PRIV_U ? CTX_USER : CTX_SUPERVISOR;
+    this.dataCtx = bare || dataPriv === C.PRIV_M ? CTX_BARE : dataPriv === C.PRIV_U ? user : CTX_SUPERVISOR;
+  }
+
+  /**
+   * Write satp. Like hardware, this flushes nothing the spec makes software flush with SFENCE.VMA; but a new
+   * ASID must not see the old one's supervisor entries for non-global pages, which carry no ASID here.
+   */
+  private setSatp(value: number): void {
+    const old = this.satp;
+    this.satp = value & (C.SATP_MODE_SV32 | C.SATP_ASID_MASK | C.SATP_PPN_MASK);
+    if (((old ^ this.satp) & C.SATP_ASID_MASK) !== 0) this.dropLocal();
+    this.updateContexts();
   }
 
   // ---- address translation ----
@@ -687,11 +747,12 @@ export class Hart implements SbiCallContext, BlockHost {
   /** {@link translate} without taking the trap: sets `faultCause` and returns TRAPPED on a fault. */
   private translateQuiet(gva: number, access: number): number {
     const ctx = access === ACCESS_EXEC ? this.fetchCtx : this.dataCtx;
+    const kind = ctx & CTX_KIND;
     let gpa: number;
-    if (ctx === CTX_BARE) {
+    if (kind === CTX_BARE) {
       gpa = gva >>> 0;
     } else {
-      gpa = this.walk(gva, access, ctx === CTX_USER ? C.PRIV_U : C.PRIV_S);
+      gpa = this.walk(gva, access, kind === CTX_USER ? C.PRIV_U : C.PRIV_S);
       if (gpa < 0) return TRAPPED;
     }
     const host = this.memory.hostOffset(gpa);
@@ -701,6 +762,14 @@ export class Hart implements SbiCallContext, BlockHost {
     }
     const vpn = gva >>> 12;
     const index = vpn & TLB_MASK;
+    if (kind !== CTX_BARE) {
+      const found = this.walkFound;
+      if ((found & WALK_MEGA) !== 0) this.megaRegions[gva >>> 27] |= 1 << ((gva >>> 22) & 31);
+      if (kind === CTX_SUPERVISOR && (found & WALK_GLOBAL) === 0) {
+        if (this.localCount < LOCAL_LIMIT) this.localIndices[this.localCount] = index;
+        if (this.localCount <= LOCAL_LIMIT) this.localCount++;
+      }
+    }
     const delta = ((host & ~0xfff) - (vpn << 12)) | 0;
     if (access === ACCESS_READ) {
       this.readTag[index] = vpn | ctx;
@@ -729,6 +798,7 @@ export class Hart implements SbiCallContext, BlockHost {
   private walk(gva: number, access: number, priv: number): number {
     let tableGpa = (this.satp & C.SATP_PPN_MASK) * 4096;
     let level = 1;
+    let global = 0;
     for (;;) {
       const vpnPart = level === 1 ? gva >>> 22 : (gva >>> 12) & 0x3ff;
       const pteGpa = tableGpa + vpnPart * 4;
@@ -745,6 +815,7 @@ export class Hart implements SbiCallContext, BlockHost {
         if (level === 0) return this.fault(PAGE_FAULT[access]);
         level = 0;
         tableGpa = ppn * 4096;
+        global = pte & C.PTE_G; // a global pointer makes every mapping below it global
         continue;
       }
       // Leaf: permission checks (section 4.3.2 step 5).
@@ -772,6 +843,9 @@ export class Hart implements SbiCallContext, BlockHost {
       }
       const pageGpa = level === 1 ? (ppn >>> 10) * 0x40_0000 + (gva & 0x3f_ffff) : ppn * 4096 + (gva & 0xfff);
       if (pageGpa >= 0x1_0000_0000) return this.fault(ACCESS_FAULT[access]);
+      // A user page reached from S-mode (SUM) counts as not global: it must go when SUM is cleared.
+      const isGlobal = ((global | pte) & C.PTE_G) !== 0 && (pte & C.PTE_U) === 0;
+      this.walkFound = (isGlobal ? WALK_GLOBAL : 0) | (level === 1 ? WALK_MEGA : 0);
       return pageGpa;
     }
   }
@@ -1566,8 +1640,10 @@ export class Hart implements SbiCallContext, BlockHost {
           this.illegal(pc, insn);
           return;
         }
-        if (rs1 === 0) this.flushTlb();
-        else this.flushPage(this.x[rs1]);
+        // rs2 names one ASID; an address narrows it to one page. (Flushing more than asked is always allowed.)
+        if (rs1 !== 0) this.flushPage(this.x[rs1]);
+        else if (((insn >>> 20) & 31) !== 0) this.flushAsid(this.x[(insn >>> 20) & 31]);
+        else this.flushTlb();
         this.pc = (pc + 4) | 0;
         return;
       }
@@ -1683,9 +1759,29 @@ export class Hart implements SbiCallContext, BlockHost {
     this.recheck = true;
   }
 
+  /** Invalidate the non-global TLB entries of one ASID (SFENCE.VMA with rs1 = x0, rs2 != x0). */
+  private flushAsid(asid: number): void {
+    const user = CTX_USER | ((asid << C.SATP_ASID_SHIFT) & C.SATP_ASID_MASK);
+    const mask = CTX_KIND | C.SATP_ASID_MASK;
+    for (const tags of [this.readTag, this.writeTag, this.execTag]) {
+      for (let i = 0; i < TLB_SIZE; i++) if ((tags[i] & mask) === user) tags[i] = -1;
+    }
+    this.dropLocal(); // supervisor entries of non-global pages are the current ASID's
+  }
+
   /** Invalidate the TLB entries for one virtual page (SFENCE.VMA with rs1 != x0). */
   private flushPage(gva: number): void {
     const vpn = gva >>> 12;
+    const region = gva >>> 22;
+    const bit = 1 << (region & 31);
+    if ((this.megaRegions[region >>> 5] & bit) !== 0) {
+      // A megapage is held as one entry per 4 KiB page it was used at: drop every entry in its 4 MiB.
+      this.megaRegions[region >>> 5] &= ~bit;
+      for (const tags of [this.readTag, this.writeTag, this.execTag]) {
+        for (let i = 0; i < TLB_SIZE; i++) if ((tags[i] & 0xfffff) >>> 10 === region) tags[i] = -1;
+      }
+      return;
+    }
     const i = vpn & TLB_MASK;
     if ((this.readTag[i] & 0xfffff) === vpn) this.readTag[i] = -1;
     if ((this.writeTag[i] & 0xfffff) === vpn) this.writeTag[i] = -1;
@@ -1843,9 +1939,8 @@ export class Hart implements SbiCallContext, BlockHost {
         this.mipSoft = (this.mipSoft & ~(C.MIP_SSIP & this.mideleg)) | (value & C.MIP_SSIP & this.mideleg);
         return true;
       case C.CSR_SATP:
-        // Sv32 or Bare; no ASIDs (the ASID field reads back as zero, which the spec allows).
-        this.satp = value & (C.SATP_MODE_SV32 | C.SATP_PPN_MASK);
-        this.updateContexts();
+        // Sv32 or Bare, with all 9 ASID bits.
+        this.setSatp(value);
         return true;
       case C.CSR_MSTATUS:
         this.setMstatus(value);
@@ -1926,7 +2021,10 @@ export class Hart implements SbiCallContext, BlockHost {
     const translationBits = C.MSTATUS_MPRV | C.MSTATUS_MPP | C.MSTATUS_SUM | C.MSTATUS_MXR;
     const changed = (s ^ this.mstatus) & translationBits;
     this.mstatus = s;
-    if (changed & (C.MSTATUS_SUM | C.MSTATUS_MXR)) this.flushTlb();
+    // Entries were filled under the old SUM and MXR: clearing SUM must drop those for user pages (listed as
+    // local), a change of MXR everything. Setting SUM only permits more, so nothing cached is wrong.
+    if ((changed & C.MSTATUS_MXR) !== 0) this.flushTlb();
+    else if ((changed & C.MSTATUS_SUM) !== 0 && (s & C.MSTATUS_SUM) === 0) this.dropLocal();
     if (changed) this.updateContexts();
   }
 }

@@ -180,7 +180,7 @@ export class Sbi implements Firmware {
         break;
       case SBI_EXT_RFENCE:
         // 0 remote_fence_i, 1 remote_sfence_vma, 2 remote_sfence_vma_asid; the hfence calls need the H extension.
-        // Without ASIDs and with whole-TLB flushes, the address range and ASID only narrow what must be flushed.
+        // The target flushes its whole TLB: the address range and the ASID only narrow what must be flushed.
         if (fid <= 2) {
           const kind = fid === 0 ? FENCE_INSTRUCTIONS : FENCE_TLB;
           ret(this.forEachTarget(x[A0], x[A1], (hart) => this.fence(ctx, hart, kind)));

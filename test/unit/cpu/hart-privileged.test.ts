@@ -47,11 +47,11 @@ describe('CSRs', () => {
     expect(hart.mcause).toBe(2);
   });
 
-  it('satp keeps MODE and PPN and drops the ASID', () => {
+  it('satp keeps MODE, all nine ASID bits and PPN', () => {
     const { hart } = testMachine([A.csrrw(0, C.CSR_SATP, 1), A.csrrs(2, C.CSR_SATP, 0)]);
     hart.x[1] = -1;
     step(hart, 2);
-    expect(hart.x[2] >>> 0).toBe(0x803fffff);
+    expect(hart.x[2] >>> 0).toBe(0xffffffff);
   });
 });
 
