@@ -4,11 +4,19 @@
  * worker per VM with every vCPU time-sliced inside ({@link WorkerHypervisor}). Both show the same
  * {@link TabvisorApi}.
  */
-import type { HostRamStats, TabvisorApi, TabvisorVm, VmConfig, Hypervisor } from '../machine/hypervisor.ts';
+import type {
+  GuestBoot,
+  HostRamStats,
+  TabvisorApi,
+  TabvisorVm,
+  VmConfig,
+  Hypervisor,
+} from '../machine/hypervisor.ts';
 import type { TabvisorNetwork } from '../machine/networks.ts';
 import { HOST_FRAME_BYTES } from '../machine/vm-limits.ts';
 import { resolveGuest, snapshotKey, storeSnapshot, type EmbedVmConfig } from './guest.ts';
 import { WorkerHypervisor } from './worker-hypervisor.ts';
+import { prepareBrowserThreads } from '../machine/browser-threads.ts';
 
 /** How the page runs VMs: `parallel` (a worker per vCPU, shared memory) or `single-worker` (no isolation). */
 export type EmbedMode = 'parallel' | 'single-worker';
@@ -35,8 +43,14 @@ export function hypervisor(): TabvisorApi {
   if (!shared) {
     const mode = embedMode();
     if (mode === 'parallel') {
-      const hv = new ParallelHypervisor(() =>
-        import('./parallel-hypervisor.ts').then((m) => m.createParallelHypervisor(EMBED_HOST_RAM_MIB)),
+      const hv = new ParallelHypervisor(
+        (guest) =>
+          import('./parallel-hypervisor.ts').then((m) =>
+            m.createParallelHypervisor(EMBED_HOST_RAM_MIB, guest),
+          ),
+        // The VMM's defaults (Hypervisor.resolve): 2 vCPUs, 128 MiB.
+        (config) => resolveGuest(config as EmbedVmConfig, config.cpus ?? 2, config.memoryMiB ?? 128),
+        prepareBrowserThreads,
       );
       shared = { api: hv, mode, dispose: () => hv.dispose() };
     } else {
@@ -60,14 +74,32 @@ export class ParallelHypervisor implements TabvisorApi {
   #loading: Promise<Hypervisor> | undefined;
   /** Listeners added before the VMM was there, with their unsubscribe from it once attached. */
   readonly #waiting = new Set<{ readonly listener: () => void; off?: () => void }>();
+  /** Guests being resolved for `createVM` calls, by their config object, until the VMM asks for them. */
+  readonly #early = new WeakMap<VmConfig, Promise<GuestBoot>>();
 
-  constructor(private readonly load: () => Promise<Hypervisor>) {
+  /**
+   * `load` loads the VMM, which gets its guests from the function passed to it; `guest` resolves a config's
+   * guest (manifest, images or boot snapshot); `prepareThreads` starts vCPU workers ahead of need (the VMM
+   * must not start them again).
+   */
+  constructor(
+    private readonly load: (guest: (config: VmConfig) => Promise<GuestBoot>) => Promise<Hypervisor>,
+    private readonly guest: (config: VmConfig) => Promise<GuestBoot>,
+    private readonly prepareThreads?: (count: number) => void,
+  ) {
     // Fetch the chunk now, beside whatever the page does next; a failure is reported by createVM.
     this.#ensure().catch(() => undefined);
   }
 
+  /** The guest of `config`: the one `createVM` started resolving, else a new resolution. */
+  #guestOf = (config: VmConfig): Promise<GuestBoot> => {
+    const early = this.#early.get(config);
+    this.#early.delete(config);
+    return early ?? this.guest(config);
+  };
+
   #ensure(): Promise<Hypervisor> {
-    this.#loading ??= this.load().then(
+    this.#loading ??= this.load(this.#guestOf).then(
       (hv) => {
         this.#hv = hv;
         for (const entry of this.#waiting) entry.off = hv.onChange(entry.listener);
@@ -89,7 +121,13 @@ export class ParallelHypervisor implements TabvisorApi {
     return this.#hv?.vms ?? [];
   }
 
-  async createVM(config?: VmConfig): Promise<TabvisorVm> {
+  async createVM(config: VmConfig = {}): Promise<TabvisorVm> {
+    // The guest's manifest and boot snapshot are read, and its vCPU workers load, while the VMM chunk loads,
+    // not after. (If the VM is then refused, say for its size, nothing waits for them; spare workers expire.)
+    this.prepareThreads?.(config.cpus ?? 2);
+    const early = this.guest(config);
+    early.catch(() => undefined);
+    this.#early.set(config, early);
     return (await this.#ensure()).createVM(config);
   }
 

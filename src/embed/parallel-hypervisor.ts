@@ -4,21 +4,24 @@
  * is isolated: a page without isolation runs its VMs in VM-host workers and never downloads this VMM (or the
  * CPU, devices and network code it brings).
  */
-import { BrowserThreads, prepareBrowserThreads } from '../machine/browser-threads.ts';
+import { BrowserThreads } from '../machine/browser-threads.ts';
 import { Hypervisor } from '../machine/hypervisor.ts';
 import { pageNetworkEnvironment } from '../machine/networks.ts';
-import { resolveGuest, type EmbedVmConfig } from './guest.ts';
+import type { GuestBoot, VmConfig } from '../machine/hypervisor.ts';
 
-/** The page's parallel hypervisor with `hostRamMiB` of host RAM reserved. */
-export function createParallelHypervisor(hostRamMiB: number): Hypervisor {
+/**
+ * The page's parallel hypervisor with `hostRamMiB` of host RAM reserved; `guest` gives what a VM of `config`
+ * boots (its images or boot snapshot), usually already on its way (see `ParallelHypervisor.createVM`).
+ */
+export function createParallelHypervisor(
+  hostRamMiB: number,
+  guest: (config: VmConfig) => Promise<GuestBoot>,
+): Hypervisor {
   return new Hypervisor({
     hostRamMiB,
     threads: (label) => new BrowserThreads(label),
-    prepareThreads: prepareBrowserThreads,
+    // (vCPU workers are started ahead of need by the API in front of this VMM, before this chunk loads.)
     network: pageNetworkEnvironment(),
-    images: async (config) => {
-      const { cpus = 2, memoryMiB = 128 } = config;
-      return resolveGuest(config as EmbedVmConfig, cpus, memoryMiB);
-    },
+    images: (config) => guest(config),
   });
 }

@@ -1,6 +1,7 @@
 import { RUN_STOP, VM_RAM_PENDING, VM_RUN_CONTROL } from '../common/shared-block.ts';
 import { FRAME_SIZE } from '../mem/host-ram.ts';
 import { RAM_BASE } from '../mem/address-space.ts';
+import type { Hart } from '../cpu/hart.ts';
 import { Board, type BoardInit } from './board.ts';
 import { runHartOnThread } from './hart-runner.ts';
 import { hartStateArea } from './hart-state-codec.ts';
@@ -35,11 +36,13 @@ export type HartThreadMessage =
  */
 export function runHartThread(init: HartThreadInit, post: (message: HartThreadMessage) => void): void {
   const board = new Board(init.board);
+  // Built first (its WebAssembly tier compiles here), so that this overlaps reading the snapshot's pages.
+  const hart = board.createHart(init.hartId);
   const share = init.ramShare;
   if (share) {
     restoreShare(board, share).then(
       (go) => {
-        if (go) runHart(board, init, post);
+        if (go) runHart(board, hart, init, post);
         else post({ type: 'exit', hartId: init.hartId });
       },
       (error: unknown) => {
@@ -54,7 +57,7 @@ export function runHartThread(init: HartThreadInit, post: (message: HartThreadMe
     );
     return;
   }
-  runHart(board, init, post);
+  runHart(board, hart, init, post);
 }
 
 /**
@@ -82,9 +85,13 @@ async function restoreShare(board: Board, share: RamShare): Promise<boolean> {
   return Atomics.load(block, VM_RUN_CONTROL) !== RUN_STOP;
 }
 
-/** Create the hart and run it until the VM stops. */
-function runHart(board: Board, init: HartThreadInit, post: (message: HartThreadMessage) => void): void {
-  const hart = board.createHart(init.hartId);
+/** Run the hart until the VM stops. */
+function runHart(
+  board: Board,
+  hart: Hart,
+  init: HartThreadInit,
+  post: (message: HartThreadMessage) => void,
+): void {
   const stateArea = hartStateArea(board.block, init.board.layout.hartStates, init.hartId);
   runHartOnThread(hart, board.block, stateArea, (message) =>
     post({ type: 'fatal', hartId: init.hartId, message }),
