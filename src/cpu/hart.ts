@@ -478,7 +478,7 @@ export class Hart implements SbiCallContext, BlockHost {
     ) {
       throw new RangeError('hart state is malformed: expected 32 registers and a privilege of 0, 1 or 3');
     }
-    this.reset(state.pc);
+    this.reset(state.pc); // also empties the TLB: its entries belong to the old state
     this.x.set(state.x);
     this.x[0] = 0;
     this.priv = state.priv;

@@ -275,6 +275,20 @@ describe.each([
     expect([hart.x[3], hart.x[4]]).toEqual([0x4444, 0x5555]);
   });
 
+  it('a state restored into a hart that ran before uses none of its old entries', () => {
+    const { hart } = twoSpaces([A.lw(3, 1, 0), A.lw(4, 1, 0)], V | C.PTE_R | C.PTE_G);
+    step(hart, 2);
+    expect(hart.x[3]).toBe(0x1111);
+    const saved = hart.saveState();
+    hart.restoreState({
+      ...saved,
+      pc: 0x80000008,
+      csr: { ...saved.csr, satp: satpOf(ROOT2, 1) }, // the same ASID, another table
+    });
+    step(hart, 1);
+    expect(hart.x[4]).toBe(0x2222);
+  });
+
   it('more address-space entries than the TLB lists are all dropped at a switch', () => {
     const PAGES = 70;
     const walk: number[] = [];
