@@ -25,8 +25,9 @@ import {
   type PortRole,
   type SwitchPort,
 } from '../net/switch.ts';
-import { Uplink, networkChannelName, type NetChannel } from '../net/uplink.ts';
+import { Uplink, networkChannelName, type NetChannel, type UplinkTransport } from '../net/uplink.ts';
 import type { PortSink as VmPortSink, VmNic } from './vm.ts';
+import { tabChannel } from './net-hub.ts';
 
 /** The network a NIC joins when its configuration names none. */
 export const DEFAULT_NETWORK = 'default';
@@ -66,9 +67,7 @@ export interface NetworkEnvironment {
 /** The page's environment: BroadcastChannel and Web Locks when the browser has them. */
 export function pageNetworkEnvironment(): NetworkEnvironment {
   const env: { -readonly [K in keyof NetworkEnvironment]: NetworkEnvironment[K] } = {};
-  if (typeof BroadcastChannel === 'function') {
-    env.channel = (name) => new BroadcastChannel(name) as unknown as NetChannel;
-  }
+  if (typeof BroadcastChannel === 'function') env.channel = tabChannel;
   const locks = (globalThis as { navigator?: { locks?: LockManager } }).navigator?.locks;
   if (locks !== undefined) {
     env.elect = (lockName, lead) => {
@@ -169,6 +168,11 @@ export interface TabvisorNetwork {
   dhcp(): NetworkDhcpView[];
   /** Start recording the port named `portName` (both directions) into a pcap file. */
   capture(portName: string): NetworkCapture;
+  /**
+   * How this tab reaches the network in other tabs: `relay` (a SharedWorker passing frames between the tabs'
+   * MessagePorts), `broadcast` (a BroadcastChannel), or undefined where there are no other tabs (Node).
+   */
+  uplinkTransport(): UplinkTransport | undefined;
 }
 
 /** A VLAN's DHCP service in this tab. */
@@ -239,6 +243,10 @@ class ManagedNetwork implements TabvisorNetwork {
         serverIp: slot.server?.serverIp,
         leases: slot.server?.leases() ?? [],
       }));
+  }
+
+  uplinkTransport(): UplinkTransport | undefined {
+    return this.uplink?.transport;
   }
 
   capture(portName: string): NetworkCapture {

@@ -19,10 +19,18 @@ import type { EthernetSwitch, SwitchPort, TrunkMode } from './switch.ts';
  * tests a fake. `postMessage` may throw (closed channel, uncloneable data): the frame is then counted as lost.
  */
 export interface NetChannel {
-  postMessage(data: unknown): void;
+  /** `transfer`: buffers the channel may move to the receiver (only when `transfers` is true). */
+  postMessage(data: unknown, transfer?: Transferable[]): void;
   onmessage: ((event: { data: unknown }) => void) | null;
   close(): void;
+  /** True when the channel can transfer a frame's buffer instead of cloning it (machine/net-hub.ts). */
+  readonly transfers?: boolean;
+  /** How messages leave: a relay between the tabs (machine/net-hub.ts) or a BroadcastChannel (the default). */
+  readonly transport?: UplinkTransport;
 }
+
+/** How an uplink reaches the other tabs (see {@link NetChannel.transport}). */
+export type UplinkTransport = 'relay' | 'broadcast';
 
 /**
  * The version this code writes and the only one it accepts. Version 2 added `offload` (version 1 tabs, which
@@ -250,6 +258,11 @@ export class Uplink {
     channel.onmessage = (event) => this.#onMessage(event);
   }
 
+  /** How this uplink reaches the other tabs now. */
+  get transport(): UplinkTransport {
+    return this.#channel.transport ?? 'broadcast';
+  }
+
   /** True once closed. */
   get closed(): boolean {
     return this.#closed;
@@ -270,17 +283,20 @@ export class Uplink {
 
   #post(frame: Uint8Array, offload: FrameOffload | undefined): boolean {
     if (this.#closed) return false;
+    const transfers = this.#channel.transfers === true;
     const message: UplinkFrameMessage = {
       v: UPLINK_PROTOCOL_VERSION,
       kind: 'frame',
       from: this.switchId,
       // Posting clones the view's whole buffer: a frame lent as a view into a larger one (a NIC's transmit
-      // buffer) is cut out first.
-      frame: ownsBuffer(frame) ? frame : frame.slice(),
+      // buffer) is cut out first. A channel that transfers gets a copy of our own in any case: the switch
+      // delivers the same frame to other ports after this one.
+      frame: transfers || !ownsBuffer(frame) ? frame.slice() : frame,
       ...(offload === undefined ? {} : { offload }),
     };
     try {
-      this.#channel.postMessage(message);
+      if (transfers) this.#channel.postMessage(message, [message.frame.buffer]);
+      else this.#channel.postMessage(message);
     } catch {
       this.counters.postErrors++;
       return false;

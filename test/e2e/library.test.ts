@@ -104,19 +104,21 @@ describe.skipIf(!enabled)(
     };
     const inLibrary = (workerUrl: string): boolean => workerUrl.includes('/cdn/tabvisor/0.1.0/assets/');
     const parallelOnly = (name: string): boolean =>
-      name.startsWith('hart.worker') || name.startsWith('parallel-hypervisor');
+      name.startsWith('hart.worker') ||
+      name.startsWith('parallel-hypervisor') ||
+      name.startsWith('net-hub.worker');
 
     it('boots the tag and a createVM() VM with worker and image URLs resolved next to the module', async () => {
       const { result, scripts, workers, errors } = await runPage(url);
       expect(result).toEqual({ mode: 'single-worker', ...ran });
       expect(workers.every(inLibrary)).toBe(true);
       // A page without isolation loads the entry, its shared chunks, the terminal (a chunk loaded beside the
-      // VM) and the VM host worker, never the page VMM or the vCPU worker: exactly what the benchmark's "page
-      // without isolation downloads" figure counts (every chunk but those two).
+      // VM) and the VM host worker, never the page VMM, the vCPU worker or the network relay: exactly what the
+      // benchmark's "page without isolation downloads" figure counts (every chunk but those three).
       const built = readdirSync(join(site, 'cdn/tabvisor/0.1.0/assets')).filter((name) =>
         name.endsWith('.js'),
       );
-      expect(built.filter(parallelOnly)).toHaveLength(2);
+      expect(built.filter(parallelOnly)).toHaveLength(3);
       expect(new Set(scripts.filter((name) => !name.startsWith('coi-')))).toEqual(
         new Set(['tabvisor.js', ...built.filter((name) => !parallelOnly(name))]),
       );

@@ -134,7 +134,7 @@ describe.skipIf(!enabled)('virtio-net and the page switch in Chromium', () => {
     expect(await ask(page, 'trunk', 'PING', ping(ipA))).toBe('ok');
   }, 180_000);
 
-  it('two VMs in two tabs on the same network ping each other (BroadcastChannel uplink, one DHCP server)', async () => {
+  it('two VMs in two tabs on the same network ping each other (uplinks through the relay, one DHCP server)', async () => {
     other = await (browser as { context: BrowserContext }).context.newPage();
     other.on('pageerror', (error) => pageErrors.push(String(error)));
     await other.goto(`${server?.url}?autostart=0`);
@@ -165,6 +165,11 @@ describe.skipIf(!enabled)('virtio-net and the page switch in Chromium', () => {
       ),
     );
     expect(roles.flat().sort()).toEqual(['leader', 'standby']);
+    // The tabs' frames went through the relay SharedWorker, not the BroadcastChannel fallback.
+    const transports = await Promise.all(
+      [page, other].map((p) => p.evaluate(() => window.tabvisor?.network?.('tabs')?.uplinkTransport())),
+    );
+    expect(transports).toEqual(['relay', 'relay']);
     expect(pageErrors).toEqual([]);
   }, 240_000);
 });

@@ -11,8 +11,9 @@ export interface LibrarySize {
   /** The entry plus all its worker chunks (`assets/*.js`): more than any one page downloads. */
   readonly totalGzipBytes: number;
   /**
-   * What a cross-origin-isolated page downloads: the entry, the page VMM chunk (`parallel-hypervisor`) and the
-   * vCPU worker (one per vCPU, one download), plus any chunk of neither mode alone (shared code, the terminal).
+   * What a cross-origin-isolated page downloads: the entry, the page VMM chunk (`parallel-hypervisor`), the
+   * vCPU worker (one per vCPU, one download) and the network relay (with a NIC), plus any chunk of neither mode
+   * alone (shared code, the terminal).
    */
   readonly parallelGzipBytes: number;
   /** What a page without isolation downloads: the entry and the single-worker VM host (and shared chunks). */
@@ -34,8 +35,11 @@ export async function buildLibrary(outDir: string): Promise<LibrarySize> {
     .map((name) => ({ name, bytes: gz(join(outDir, 'assets', name)) }));
   const sum = (test: (name: string) => boolean): number =>
     chunks.filter((c) => test(c.name)).reduce((n, c) => n + c.bytes, 0);
+  // (The network relay's SharedWorker runs only beside a page VMM: a VM-host worker has no SharedWorker.)
   const parallel = (name: string): boolean =>
-    name.startsWith('hart.worker') || name.startsWith('parallel-hypervisor');
+    name.startsWith('hart.worker') ||
+    name.startsWith('parallel-hypervisor') ||
+    name.startsWith('net-hub.worker');
   const host = (name: string): boolean => name.startsWith('vm-host.worker');
   for (const [test, what] of [
     [(name: string) => name.startsWith('hart.worker'), 'vCPU worker'],

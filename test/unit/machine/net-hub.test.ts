@@ -1,0 +1,220 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { MessageChannel } from 'node:worker_threads';
+import {
+  HUB_LEAVE,
+  NetHub,
+  TabChannel,
+  announcePresence,
+  presenceChannelName,
+  type HubPort,
+} from '../../../src/machine/net-hub.ts';
+import { EthernetSwitch } from '../../../src/net/switch.ts';
+import { Uplink, type NetChannel } from '../../../src/net/uplink.ts';
+import { RecordingSink, hex, plainFrame, stationMac } from '../net/net-test-helpers.ts';
+
+// Real MessagePorts and BroadcastChannels (Node has both), so transfers detach buffers as in a browser.
+
+const open: { close(): void }[] = [];
+afterEach(() => {
+  for (const thing of open.splice(0)) thing.close();
+});
+
+/** Messages arrive asynchronously; give them time. */
+const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 30));
+
+/** A port connected to `hub`, and what arrives at it. */
+function member(hub: NetHub, join?: unknown) {
+  const { port1, port2 } = new MessageChannel();
+  open.push(port1, port2);
+  hub.connect(port2 as unknown as HubPort);
+  const received: unknown[] = [];
+  port1.on('message', (data: unknown) => received.push(data));
+  if (join !== undefined) port1.postMessage(join);
+  return { port: port1, received };
+}
+
+function bytes(n: number, seed: number): Uint8Array<ArrayBuffer> {
+  return Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff);
+}
+
+describe('the network relay (NetHub)', () => {
+  it('passes a message to every other port of its network once, none to itself or other networks', async () => {
+    const hub = new NetHub();
+    const [a, b, c] = [0, 1, 2].map(() => member(hub, { join: 'tabvisor-net:lab' }));
+    const elsewhere = member(hub, { join: 'tabvisor-net:other' });
+    await settle();
+    expect(hub.members('tabvisor-net:lab')).toBe(3);
+    const frame = bytes(1600, 1);
+    a.port.postMessage({ v: 2, kind: 'frame', from: 'a', frame: frame.slice() });
+    await settle();
+    expect(a.received).toEqual([]);
+    expect(elsewhere.received).toEqual([]);
+    for (const other of [b, c]) {
+      expect(other.received).toHaveLength(1);
+      // One copy was cloned, the other transferred: both whole.
+      expect((other.received[0] as { frame: Uint8Array }).frame).toEqual(frame);
+    }
+  });
+
+  it('ignores a port until it joins with a valid name, and drops it from its network when it leaves', async () => {
+    const hub = new NetHub();
+    const a = member(hub, { join: 'n' });
+    const silent = member(hub);
+    const hostile = member(hub, { join: 'x'.repeat(513) });
+    hostile.port.postMessage({ join: 7 });
+    silent.port.postMessage({ v: 2, kind: 'frame' }); // before any join: not relayed
+    await settle();
+    expect(a.received).toEqual([]);
+    expect(hub.members('n')).toBe(1);
+    const b = member(hub, { join: 'n' });
+    await settle();
+    b.port.postMessage(HUB_LEAVE);
+    await settle();
+    expect(hub.members('n')).toBe(1);
+    a.port.postMessage('after');
+    await settle();
+    expect(b.received).toEqual([]);
+  });
+
+  it('bridges to the BroadcastChannel: relay tabs and uplinks there hear each other once, while those are present', async () => {
+    const name = `tabvisor-net:bridge-${Math.random()}`;
+    const channels: BroadcastChannel[] = [];
+    const openChannel = (n: string): NetChannel => {
+      const channel = new BroadcastChannel(n);
+      channels.push(channel);
+      return channel as unknown as NetChannel;
+    };
+    const hub = new NetHub((n) => ({
+      channel: openChannel(n),
+      presence: openChannel(presenceChannelName(n)),
+    }));
+    const relayed = member(hub, { join: name });
+    const plain = new BroadcastChannel(name);
+    channels.push(plain);
+    const heardPlain: unknown[] = [];
+    plain.onmessage = (event) => heardPlain.push((event as MessageEvent).data);
+    await settle();
+    relayed.port.postMessage('nobody on the BroadcastChannel said so yet');
+    await settle();
+    expect(heardPlain).toEqual([]);
+    const stop = announcePresence(name, openChannel);
+    await settle();
+    relayed.port.postMessage('from the relay tab');
+    plain.postMessage('from a VM-host worker');
+    await settle();
+    expect(heardPlain).toEqual(['from the relay tab']);
+    expect(relayed.received).toEqual(['from a VM-host worker']);
+    stop();
+    relayed.port.postMessage(HUB_LEAVE); // the last member: the bridge closes
+    await settle();
+    expect(hub.members(name)).toBe(0);
+    for (const channel of channels) channel.close();
+  });
+
+  it('asks who is on the BroadcastChannel when it opens a network, and they answer', async () => {
+    const name = `tabvisor-net:ask-${Math.random()}`;
+    const channels: BroadcastChannel[] = [];
+    const openChannel = (n: string): NetChannel => {
+      const channel = new BroadcastChannel(n);
+      channels.push(channel);
+      return channel as unknown as NetChannel;
+    };
+    const stop = announcePresence(name, openChannel); // there before the relay
+    await settle();
+    const plain = new BroadcastChannel(name);
+    channels.push(plain);
+    const heardPlain: unknown[] = [];
+    plain.onmessage = (event) => heardPlain.push((event as MessageEvent).data);
+    const hub = new NetHub((n) => ({
+      channel: openChannel(n),
+      presence: openChannel(presenceChannelName(n)),
+    }));
+    const relayed = member(hub, { join: name });
+    await settle();
+    relayed.port.postMessage('bridged at once');
+    await settle();
+    expect(heardPlain).toEqual(['bridged at once']);
+    stop();
+    for (const channel of channels) channel.close();
+  });
+});
+
+describe('a tab’s channel (TabChannel)', () => {
+  it('joins the relay and sends there; after a relay failure it uses the BroadcastChannel both ways', async () => {
+    const name = `tabvisor-net:tab-${Math.random()}`;
+    const hub = new NetHub();
+    const peer = member(hub, { join: name });
+    const { port1, port2 } = new MessageChannel();
+    open.push(port1, port2);
+    hub.connect(port2 as unknown as HubPort);
+    const broadcast = new BroadcastChannel(name);
+    let announcing = 0;
+    const channel = new TabChannel(
+      name,
+      broadcast as unknown as NetChannel,
+      port1 as unknown as HubPort,
+      () => {
+        announcing++;
+        return () => announcing--;
+      },
+    );
+    open.push(channel);
+    const heard: unknown[] = [];
+    channel.onmessage = (event) => heard.push(event.data);
+    const outside = new BroadcastChannel(name);
+    open.push(outside);
+    const heardOutside: unknown[] = [];
+    outside.onmessage = (event) => heardOutside.push((event as MessageEvent).data);
+    await settle();
+    expect(channel.transport).toBe('relay');
+    channel.postMessage('one');
+    peer.port.postMessage('two');
+    outside.postMessage('not bridged here, so not heard');
+    await settle();
+    expect(peer.received).toEqual(['one']);
+    expect(heard).toEqual(['two']);
+    expect(heardOutside).toEqual([]);
+    expect(announcing).toBe(0); // on the relay: nothing to announce
+    channel.relayFailed();
+    expect(channel.transport).toBe('broadcast');
+    expect(announcing).toBe(1); // on the BroadcastChannel: the relay must bridge to it
+    channel.postMessage('three');
+    outside.postMessage('four');
+    await settle();
+    expect(heardOutside).toEqual(['three']);
+    expect(heard).toEqual(['two', 'four']);
+    channel.close();
+    expect(announcing).toBe(0);
+  });
+});
+
+describe('an uplink on a channel that transfers', () => {
+  it('transfers a copy of its own: the switch’s other ports still get the whole frame', async () => {
+    const posted: unknown[] = [];
+    // Transfers as a MessagePort does: the buffers named are detached from the sender.
+    const channel: NetChannel = {
+      transfers: true,
+      onmessage: null,
+      postMessage: (data, transfer) => posted.push(structuredClone(data, { transfer: transfer ?? [] })),
+      close: () => undefined,
+    };
+    const sw = new EthernetSwitch();
+    const uplink = new Uplink(sw, channel, { switchId: 'here' });
+    expect(uplink.transport).toBe('broadcast'); // a channel that does not say
+    // Trunk ports: a tagged frame leaves every port as it came, so the switch hands each the same bytes.
+    const sinks = [new RecordingSink(), new RecordingSink()];
+    const ports = sinks.map((sink, i) =>
+      sw.addPort({ name: `p${i}`, mode: { kind: 'trunk', allowed: 'all' }, sink }),
+    );
+    const plain = plainFrame(hex('ffffffffffff'), stationMac(5));
+    const frame = new Uint8Array(plain.length + 4);
+    frame.set(plain.subarray(0, 12));
+    frame.set([0x81, 0x00, 0x00, 10], 12); // 802.1Q, VLAN 10
+    frame.set(plain.subarray(12), 16);
+    ports[0].receive(frame.slice()); // a frame that owns its buffer, flooded: the uplink first, then p1
+    await settle();
+    expect(posted).toHaveLength(1);
+    expect((posted[0] as { frame: Uint8Array }).frame).toEqual(frame);
+    expect(sinks[1].frames).toEqual([frame]);
+  });
+});
