@@ -6,7 +6,8 @@
  * that failed to load) use the network's BroadcastChannel as before, and the relay bridges the two: what
  * arrives there goes to every port, and what a port sends also goes out there while such uplinks are present.
  * They say so on a side channel ({@link presenceChannelName}) when they open, every {@link PRESENCE_INTERVAL_MS}
- * and when the relay asks; bridging every frame when nobody listens costs the relay a clone and the browser a
+ * and when the relay asks; so do relays, so that two relays on one origin (two builds, whose workers have
+ * different URLs, e.g. tabs opened before and after a deployment) bridge to each other; bridging every frame when nobody listens costs the relay a clone and the browser a
  * message per frame (measured: two-tab TCP fell from 9.2-10.9 to 5.5-6.3 MB/s). A tab on the relay listens to
  * the relay only, so every message reaches every other uplink exactly once.
  *
@@ -58,6 +59,8 @@ interface Network {
   readonly bridge: HubBridge | undefined;
   /** Until when (ms, `now()`) uplinks on the BroadcastChannel are known to be there. */
   presentUntil: number;
+  /** The timer that says this relay is there. */
+  stopSaying?: ReturnType<typeof setInterval>;
 }
 
 /**
@@ -96,6 +99,7 @@ export class NetHub {
         members.ports.delete(port);
         if (members.ports.size === 0) {
           this.#networks.delete(network);
+          clearInterval(members.stopSaying);
           for (const channel of members.bridge ? [members.bridge.channel, members.bridge.presence] : []) {
             channel.onmessage = null;
             channel.close();
@@ -126,10 +130,16 @@ export class NetHub {
         network.presentUntil = this.now() + PRESENCE_TTL_MS; // whoever sends there is there
         relay(ports, undefined, event.data);
       };
+      // Another relay (another build of tabvisor on this origin: its worker has another URL) is a participant
+      // on the BroadcastChannel like any other, so relays say they are there too, and bridge to each other.
+      const say = (): void => bridge.presence.postMessage(PRESENT);
       bridge.presence.onmessage = (event) => {
         if (event.data === PRESENT) network.presentUntil = this.now() + PRESENCE_TTL_MS;
+        else if (event.data === WHO_IS_THERE) say();
       };
       bridge.presence.postMessage(WHO_IS_THERE);
+      say();
+      network.stopSaying = setInterval(say, PRESENCE_INTERVAL_MS);
     }
     this.#networks.set(name, network);
     return network;

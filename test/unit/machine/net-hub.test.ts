@@ -135,6 +135,35 @@ describe('the network relay (NetHub)', () => {
     await settle();
     expect(heardPlain).toEqual(['bridged at once']);
     stop();
+    relayed.port.postMessage(HUB_LEAVE);
+    await settle();
+    for (const channel of channels) channel.close();
+  });
+
+  it('two relays on one origin (two builds) bridge to each other through the BroadcastChannel', async () => {
+    const name = `tabvisor-net:relays-${Math.random()}`;
+    const channels: BroadcastChannel[] = [];
+    const openChannel = (n: string): NetChannel => {
+      const channel = new BroadcastChannel(n);
+      channels.push(channel);
+      return channel as unknown as NetChannel;
+    };
+    const bridge = (n: string) => ({
+      channel: openChannel(n),
+      presence: openChannel(presenceChannelName(n)),
+    });
+    const [one, two] = [new NetHub(bridge), new NetHub(bridge)];
+    const a = member(one, { join: name });
+    await settle();
+    const b = member(two, { join: name });
+    await settle();
+    a.port.postMessage('from the old build');
+    b.port.postMessage('from the new build');
+    await settle();
+    expect(a.received).toEqual(['from the new build']);
+    expect(b.received).toEqual(['from the old build']);
+    for (const m of [a, b]) m.port.postMessage(HUB_LEAVE);
+    await settle();
     for (const channel of channels) channel.close();
   });
 });
