@@ -168,8 +168,9 @@ function relay(members: ReadonlySet<HubPort>, from: HubPort | undefined, data: u
 
 /**
  * A tab's channel for one network: the relay's port when it has one, and the BroadcastChannel of the same name.
- * Sends on the relay while it is up and on the BroadcastChannel otherwise; delivers what arrives on either.
- * `transfers`: a frame posted here may have its buffer transferred (the uplink posts a copy of its own).
+ * Sends and listens on the relay while it is up (the relay bridges the BroadcastChannel's traffic), and on the
+ * BroadcastChannel otherwise, announcing itself there so the relay bridges to it. `transfers`: a frame posted
+ * here may have its buffer transferred (the uplink posts a copy of its own).
  */
 export class TabChannel implements NetChannel {
   readonly transfers = true;
