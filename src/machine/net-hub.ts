@@ -23,6 +23,8 @@ export interface HubPort {
   postMessage(data: unknown, transfer?: Transferable[]): void;
   onmessage: ((event: { data: unknown }) => void) | null;
   close(): void;
+  /** `close`: the other side is gone (its tab closed); where the platform has the event (Chromium 122+, Node). */
+  addEventListener?(type: 'close', listener: () => void): void;
 }
 
 /** The first message a port sends: the network (channel name) it joins. */
@@ -85,6 +87,23 @@ export class NetHub {
   connect(port: HubPort): void {
     let members: Network | undefined;
     let network = '';
+    const leave = (): void => {
+      if (members === undefined) return;
+      members.ports.delete(port);
+      if (members.ports.size === 0) {
+        this.#networks.delete(network);
+        clearInterval(members.stopSaying);
+        for (const channel of members.bridge ? [members.bridge.channel, members.bridge.presence] : []) {
+          channel.onmessage = null;
+          channel.close();
+        }
+      }
+      members = undefined;
+      port.onmessage = null;
+      port.close();
+    };
+    // A tab that closed without leaving (killed, or closed before it could say so) is dropped too.
+    port.addEventListener?.('close', leave);
     port.onmessage = (event) => {
       const data: unknown = event.data;
       if (members === undefined) {
@@ -96,18 +115,7 @@ export class NetHub {
         return;
       }
       if (data === HUB_LEAVE) {
-        members.ports.delete(port);
-        if (members.ports.size === 0) {
-          this.#networks.delete(network);
-          clearInterval(members.stopSaying);
-          for (const channel of members.bridge ? [members.bridge.channel, members.bridge.presence] : []) {
-            channel.onmessage = null;
-            channel.close();
-          }
-        }
-        members = undefined;
-        port.onmessage = null;
-        port.close();
+        leave();
         return;
       }
       if (members.bridge !== undefined && this.now() < members.presentUntil) {

@@ -76,6 +76,20 @@ describe('the network relay (NetHub)', () => {
     expect(b.received).toEqual([]);
   });
 
+  it('drops a port whose tab closed without leaving', async () => {
+    const hub = new NetHub();
+    const a = member(hub, { join: 'gone' });
+    const b = member(hub, { join: 'gone' });
+    await settle();
+    expect(hub.members('gone')).toBe(2);
+    b.port.close(); // the tab went away
+    await settle();
+    expect(hub.members('gone')).toBe(1);
+    a.port.close();
+    await settle();
+    expect(hub.members('gone')).toBe(0);
+  });
+
   it('bridges to the BroadcastChannel: relay tabs and uplinks there hear each other once, while those are present', async () => {
     const name = `tabvisor-net:bridge-${Math.random()}`;
     const channels: BroadcastChannel[] = [];
