@@ -545,9 +545,7 @@ export class Hart implements SbiCallContext, BlockHost {
     if (count === 0) return;
     this.localCount = 0;
     if (count > LOCAL_LIMIT) {
-      for (const tags of [this.readTag, this.writeTag, this.execTag]) {
-        for (let i = 0; i < TLB_SIZE; i++) if ((tags[i] & CTX_KIND) === CTX_SUPERVISOR) tags[i] = -1;
-      }
+      this.dropTags((tag) => (tag & CTX_KIND) === CTX_SUPERVISOR);
       return;
     }
     for (let k = 0; k < count; k++) {
@@ -555,6 +553,13 @@ export class Hart implements SbiCallContext, BlockHost {
       this.readTag[i] = -1;
       this.writeTag[i] = -1;
       this.execTag[i] = -1;
+    }
+  }
+
+  /** Drop every entry of the three TLBs whose tag `matches` (a scan of all of them: for the rare flushes). */
+  private dropTags(matches: (tag: number) => boolean): void {
+    for (const tags of [this.readTag, this.writeTag, this.execTag]) {
+      for (let i = 0; i < TLB_SIZE; i++) if (matches(tags[i])) tags[i] = -1;
     }
   }
 
@@ -1641,8 +1646,9 @@ export class Hart implements SbiCallContext, BlockHost {
           return;
         }
         // rs2 names one ASID; an address narrows it to one page. (Flushing more than asked is always allowed.)
+        const rs2 = (insn >>> 20) & 31;
         if (rs1 !== 0) this.flushPage(this.x[rs1]);
-        else if (((insn >>> 20) & 31) !== 0) this.flushAsid(this.x[(insn >>> 20) & 31]);
+        else if (rs2 !== 0) this.flushAsid(this.x[rs2]);
         else this.flushTlb();
         this.pc = (pc + 4) | 0;
         return;
@@ -1763,9 +1769,7 @@ export class Hart implements SbiCallContext, BlockHost {
   private flushAsid(asid: number): void {
     const user = CTX_USER | ((asid << C.SATP_ASID_SHIFT) & C.SATP_ASID_MASK);
     const mask = CTX_KIND | C.SATP_ASID_MASK;
-    for (const tags of [this.readTag, this.writeTag, this.execTag]) {
-      for (let i = 0; i < TLB_SIZE; i++) if ((tags[i] & mask) === user) tags[i] = -1;
-    }
+    this.dropTags((tag) => (tag & mask) === user);
     this.dropLocal(); // supervisor entries of non-global pages are the current ASID's
   }
 
@@ -1777,9 +1781,7 @@ export class Hart implements SbiCallContext, BlockHost {
     if ((this.megaRegions[region >>> 5] & bit) !== 0) {
       // A megapage is held as one entry per 4 KiB page it was used at: drop every entry in its 4 MiB.
       this.megaRegions[region >>> 5] &= ~bit;
-      for (const tags of [this.readTag, this.writeTag, this.execTag]) {
-        for (let i = 0; i < TLB_SIZE; i++) if ((tags[i] & 0xfffff) >>> 10 === region) tags[i] = -1;
-      }
+      this.dropTags((tag) => (tag & 0xfffff) >>> 10 === region);
       return;
     }
     const i = vpn & TLB_MASK;

@@ -13,7 +13,7 @@ import type {
   Hypervisor,
 } from '../machine/hypervisor.ts';
 import type { TabvisorNetwork } from '../machine/networks.ts';
-import { HOST_FRAME_BYTES } from '../machine/vm-limits.ts';
+import { DEFAULT_CPUS, DEFAULT_MEMORY_MIB, HOST_FRAME_BYTES } from '../machine/vm-limits.ts';
 import { resolveGuest, snapshotKey, storeSnapshot, type EmbedVmConfig } from './guest.ts';
 import { WorkerHypervisor } from './worker-hypervisor.ts';
 import { prepareBrowserThreads } from '../machine/browser-threads.ts';
@@ -48,8 +48,12 @@ export function hypervisor(): TabvisorApi {
           import('./parallel-hypervisor.ts').then((m) =>
             m.createParallelHypervisor(EMBED_HOST_RAM_MIB, guest),
           ),
-        // The VMM's defaults (Hypervisor.resolve): 2 vCPUs, 128 MiB.
-        (config) => resolveGuest(config as EmbedVmConfig, config.cpus ?? 2, config.memoryMiB ?? 128),
+        (config) =>
+          resolveGuest(
+            config as EmbedVmConfig,
+            config.cpus ?? DEFAULT_CPUS,
+            config.memoryMiB ?? DEFAULT_MEMORY_MIB,
+          ),
         prepareBrowserThreads,
       );
       shared = { api: hv, mode, dispose: () => hv.dispose() };
@@ -124,7 +128,7 @@ export class ParallelHypervisor implements TabvisorApi {
   async createVM(config: VmConfig = {}): Promise<TabvisorVm> {
     // The guest's manifest and boot snapshot are read, and its vCPU workers load, while the VMM chunk loads,
     // not after. (If the VM is then refused, say for its size, nothing waits for them; spare workers expire.)
-    this.prepareThreads?.(config.cpus ?? 2);
+    this.prepareThreads?.(config.cpus ?? DEFAULT_CPUS);
     const early = this.guest(config);
     early.catch(() => undefined);
     this.#early.set(config, early);

@@ -22,6 +22,6 @@ export function createParallelHypervisor(
     threads: (label) => new BrowserThreads(label),
     // (vCPU workers are started ahead of need by the API in front of this VMM, before this chunk loads.)
     network: pageNetworkEnvironment(),
-    images: (config) => guest(config),
+    images: guest,
   });
 }

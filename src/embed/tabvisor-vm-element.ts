@@ -12,6 +12,7 @@
  */
 import type { RunOptions, RunResult, TabvisorConsole, TabvisorVm } from '../machine/hypervisor.ts';
 import type { NicConfig } from '../machine/networks.ts';
+import { DEFAULT_CPUS } from '../machine/vm-limits.ts';
 import { bootSnapshotSaved, createVM, embedMode, hypervisor, type EmbedMode } from './embed-hypervisor.ts';
 import type { EmbedVmConfig } from './guest.ts';
 
@@ -235,7 +236,7 @@ export class TabvisorVmElement extends ElementBase {
     if (!view) return;
     const generation = ++this.generation;
     const config = this.config();
-    view.mode.textContent = modeLabel(this.mode, config.cpus ?? 2);
+    view.mode.textContent = modeLabel(this.mode, config.cpus ?? DEFAULT_CPUS);
     view.state.textContent = 'loading';
     delete this.dataset.state;
     delete this.dataset.snapshot;

@@ -8,6 +8,7 @@
 import { releaseProxy, wrap } from 'comlink';
 import { CooperativeThreads } from '../machine/cooperative-threads.ts';
 import { pageNetworkEnvironment } from '../machine/networks.ts';
+import { DEFAULT_MEMORY_MIB } from '../machine/vm-limits.ts';
 import {
   Hypervisor,
   MIN_MEMORY_MIB,
@@ -90,7 +91,7 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
   return {
     async create(id, config, guest, size) {
       consoleSize ??= size;
-      const memoryMiB = config.memoryMiB ?? 128;
+      const memoryMiB = config.memoryMiB ?? DEFAULT_MEMORY_MIB;
       let images: GuestBoot['images'];
       if ('kernel' in guest.images) images = guest.images;
       else {

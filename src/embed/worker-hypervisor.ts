@@ -5,7 +5,13 @@
  */
 import { expose, releaseProxy, transfer, wrap, type Remote } from 'comlink';
 import { UserError } from '../common/errors.ts';
-import { HOST_FRAME_BYTES, MAX_HOST_RAM_MIB, checkVmConfig } from '../machine/vm-limits.ts';
+import {
+  DEFAULT_CPUS,
+  DEFAULT_MEMORY_MIB,
+  HOST_FRAME_BYTES,
+  MAX_HOST_RAM_MIB,
+  checkVmConfig,
+} from '../machine/vm-limits.ts';
 import type {
   GuestBoot,
   HostRamStats,
@@ -71,8 +77,8 @@ export class WorkerHypervisor implements TabvisorApi {
     const id = String(this.nextId++);
     const shape = {
       name: config.name ?? `vm-${id}`,
-      cpus: config.cpus ?? this.options.defaults?.cpus ?? 2,
-      memoryMiB: config.memoryMiB ?? this.options.defaults?.memoryMiB ?? 128,
+      cpus: config.cpus ?? this.options.defaults?.cpus ?? DEFAULT_CPUS,
+      memoryMiB: config.memoryMiB ?? this.options.defaults?.memoryMiB ?? DEFAULT_MEMORY_MIB,
     };
     const freeMiB =
       Math.min(MAX_HOST_RAM_MIB, this.budgetMiB) - this.list.reduce((n, vm) => n + vm.memoryMiB, 0);

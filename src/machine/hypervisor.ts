@@ -34,6 +34,8 @@ import {
   MAX_NAME_LENGTH,
   MIN_MEMORY_MIB,
   checkVmConfig,
+  DEFAULT_CPUS,
+  DEFAULT_MEMORY_MIB,
 } from './vm-limits.ts';
 
 export { MAX_HARTS, MAX_HOST_RAM_MIB, MAX_MEMORY_MIB, MAX_NAME_LENGTH, MIN_MEMORY_MIB, checkVmConfig };
@@ -388,8 +390,8 @@ export class Hypervisor implements TabvisorApi {
   private resolve(config: VmConfig, fallbackName: string): { name: string; cpus: number; memoryMiB: number } {
     return {
       name: config.name ?? fallbackName,
-      cpus: config.cpus ?? this.options.defaults?.cpus ?? 2,
-      memoryMiB: config.memoryMiB ?? this.options.defaults?.memoryMiB ?? 128,
+      cpus: config.cpus ?? this.options.defaults?.cpus ?? DEFAULT_CPUS,
+      memoryMiB: config.memoryMiB ?? this.options.defaults?.memoryMiB ?? DEFAULT_MEMORY_MIB,
     };
   }
 }

@@ -7,6 +7,10 @@
 /** The most vCPUs a VM may have (PLIC contexts, device tree and NR_CPUS in the default kernel). */
 export const MAX_HARTS = 8;
 
+/** A VM's shape when its configuration names none (the page VMM, the single-worker mode, the element). */
+export const DEFAULT_CPUS = 2;
+export const DEFAULT_MEMORY_MIB = 128;
+
 /** The smallest and largest guest memory we accept, in MiB. */
 export const MIN_MEMORY_MIB = 16;
 export const MAX_MEMORY_MIB = 2048;

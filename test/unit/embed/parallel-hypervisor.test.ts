@@ -121,17 +121,20 @@ describe('the parallel-mode API while its VMM chunk loads', () => {
     expect(attempts).toBe(3);
   });
 
-  it('resolves a VM’s guest while the VMM loads, and the VMM boots that same guest', async () => {
+  it('resolves a VM’s guest and starts its vCPU workers while the VMM loads; the VMM boots that same guest', async () => {
     const vmm = fakeVmm();
     const { guest, calls } = countingGuest();
     let loaded!: () => void;
+    const prepared: number[] = [];
     const api = new ParallelHypervisor(
       (g) => new Promise((resolve) => (loaded = () => resolve(vmm.load(g)))),
       guest,
+      (count) => prepared.push(count),
     );
-    const config = { name: 'early' };
+    const config = { name: 'early', cpus: 3 };
     const created = api.createVM(config);
     expect(calls).toEqual([config]); // before the VMM is there
+    expect(prepared).toEqual([3]); // and its vCPU workers are loading
     loaded();
     const vm = (await created) as unknown as { bootargs: string };
     expect(vm.bootargs).toBe('boot 1');

@@ -6,6 +6,7 @@ import {
   TabChannel,
   announcePresence,
   presenceChannelName,
+  type HubBridge,
   type HubPort,
 } from '../../../src/machine/net-hub.ts';
 import { EthernetSwitch } from '../../../src/net/switch.ts';
@@ -31,6 +32,27 @@ function member(hub: NetHub, join?: unknown) {
   port1.on('message', (data: unknown) => received.push(data));
   if (join !== undefined) port1.postMessage(join);
   return { port: port1, received };
+}
+
+/** A BroadcastChannel of `name` as a NetChannel, closed after the test. */
+function openChannel(name: string): NetChannel {
+  const channel = new BroadcastChannel(name);
+  open.push(channel);
+  return channel as unknown as NetChannel;
+}
+
+/** What a relay opens to bridge network `name` (as net-hub.worker.ts does). */
+function bridge(name: string): HubBridge {
+  return { channel: openChannel(name), presence: openChannel(presenceChannelName(name)) };
+}
+
+/** A listener on the BroadcastChannel `name` (an uplink without the relay), and what it heard. */
+function onBroadcast(name: string) {
+  const channel = new BroadcastChannel(name);
+  open.push(channel);
+  const heard: unknown[] = [];
+  channel.onmessage = (event) => heard.push((event as MessageEvent).data);
+  return { channel, heard };
 }
 
 function bytes(n: number, seed: number): Uint8Array<ArrayBuffer> {
@@ -92,21 +114,9 @@ describe('the network relay (NetHub)', () => {
 
   it('bridges to the BroadcastChannel: relay tabs and uplinks there hear each other once, while those are present', async () => {
     const name = `tabvisor-net:bridge-${Math.random()}`;
-    const channels: BroadcastChannel[] = [];
-    const openChannel = (n: string): NetChannel => {
-      const channel = new BroadcastChannel(n);
-      channels.push(channel);
-      return channel as unknown as NetChannel;
-    };
-    const hub = new NetHub((n) => ({
-      channel: openChannel(n),
-      presence: openChannel(presenceChannelName(n)),
-    }));
+    const hub = new NetHub(bridge);
     const relayed = member(hub, { join: name });
-    const plain = new BroadcastChannel(name);
-    channels.push(plain);
-    const heardPlain: unknown[] = [];
-    plain.onmessage = (event) => heardPlain.push((event as MessageEvent).data);
+    const { channel: plain, heard: heardPlain } = onBroadcast(name);
     await settle();
     relayed.port.postMessage('nobody on the BroadcastChannel said so yet');
     await settle();
@@ -122,27 +132,14 @@ describe('the network relay (NetHub)', () => {
     relayed.port.postMessage(HUB_LEAVE); // the last member: the bridge closes
     await settle();
     expect(hub.members(name)).toBe(0);
-    for (const channel of channels) channel.close();
   });
 
   it('asks who is on the BroadcastChannel when it opens a network, and they answer', async () => {
     const name = `tabvisor-net:ask-${Math.random()}`;
-    const channels: BroadcastChannel[] = [];
-    const openChannel = (n: string): NetChannel => {
-      const channel = new BroadcastChannel(n);
-      channels.push(channel);
-      return channel as unknown as NetChannel;
-    };
     const stop = announcePresence(name, openChannel); // there before the relay
     await settle();
-    const plain = new BroadcastChannel(name);
-    channels.push(plain);
-    const heardPlain: unknown[] = [];
-    plain.onmessage = (event) => heardPlain.push((event as MessageEvent).data);
-    const hub = new NetHub((n) => ({
-      channel: openChannel(n),
-      presence: openChannel(presenceChannelName(n)),
-    }));
+    const { heard: heardPlain } = onBroadcast(name);
+    const hub = new NetHub(bridge);
     const relayed = member(hub, { join: name });
     await settle();
     relayed.port.postMessage('bridged at once');
@@ -151,21 +148,10 @@ describe('the network relay (NetHub)', () => {
     stop();
     relayed.port.postMessage(HUB_LEAVE);
     await settle();
-    for (const channel of channels) channel.close();
   });
 
   it('two relays on one origin (two builds) bridge to each other through the BroadcastChannel', async () => {
     const name = `tabvisor-net:relays-${Math.random()}`;
-    const channels: BroadcastChannel[] = [];
-    const openChannel = (n: string): NetChannel => {
-      const channel = new BroadcastChannel(n);
-      channels.push(channel);
-      return channel as unknown as NetChannel;
-    };
-    const bridge = (n: string) => ({
-      channel: openChannel(n),
-      presence: openChannel(presenceChannelName(n)),
-    });
     const [one, two] = [new NetHub(bridge), new NetHub(bridge)];
     const a = member(one, { join: name });
     await settle();
@@ -178,7 +164,6 @@ describe('the network relay (NetHub)', () => {
     expect(b.received).toEqual(['from the old build']);
     for (const m of [a, b]) m.port.postMessage(HUB_LEAVE);
     await settle();
-    for (const channel of channels) channel.close();
   });
 });
 
@@ -204,10 +189,7 @@ describe('a tab’s channel (TabChannel)', () => {
     open.push(channel);
     const heard: unknown[] = [];
     channel.onmessage = (event) => heard.push(event.data);
-    const outside = new BroadcastChannel(name);
-    open.push(outside);
-    const heardOutside: unknown[] = [];
-    outside.onmessage = (event) => heardOutside.push((event as MessageEvent).data);
+    const { channel: outside, heard: heardOutside } = onBroadcast(name);
     await settle();
     expect(channel.transport).toBe('relay');
     channel.postMessage('one');
