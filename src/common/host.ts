@@ -33,3 +33,16 @@ export function hostSwitch(name: string): boolean | undefined {
 export function wallClockMs(): number {
   return perf.timeOrigin + perf.now();
 }
+
+interface HostTimers {
+  setTimeout(callback: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const timers = globalThis as unknown as HostTimers;
+
+/** Call `callback` after `ms` (the host's setTimeout); returns a function that cancels it. */
+export function afterMs(ms: number, callback: () => void): () => void {
+  const handle = timers.setTimeout(callback, ms);
+  return () => timers.clearTimeout(handle);
+}

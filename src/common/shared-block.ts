@@ -9,6 +9,8 @@
  *   [deviceBase, ...)                        device regions, handed out by {@link SharedLayout.alloc}
  */
 
+import { afterMs } from './host.ts';
+
 /** Words in the VM header. */
 export const HEADER_WORDS = 16;
 /** Header: layout version, so a thread never misreads a block built by other code. */
@@ -122,11 +124,36 @@ export function isSharedBuffer(buffer: ArrayBufferLike): boolean {
 }
 
 /**
- * Wake whoever waits on `block[index]`. Atomics.notify on memory that is not shared wakes nobody and returns 0
- * (there can be no waiter), so this is safe in every mode.
+ * Sleeps on this thread that a {@link notifyWord} ends early. Where the vCPUs, the I/O loops and the host all run
+ * on one thread (single-worker mode: time-sliced vCPUs, memory that is not shared), nobody can block in
+ * Atomics.wait: they sleep in timers instead, and a notify that woke no Atomics waiter may be meant for one of those.
+ */
+const localSleepers = new Set<() => void>();
+
+/**
+ * Sleep on this thread for at most `ms`, or until the next {@link notifyWord} that wakes no Atomics waiter
+ * (whichever word: the sleeper checks what it waits for again). The waiting of single-worker mode, where
+ * Atomics.waitAsync has nothing to wait on.
+ */
+export function sleepLocally(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const wake = (): void => {
+      cancel();
+      localSleepers.delete(wake);
+      resolve();
+    };
+    const cancel = afterMs(ms, wake);
+    localSleepers.add(wake);
+  });
+}
+
+/**
+ * Wake whoever waits on `block[index]`: its Atomics.wait/waitAsync waiters or, when there are none (always so on
+ * memory that is not shared, where Atomics.notify returns 0), this thread's {@link sleepLocally} sleeps.
  */
 export function notifyWord(block: Int32Array, index: number): void {
-  Atomics.notify(block, index);
+  if (Atomics.notify(block, index) > 0 || localSleepers.size === 0) return;
+  for (const wake of [...localSleepers]) wake();
 }
 
 /** Index of word `word` in hart `hart`'s slot. */

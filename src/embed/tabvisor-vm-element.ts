@@ -15,6 +15,7 @@ import type { NicConfig } from '../machine/networks.ts';
 import { DEFAULT_CPUS } from '../machine/vm-limits.ts';
 import { bootSnapshotSaved, createVM, embedMode, hypervisor, type EmbedMode } from './embed-hypervisor.ts';
 import type { EmbedVmConfig } from './guest.ts';
+import type { TerminalPane } from './terminal-pane.ts';
 
 const STYLE = `
 :host { display: block; height: 320px; min-height: 160px; border: 1px solid #2a3038; border-radius: 6px;
@@ -244,13 +245,24 @@ export class TabvisorVmElement extends ElementBase {
     const gone = new Promise<void>((resolve) => (markGone = resolve));
     const before = this.previousGone;
     this.previousGone = gone;
-    // The terminal's code loads while the VM is created (its snapshot or images read), not before.
-    const terminal = terminalPane();
+    // The terminal's code loads while the VM is created (its snapshot or images read), not before, and the pane
+    // is set up as soon as it is there: xterm takes the page's thread for tens of milliseconds, better spent
+    // while the VM is restored or booted elsewhere than after (in parallel mode this thread is the VMM's).
+    let pane: TerminalPane | undefined;
+    let failed = false;
+    const paneReady = terminalPane().then(({ TerminalPane: Pane, xtermCss }) => {
+      if (failed || generation !== this.generation || this.view !== view) return;
+      this.useXtermStyle(xtermCss);
+      const created = new Pane(view.term);
+      pane = created;
+      this.disposers.push(() => created.dispose());
+    });
+    paneReady.catch(() => undefined); // reported below, once the VM is there (a VM that failed says why itself)
     before
       .then(() => createVM(config))
       .then((vm) =>
-        terminal.then(
-          ({ TerminalPane, xtermCss }) => ({ vm, TerminalPane, xtermCss }),
+        paneReady.then(
+          () => vm,
           async (error: unknown) => {
             await vm.delete().catch(() => undefined);
             throw error;
@@ -258,16 +270,14 @@ export class TabvisorVmElement extends ElementBase {
         ),
       )
       .then(
-        ({ vm, TerminalPane, xtermCss }) => {
-          if (generation !== this.generation || !this.isConnected || this.view !== view) {
+        (vm) => {
+          if (generation !== this.generation || !this.isConnected || this.view !== view || !pane) {
             void vm.delete().then(markGone, markGone);
             return;
           }
           this.vm = vm;
           this.markGone = markGone;
-          this.useXtermStyle(xtermCss);
-          const pane = new TerminalPane(view.term, this.keyboard(vm.console));
-          this.disposers.push(() => pane.dispose());
+          pane.attach(this.keyboard(vm.console));
           view.mode.textContent = modeLabel(this.mode, vm.cpus);
           const show = (): void => {
             view.state.textContent = vm.state;
@@ -285,6 +295,9 @@ export class TabvisorVmElement extends ElementBase {
         (error: unknown) => {
           markGone();
           if (generation !== this.generation) return;
+          // No VM: no terminal either (now or when its code arrives), just the error.
+          failed = true;
+          pane?.dispose();
           view.state.textContent = 'failed';
           this.showError(error);
           this.rejectReady(error instanceof Error ? error : new Error(String(error)));

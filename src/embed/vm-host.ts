@@ -21,7 +21,10 @@ import {
   type VmStats,
 } from '../machine/hypervisor.ts';
 
-/** Console output is sent to the page at most this often (one message per batch, never one per byte). */
+/**
+ * Console output is sent to the page at most this often (one message per batch, never one per byte). Output after
+ * a quiet spell goes at once: an echo of a keystroke, a command's answer.
+ */
 export const OUTPUT_FLUSH_MS = 8;
 
 /** A message from the VM host to the page (posted alongside comlink's replies, which carry an `id`). */
@@ -44,7 +47,11 @@ export type HostedGuest = Omit<GuestBoot, 'images'> & { readonly images: BootIma
 
 /** The VM host's control API (comlink, version 1). */
 export interface VmHostApi {
-  /** Create the hosted VM with its console `size` (the page's terminal); resolves with its identity. */
+  /**
+   * Create the hosted VM with its console `size` (the page's terminal) and, unless `config.start` is false, start
+   * it (here, not in a second call from the page: the page's thread may be busy setting up its terminal then).
+   * Resolves with its identity; rejects, leaving no VM, when it cannot be created or started.
+   */
   create(
     id: string,
     config: VmConfig,
@@ -63,27 +70,55 @@ export interface VmHostApi {
   snapshot(): Promise<Uint8Array>;
 }
 
+/**
+ * Console output on its way to the page: one message per batch, at most one per {@link OUTPUT_FLUSH_MS}; output
+ * after a quiet spell goes at the end of the current turn (a microtask), so an echo is not held back a whole
+ * interval. `now` is the clock (tests).
+ */
+export class OutputBatcher {
+  private pending: Uint8Array[] = [];
+  private scheduled = false;
+  private lastSentAt = -Infinity;
+
+  constructor(
+    private readonly send: (bytes: Uint8Array<ArrayBuffer>) => void,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  /** Send `bytes` (kept, not copied) with the next batch. */
+  push(bytes: Uint8Array): void {
+    this.pending.push(bytes);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    const wait = this.lastSentAt + OUTPUT_FLUSH_MS - this.now();
+    if (wait <= 0) queueMicrotask(() => this.flush());
+    else setTimeout(() => this.flush(), wait);
+  }
+
+  /** Send what is pending now, as one message. */
+  flush(): void {
+    this.scheduled = false;
+    if (this.pending.length === 0) return;
+    this.lastSentAt = this.now();
+    const total = this.pending.reduce((n, b) => n + b.length, 0);
+    const bytes = new Uint8Array(total);
+    let at = 0;
+    for (const chunk of this.pending) {
+      bytes.set(chunk, at);
+      at += chunk.length;
+    }
+    this.pending = [];
+    this.send(bytes);
+  }
+}
+
 /** Build the host; `post` sends events to the page. */
 export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[]) => void): VmHostApi {
   let hv: Hypervisor | undefined;
   let vm: TabvisorVm | undefined;
   let consoleSize: ConsoleSize | undefined;
-  let pending: Uint8Array[] = [];
-  let flushTimer: ReturnType<typeof setTimeout> | undefined;
   let releaseImages: (() => void) | undefined;
-  const flush = (): void => {
-    flushTimer = undefined;
-    if (pending.length === 0) return;
-    const total = pending.reduce((n, b) => n + b.length, 0);
-    const bytes = new Uint8Array(total);
-    let at = 0;
-    for (const chunk of pending) {
-      bytes.set(chunk, at);
-      at += chunk.length;
-    }
-    pending = [];
-    post({ tabvisor: 'output', bytes }, [bytes.buffer]);
-  };
+  const output = new OutputBatcher((bytes) => post({ tabvisor: 'output', bytes }, [bytes.buffer]));
   const need = (): TabvisorVm => {
     if (!vm) throw new Error('the VM host has no VM yet; call create first');
     return vm;
@@ -110,7 +145,7 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
       });
       hv.onChange(() => {
         if (!vm) return;
-        flush();
+        output.flush();
         post({ tabvisor: 'status', state: vm.state, reason: vm.reason, stats: { ...vm.stats(), id } });
       });
       const created = await hv.createVM({ ...config, start: false });
@@ -119,18 +154,21 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
       // What the console shows already (a VM restored from a boot snapshot shows the snapshot's prompt) goes
       // first: the page's transcript must start with it, as this one does.
       const shown = created.console.transcript();
-      if (shown !== '') {
-        pending.push(new TextEncoder().encode(shown));
-        flushTimer ??= setTimeout(flush, OUTPUT_FLUSH_MS);
-      }
-      created.console.onOutput((bytes) => {
-        pending.push(bytes.slice());
-        flushTimer ??= setTimeout(flush, OUTPUT_FLUSH_MS);
-      });
+      if (shown !== '') output.push(new TextEncoder().encode(shown));
+      created.console.onOutput((bytes) => output.push(bytes.slice()));
       created.console.onReset(() => {
-        flush();
+        output.flush();
         post({ tabvisor: 'reset' });
       });
+      if (config.start !== false) {
+        try {
+          await created.start();
+        } catch (error) {
+          vm = undefined;
+          await created.delete().catch(() => undefined);
+          throw error;
+        }
+      }
       return { name: created.name, cpus: created.cpus, memoryMiB: created.memoryMiB };
     },
     start: () => need().start(),
@@ -143,7 +181,7 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
       await hv?.dispose();
       releaseImages?.();
       releaseImages = undefined;
-      flush();
+      output.flush();
     },
     write(bytes) {
       need().console.write(new TextDecoder().decode(bytes));

@@ -121,14 +121,14 @@ export class WorkerHypervisor implements TabvisorApi {
     try {
       // Only a size the page gave: otherwise a VM restored from a boot snapshot keeps the snapshot's.
       const size = vm.console.sizeGiven ? vm.console.size() : undefined;
-      await vm.host.create(id, { ...config, ...shape, start: false }, hosted, size);
+      // The host starts the VM too (unless config.start is false): one message, answered from the worker.
+      await vm.host.create(id, { ...config, ...shape }, hosted, size);
     } catch (error) {
       vm.dispose();
       this.remove(vm);
       throw error;
     }
     this.notify();
-    if (config.start !== false) await vm.start();
     return vm;
   }
 

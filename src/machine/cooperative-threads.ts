@@ -1,4 +1,4 @@
-import { HART_WAKE, hartWord } from '../common/shared-block.ts';
+import { HART_WAKE, hartWord, sleepLocally } from '../common/shared-block.ts';
 import type { Hart } from '../cpu/hart.ts';
 import { Board } from './board.ts';
 import type { HartThreadInit, HartThreadMessage } from './hart-thread.ts';
@@ -43,7 +43,8 @@ function yieldToEventLoop(): Promise<void> {
  * All vCPUs of a VM on the calling thread, time-sliced round-robin: the mode for pages that are not
  * cross-origin isolated, where there is no SharedArrayBuffer to share between workers. The guest sees the same
  * harts and devices; they just do not run in parallel. Idle harts cost nothing: when every hart sleeps (WFI,
- * stopped), the scheduler sleeps until the earliest timer deadline, checking for wake-ups every few ms.
+ * stopped), the scheduler sleeps until the earliest timer deadline or a wake-up (input, an interrupt raised on
+ * this thread: {@link sleepLocally}), checking every few ms.
  */
 export class CooperativeThreads implements ThreadFactory {
   readonly shared: boolean;
@@ -128,7 +129,7 @@ export class CooperativeThreads implements ThreadFactory {
       const now = performance.now();
       if (!ran) {
         const ms = Math.max(0, Math.min(IDLE_POLL_MS, earliest - now));
-        await new Promise((resolve) => setTimeout(resolve, ms));
+        await sleepLocally(ms);
         sliceStart = performance.now();
       } else if (now - sliceStart >= RUN_BEFORE_YIELD_MS) {
         await yieldToEventLoop();

@@ -36,6 +36,7 @@ import {
   VM_RUN_CONTROL,
   hartWord,
   isSharedBuffer,
+  sleepLocally,
 } from '../common/shared-block.ts';
 import { AddressSpace, RAM_BASE } from '../mem/address-space.ts';
 import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
@@ -810,8 +811,8 @@ export class Vm {
           const wait = Atomics.waitAsync(block, txEvent, seen, ms);
           if (wait.async) await wait.value;
         } else {
-          // Not shared: the vCPUs run on this thread, so nothing can change while we wait; poll briefly.
-          await new Promise((resolve) => setTimeout(resolve, Math.min(ms, 4)));
+          // Not shared: the vCPUs run on this thread and say when they have output (sleepLocally).
+          await sleepLocally(Math.min(ms, 4));
         }
       } else {
         await new Promise((resolve) => setTimeout(resolve, 0));
@@ -834,14 +835,14 @@ export class Vm {
 
 /**
  * Wait until a doorbell word differs from `seen` (or 50 ms pass, so a halt is noticed). Without shared memory
- * nobody can wake a waiter, so the I/O side polls every 2 ms instead.
+ * the vCPUs run on this thread: the doorbell's notify ends a short sleep instead (sleepLocally).
  */
 async function waitForDoorbell(block: Int32Array, doorbell: number, seen: number): Promise<void> {
   if (isSharedBuffer(block.buffer)) {
     const wait = Atomics.waitAsync(block, doorbell, seen, 50);
     if (wait.async) await wait.value;
   } else {
-    await new Promise((resolve) => setTimeout(resolve, 2));
+    await sleepLocally(2);
   }
 }
 

@@ -285,6 +285,57 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
     expect(pageErrors).toEqual([]);
   });
 
+  it('the terminal is set up while the VM is still being created; a VM that cannot be created leaves its error and no terminal', async () => {
+    const page = await browser!.context.newPage();
+    page.on('pageerror', (error) => pageErrors.push(String(error)));
+    // The guest's manifest is held back: no VM can be created before it arrives.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    await page.route('**/images/manifest.json', async (route) => {
+      await held;
+      await route.continue();
+    });
+    await page.goto(`${plain!.url}examples/`);
+    const terminals = (): Promise<{ terminal: boolean; vm: boolean }[]> =>
+      page.evaluate(() =>
+        [...document.querySelectorAll('tabvisor-vm')].map((el) => ({
+          terminal: Boolean(el.shadowRoot?.querySelector('.xterm')),
+          vm: el.vm !== undefined,
+        })),
+      );
+    const waiting = { terminal: true, vm: false };
+    await expect.poll(terminals, { timeout: 30_000 }).toEqual([waiting, waiting]);
+    release();
+    expect(await run(page, 'second', 'echo ok')).toEqual({ output: 'ok\n', exitStatus: 0 });
+    expect((await terminals())[1]).toEqual({ terminal: true, vm: true });
+    await page.unroute('**/images/manifest.json');
+    await page.route('**/no-such-image/**', (route) => route.fulfill({ status: 404, body: 'not here' }));
+    const failure = await page.evaluate(async () => {
+      const el = document.createElement('tabvisor-vm');
+      el.id = 'broken';
+      el.setAttribute('image', '/no-such-image/manifest.json');
+      el.setAttribute('cpus', '1');
+      el.setAttribute('memory', '64');
+      document.body.append(el);
+      const why = await el.ready.then(
+        () => 'ready',
+        (error: unknown) => String(error),
+      );
+      // The terminal's code is loaded already: its pane was there before the failure.
+      return {
+        why,
+        terminal: Boolean(el.shadowRoot?.querySelector('.xterm')),
+        error: el.shadowRoot?.querySelector('.error')?.textContent ?? '',
+      };
+    });
+    expect(failure.why).toMatch(/404/);
+    expect(failure.error).toMatch(/404/);
+    expect(failure.terminal).toBe(false);
+    expect(await removeAllAndCountWorkers(page)).toBe(0);
+    await page.close();
+    expect(pageErrors).toEqual([]);
+  });
+
   it('a corrupt snapshot file falls back to a cold boot with a note on the console', async () => {
     const page = await open(isolated!.url);
     await page.evaluate(() => {

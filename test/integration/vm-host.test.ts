@@ -14,10 +14,16 @@ const image = async (name: string): Promise<Uint8Array> =>
 let bootSnapshot: Uint8Array | undefined;
 
 /** A host whose output is collected, with a wait for text in it. */
-function watchedHost(): { host: VmHostApi; until: (done: (text: string) => boolean) => Promise<void> } {
+function watchedHost(): {
+  host: VmHostApi;
+  until: (done: (text: string) => boolean) => Promise<void>;
+  state: () => string | undefined;
+} {
   let text = '';
+  let state: string | undefined;
   const host = createVmHost((event) => {
     if (event.tabvisor === 'output') text += new TextDecoder().decode(event.bytes);
+    if (event.tabvisor === 'status') state = event.state;
   });
   const until = async (done: (text: string) => boolean): Promise<void> => {
     const deadline = Date.now() + 60_000;
@@ -26,7 +32,7 @@ function watchedHost(): { host: VmHostApi; until: (done: (text: string) => boole
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   };
-  return { host, until };
+  return { host, until, state: () => state };
 }
 
 describe('the single-worker VM host (in-process, as its worker runs it)', () => {
@@ -52,7 +58,8 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
       cpus: 2,
       memoryMiB: 64,
     });
-    await host.start();
+    // create started it (no start() call from the page).
+    expect(events.filter((e) => e.tabvisor === 'status').at(-1)).toMatchObject({ state: 'running' });
     const until = async (done: () => boolean): Promise<void> => {
       const deadline = Date.now() + 60_000;
       while (!done()) {
@@ -103,13 +110,15 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
       { cpus: 2, memoryMiB: 64 },
       { bootargs, images: serve(), snapshot: bootSnapshot },
     );
-    await restored.host.start();
     await restored.until((text) => /# $/.test(text));
     expect(asked).toBe(0);
     const cold = watchedHost();
-    await cold.host.create('2', { cpus: 1, memoryMiB: 64 }, { bootargs, images: serve() });
+    // Created without starting: it waits for start().
+    await cold.host.create('2', { cpus: 1, memoryMiB: 64, start: false }, { bootargs, images: serve() });
     expect(asked).toBe(1);
+    expect(cold.state()).not.toBe('running');
     await cold.host.start();
+    expect(cold.state()).toBe('running');
     await cold.until((text) => text.includes('Linux version') && /# $/.test(text));
     await Promise.all([restored.host.delete(), cold.host.delete()]);
   });
