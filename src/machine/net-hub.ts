@@ -35,6 +35,17 @@ export interface HubJoin {
 /** A port leaving its network (its tab closes the uplink). */
 export const HUB_LEAVE = 'leave';
 
+/**
+ * A tab asking the relay whether it is still there, and the relay's answer (to that port only). A relay worker
+ * that dies after it loaded (killed under memory pressure, say) fires no `error` event: without an answer
+ * within {@link RELAY_TIMEOUT_MS} the tab goes over to the BroadcastChannel.
+ */
+export const HUB_PING = 'ping';
+export const HUB_PONG = 'pong';
+/** How often a tab on the relay checks that it is there, and how long an unanswered question may wait. */
+export const RELAY_CHECK_MS = 2_000;
+export const RELAY_TIMEOUT_MS = 3 * RELAY_CHECK_MS;
+
 /** Longest network channel name the relay accepts. */
 const MAX_NAME_LENGTH = 512;
 
@@ -118,6 +129,14 @@ export class NetHub {
         leave();
         return;
       }
+      if (data === HUB_PING) {
+        try {
+          port.postMessage(HUB_PONG);
+        } catch {
+          // A closed port: the tab is gone anyway.
+        }
+        return;
+      }
       if (members.bridge !== undefined && this.now() < members.presentUntil) {
         try {
           members.bridge.channel.postMessage(data);
@@ -177,8 +196,10 @@ function relay(members: ReadonlySet<HubPort>, from: HubPort | undefined, data: u
 /**
  * A tab's channel for one network: the relay's port when it has one, and the BroadcastChannel of the same name.
  * Sends and listens on the relay while it is up (the relay bridges the BroadcastChannel's traffic), and on the
- * BroadcastChannel otherwise, announcing itself there so the relay bridges to it. `transfers`: a frame posted
- * here may have its buffer transferred (the uplink posts a copy of its own).
+ * BroadcastChannel otherwise, announcing itself there so the relay bridges to it. While on the relay it asks
+ * every {@link RELAY_CHECK_MS} whether the relay is there ({@link HUB_PING}); a question left unanswered (and no
+ * other message from the relay) for {@link RELAY_TIMEOUT_MS} counts as a failed relay. `transfers`: a frame
+ * posted here may have its buffer transferred (the uplink posts a copy of its own).
  */
 export class TabChannel implements NetChannel {
   readonly transfers = true;
@@ -190,12 +211,22 @@ export class TabChannel implements NetChannel {
   readonly #announce: (() => () => void) | undefined;
   /** Stops announcing this uplink on the side channel (while it is on the BroadcastChannel). */
   #unannounce: (() => void) | undefined;
+  /** The relay check's timer, and when its unanswered question was asked (undefined: none is). */
+  #checker: ReturnType<typeof setInterval> | undefined;
+  #askedAt: number | undefined;
 
   /**
    * `announce` starts saying on the side channel that this uplink is on the BroadcastChannel (so the relay
-   * bridges to it) and returns how to stop; none in tests that do not need it.
+   * bridges to it) and returns how to stop; none in tests that do not need it. `checkMs`: how often the relay
+   * is checked (tests shorten it; it times out after three checks).
    */
-  constructor(name: string, broadcast: NetChannel, hub: HubPort | undefined, announce?: () => () => void) {
+  constructor(
+    name: string,
+    broadcast: NetChannel,
+    hub: HubPort | undefined,
+    announce?: () => () => void,
+    checkMs = RELAY_CHECK_MS,
+  ) {
     this.#broadcast = broadcast;
     this.#hub = hub;
     this.#announce = announce;
@@ -205,9 +236,22 @@ export class TabChannel implements NetChannel {
       return;
     }
     // The relay bridges the BroadcastChannel's traffic to this port: listening there too would hear it twice.
-    hub.onmessage = this.#deliver;
+    hub.onmessage = (event) => {
+      this.#askedAt = undefined; // whatever comes from the relay says it is there
+      if (event.data !== HUB_PONG) this.#deliver(event);
+    };
     const join: HubJoin = { join: name };
     hub.postMessage(join);
+    // Timers of a hidden tab may run late (throttled): only a question that waited a whole timeout counts.
+    this.#checker = setInterval(() => {
+      const now = performance.now();
+      if (this.#askedAt === undefined) {
+        this.#askedAt = now;
+        this.#hub?.postMessage(HUB_PING);
+      } else if (now - this.#askedAt >= 3 * checkMs) {
+        this.relayFailed();
+      }
+    }, checkMs);
   }
 
   /** Which way messages leave: through the relay, or the BroadcastChannel. */
@@ -215,8 +259,12 @@ export class TabChannel implements NetChannel {
     return this.#hub !== undefined ? 'relay' : 'broadcast';
   }
 
-  /** The relay failed (its worker did not load): use the BroadcastChannel from now on. */
+  /**
+   * The relay failed (its worker did not load, or stopped answering): use the BroadcastChannel from now on.
+   */
   relayFailed(): void {
+    clearInterval(this.#checker);
+    this.#checker = undefined;
     if (this.#hub === undefined) return;
     this.#hub.onmessage = null;
     this.#hub.close();
@@ -231,6 +279,8 @@ export class TabChannel implements NetChannel {
   }
 
   close(): void {
+    clearInterval(this.#checker);
+    this.#checker = undefined;
     if (this.#hub !== undefined) {
       this.#hub.postMessage(HUB_LEAVE);
       this.#hub.onmessage = null;

@@ -213,6 +213,72 @@ describe('a tab’s channel (TabChannel)', () => {
   });
 });
 
+describe('a tab checks that its relay is there', () => {
+  /** A tab's channel on `hub` (checked every 10 ms), a peer on the same network, and what each heard. */
+  function tabOnRelay(hub: NetHub, name: string) {
+    const peer = member(hub, { join: name });
+    const { port1, port2 } = new MessageChannel();
+    open.push(port1, port2);
+    // The relay's end, which a test can silence as a killed SharedWorker's goes silent.
+    let dead = false;
+    const relayEnd: HubPort = {
+      postMessage: (data, transfer) => {
+        if (!dead) port2.postMessage(data, transfer as never);
+      },
+      onmessage: null,
+      close: () => port2.close(),
+    };
+    port2.on('message', (data: unknown) => {
+      if (!dead) relayEnd.onmessage?.({ data });
+    });
+    hub.connect(relayEnd);
+    let announcing = 0;
+    const channel = new TabChannel(
+      name,
+      openChannel(name),
+      port1 as unknown as HubPort,
+      () => {
+        announcing++;
+        return () => announcing--;
+      },
+      10,
+    );
+    open.push(channel);
+    const heard: unknown[] = [];
+    channel.onmessage = (event) => heard.push(event.data);
+    return { channel, peer, heard, kill: () => (dead = true), announcing: () => announcing };
+  }
+
+  it('stays on a relay that answers; the questions and answers reach no one else', async () => {
+    const name = `tabvisor-net:alive-${Math.random()}`;
+    const { channel, peer, heard, announcing } = tabOnRelay(new NetHub(), name);
+    await new Promise((resolve) => setTimeout(resolve, 150)); // many checks
+    expect(channel.transport).toBe('relay');
+    expect(announcing()).toBe(0);
+    expect(peer.received).toEqual([]);
+    expect(heard).toEqual([]);
+    peer.port.postMessage('still relayed');
+    await settle();
+    expect(heard).toEqual(['still relayed']);
+  });
+
+  it('goes over to the BroadcastChannel when its relay stops answering (a worker that died without an error)', async () => {
+    const name = `tabvisor-net:dead-${Math.random()}`;
+    const { channel, heard, kill, announcing } = tabOnRelay(new NetHub(), name);
+    const { channel: outside, heard: heardOutside } = onBroadcast(name);
+    await settle();
+    expect(channel.transport).toBe('relay');
+    kill();
+    await expect.poll(() => channel.transport, { timeout: 2_000, interval: 10 }).toBe('broadcast');
+    expect(announcing()).toBe(1); // so that relays elsewhere bridge to it
+    channel.postMessage('out');
+    outside.postMessage('in');
+    await settle();
+    expect(heardOutside).toEqual(['out']);
+    expect(heard).toEqual(['in']);
+  });
+});
+
 describe('an uplink on a channel that transfers', () => {
   it('transfers a copy of its own: the switch’s other ports still get the whole frame', async () => {
     const posted: unknown[] = [];
