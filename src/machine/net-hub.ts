@@ -1,20 +1,23 @@
 /**
- * The tabs of one origin meet on a network through a relay in a SharedWorker (`net-hub.worker.ts`): each tab's
- * uplink joins its network over a MessagePort, and the relay passes every message on to the other tabs joined
- * to that network, moving a frame's bytes (transfer) instead of cloning them. Uplinks that cannot reach the
- * relay (a VM-host worker of the single-worker mode, which has no SharedWorker; a browser without it; a relay
- * that failed to load) use the network's BroadcastChannel as before, and the relay bridges the two: what
- * arrives there goes to every port, and what a port sends also goes out there while such uplinks are present.
- * They say so on a side channel ({@link presenceChannelName}) when they open, every {@link PRESENCE_INTERVAL_MS}
- * and when the relay asks; so do relays, so that two relays on one origin (two builds, whose workers have
- * different URLs, e.g. tabs opened before and after a deployment) bridge to each other; bridging every frame when nobody listens costs the relay a clone and the browser a
- * message per frame (measured: two-tab TCP fell from 9.2-10.9 to 5.5-6.3 MB/s). A tab on the relay listens to
- * the relay only, so every message reaches every other uplink exactly once.
+ * The tabs of one origin meet on a network through a broker in a SharedWorker (`net-hub.worker.ts`): each tab's
+ * uplink joins its network over a MessagePort, and the broker hands every pair of tabs on that network a
+ * MessageChannel of their own ({@link HubPeer}), so frames go from tab to tab in one hop, their bytes moved
+ * (transfer) rather than cloned. Uplinks that cannot reach the broker (a VM-host worker of the single-worker mode,
+ * which has no SharedWorker; a browser without it; a broker that failed to load or stopped answering) use the
+ * network's BroadcastChannel, and the broker bridges the two: what arrives there goes to every tab, and while
+ * such uplinks are present it tells its tabs so ({@link HubBridging}) and they also send it their frames, which
+ * it posts there. They say they are present on a side channel ({@link presenceChannelName}) when they open,
+ * every {@link PRESENCE_INTERVAL_MS} and when the broker asks; so do brokers, so that two on one origin (two
+ * builds, whose workers have different URLs, e.g. tabs opened before and after a deployment) bridge to each
+ * other. Bridging every frame when nobody listens costs a clone and a message per frame (measured: two-tab TCP
+ * fell from 9.2-10.9 to 5.5-6.3 MB/s). A tab on the broker listens to its peers and the broker only, so every
+ * message reaches every other uplink exactly once.
  *
- * Why: measured in Chromium on the 2-core test machine (two tabs of one profile, isolated pages), a 16 KB message
- * crosses a MessagePort at 46-104 MB/s against BroadcastChannel's 31-41 MB/s, and small ones round-trip in
- * 0.1-0.3 ms against 0.3-0.46 ms; during a TCP stream between two tabs, `BroadcastChannel.postMessage` took
- * ~0.75 ms per frame of the sending page's main thread.
+ * Why: measured in Chromium on the 2-core test machine (two isolated tabs of one profile), a 16 KB message
+ * crosses a MessagePort between two tabs at 40-44 MB/s and small ones round-trip in 0.14-0.24 ms; through a
+ * relay in a SharedWorker (two hops), 22-28 MB/s and 0.36-0.62 ms; BroadcastChannel 31-41 MB/s and 0.3-0.46 ms.
+ * During a TCP stream between two tabs, `BroadcastChannel.postMessage` took ~0.75 ms per frame of the sending
+ * page's main thread; with the relay, a ping's frames took 0.8-2 ms (median) between the two pages' uplinks.
  */
 import type { NetChannel, UplinkTransport } from '../net/uplink.ts';
 
@@ -42,6 +45,38 @@ export const HUB_LEAVE = 'leave';
  */
 export const HUB_PING = 'ping';
 export const HUB_PONG = 'pong';
+/** The broker handing a tab the port of its channel with another tab (`peer`: that tab's number). */
+export interface HubPeer {
+  readonly peer: number;
+  readonly port: HubPort;
+}
+
+/** The broker telling a tab that the tab numbered `gone` left (close its channel). */
+export interface HubGone {
+  readonly gone: number;
+}
+
+/**
+ * The broker telling a tab whether uplinks on the BroadcastChannel are present: while they are, the tab also
+ * sends the broker its frames, for the broker to post there.
+ */
+export interface HubBridging {
+  readonly bridging: boolean;
+}
+
+function isPeer(data: unknown): data is HubPeer {
+  const offer = data as Partial<HubPeer> | null;
+  return typeof offer?.peer === 'number' && typeof offer.port?.postMessage === 'function';
+}
+
+function isGone(data: unknown): data is HubGone {
+  return typeof (data as Partial<HubGone> | null)?.gone === 'number';
+}
+
+function isBridging(data: unknown): data is HubBridging {
+  return typeof (data as Partial<HubBridging> | null)?.bridging === 'boolean';
+}
+
 /** How often a tab on the relay checks that it is there, and how long an unanswered question may wait. */
 export const RELAY_CHECK_MS = 2_000;
 export const RELAY_TIMEOUT_MS = 3 * RELAY_CHECK_MS;
@@ -68,36 +103,45 @@ export interface HubBridge {
 }
 
 interface Network {
-  readonly ports: Set<HubPort>;
+  /** Joined ports and their numbers. */
+  readonly ports: Map<HubPort, number>;
   readonly bridge: HubBridge | undefined;
   /** Until when (ms, `now()`) uplinks on the BroadcastChannel are known to be there. */
   presentUntil: number;
-  /** The timer that says this relay is there. */
+  /** What the tabs were last told ({@link HubBridging}). */
+  bridging: boolean;
+  /** The timer that says this broker is there (and notices when the uplinks there are gone). */
   stopSaying?: ReturnType<typeof setInterval>;
 }
 
 /**
- * The relay (runs in the SharedWorker). A port's first message must be a {@link HubJoin}; anything before it is
- * ignored. After it, each message from the port goes to every other port joined to the same network, unread:
- * the receiving uplinks check it (see `parseUplinkMessage`). A frame's buffer is transferred to the last
- * recipient and cloned for the others.
+ * The broker (runs in the SharedWorker). A port's first message must be a {@link HubJoin}; anything before it is
+ * ignored. On joining, the port and each port already on its network get a MessageChannel between them
+ * ({@link HubPeer}); on leaving (or closing), the others hear {@link HubGone}. Messages a port sends the broker
+ * go to the BroadcastChannel while uplinks there are present (the tabs send them only then, see
+ * {@link HubBridging}), and what arrives on the BroadcastChannel goes to every port, unread: the receiving
+ * uplinks check it (see `parseUplinkMessage`).
  */
 export class NetHub {
   readonly #networks = new Map<string, Network>();
+  #nextNumber = 1;
 
   /**
    * `bridge` opens a network's BroadcastChannel and side channel (none: no bridging, as in some tests); `now`
-   * is the clock in ms.
+   * is the clock in ms; `channel` makes the MessageChannel between two tabs.
    */
   constructor(
     private readonly bridge?: (name: string) => HubBridge,
     private readonly now: () => number = () => performance.now(),
+    private readonly channel: () => { port1: HubPort; port2: HubPort } = () =>
+      new MessageChannel() as unknown as { port1: HubPort; port2: HubPort },
   ) {}
 
   /** Take a newly connected port. */
   connect(port: HubPort): void {
     let members: Network | undefined;
     let network = '';
+    let number = 0;
     const leave = (): void => {
       if (members === undefined) return;
       members.ports.delete(port);
@@ -108,6 +152,9 @@ export class NetHub {
           channel.onmessage = null;
           channel.close();
         }
+      } else {
+        const gone: HubGone = { gone: number };
+        for (const other of members.ports.keys()) send(other, gone);
       }
       members = undefined;
       port.onmessage = null;
@@ -121,8 +168,17 @@ export class NetHub {
         const join = (data as Partial<HubJoin> | null)?.join;
         if (typeof join !== 'string' || join.length > MAX_NAME_LENGTH) return;
         network = join;
+        number = this.#nextNumber++;
         members = this.#networks.get(network) ?? this.#open(network);
-        members.ports.add(port);
+        for (const [other, otherNumber] of members.ports) {
+          const { port1, port2 } = this.channel();
+          const toOther: HubPeer = { peer: number, port: port1 };
+          const toNew: HubPeer = { peer: otherNumber, port: port2 };
+          send(other, toOther, [port1 as unknown as Transferable]);
+          send(port, toNew, [port2 as unknown as Transferable]);
+        }
+        members.ports.set(port, number);
+        if (members.bridging) send(port, { bridging: true } satisfies HubBridging);
         return;
       }
       if (data === HUB_LEAVE) {
@@ -130,11 +186,7 @@ export class NetHub {
         return;
       }
       if (data === HUB_PING) {
-        try {
-          port.postMessage(HUB_PONG);
-        } catch {
-          // A closed port: the tab is gone anyway.
-        }
+        send(port, HUB_PONG);
         return;
       }
       if (members.bridge !== undefined && this.now() < members.presentUntil) {
@@ -144,29 +196,42 @@ export class NetHub {
           // Not cloneable: the uplinks on the BroadcastChannel miss it (as they would have from its sender).
         }
       }
-      relay(members.ports, port, data);
     };
   }
 
   #open(name: string): Network {
-    const ports = new Set<HubPort>();
+    const ports = new Map<HubPort, number>();
     const bridge = this.bridge?.(name);
-    const network: Network = { ports, bridge, presentUntil: -Infinity };
+    const network: Network = { ports, bridge, presentUntil: -Infinity, bridging: false };
+    /** Tell the tabs whether to send frames here for the BroadcastChannel, when that changes. */
+    const update = (): void => {
+      const bridging = this.now() < network.presentUntil;
+      if (bridging === network.bridging) return;
+      network.bridging = bridging;
+      for (const port of ports.keys()) send(port, { bridging } satisfies HubBridging);
+    };
     if (bridge !== undefined) {
-      bridge.channel.onmessage = (event) => {
-        network.presentUntil = this.now() + PRESENCE_TTL_MS; // whoever sends there is there
-        relay(ports, undefined, event.data);
+      const present = (): void => {
+        network.presentUntil = this.now() + PRESENCE_TTL_MS;
+        update();
       };
-      // Another relay (another build of tabvisor on this origin: its worker has another URL) is a participant
-      // on the BroadcastChannel like any other, so relays say they are there too, and bridge to each other.
+      bridge.channel.onmessage = (event) => {
+        present(); // whoever sends there is there
+        relay(new Set(ports.keys()), undefined, event.data);
+      };
+      // Another broker (another build of tabvisor on this origin: its worker has another URL) is a participant
+      // on the BroadcastChannel like any other, so brokers say they are there too, and bridge to each other.
       const say = (): void => bridge.presence.postMessage(PRESENT);
       bridge.presence.onmessage = (event) => {
-        if (event.data === PRESENT) network.presentUntil = this.now() + PRESENCE_TTL_MS;
+        if (event.data === PRESENT) present();
         else if (event.data === WHO_IS_THERE) say();
       };
       bridge.presence.postMessage(WHO_IS_THERE);
       say();
-      network.stopSaying = setInterval(say, PRESENCE_INTERVAL_MS);
+      network.stopSaying = setInterval(() => {
+        say();
+        update(); // the uplinks there may have gone quiet
+      }, PRESENCE_INTERVAL_MS);
     }
     this.#networks.set(name, network);
     return network;
@@ -175,6 +240,15 @@ export class NetHub {
   /** Ports joined to `network` (for tests and statistics). */
   members(network: string): number {
     return this.#networks.get(network)?.ports.size ?? 0;
+  }
+}
+
+/** Post to a port that may be closed (its tab gone): the message is then lost, as the tab is. */
+function send(port: HubPort, data: unknown, transfer?: Transferable[]): void {
+  try {
+    port.postMessage(data, transfer ?? []);
+  } catch {
+    // A closed port.
   }
 }
 
@@ -194,9 +268,10 @@ function relay(members: ReadonlySet<HubPort>, from: HubPort | undefined, data: u
 }
 
 /**
- * A tab's channel for one network: the relay's port when it has one, and the BroadcastChannel of the same name.
- * Sends and listens on the relay while it is up (the relay bridges the BroadcastChannel's traffic), and on the
- * BroadcastChannel otherwise, announcing itself there so the relay bridges to it. While on the relay it asks
+ * A tab's channel for one network: the broker's port when it has one (and through it a channel with each other
+ * tab on the network), and the BroadcastChannel of the same name. While the broker is up it sends to and
+ * listens on those channels (the broker bridges the BroadcastChannel's traffic), and on the BroadcastChannel
+ * otherwise, announcing itself there so the broker bridges to it. While on the relay it asks
  * every {@link RELAY_CHECK_MS} whether the relay is there ({@link HUB_PING}); a question left unanswered (and no
  * other message from the relay) for {@link RELAY_TIMEOUT_MS} counts as a failed relay. `transfers`: a frame
  * posted here may have its buffer transferred (the uplink posts a copy of its own).
@@ -211,6 +286,10 @@ export class TabChannel implements NetChannel {
   readonly #announce: (() => () => void) | undefined;
   /** Stops announcing this uplink on the side channel (while it is on the BroadcastChannel). */
   #unannounce: (() => void) | undefined;
+  /** This tab's channels with the other tabs on the network, by their numbers (see {@link HubPeer}). */
+  readonly #peers = new Map<number, HubPort>();
+  /** Whether the broker wants this tab's frames too, for uplinks on the BroadcastChannel (see {@link HubBridging}). */
+  #bridging = false;
   /** The relay check's timer, and when its unanswered question was asked (undefined: none is). */
   #checker: ReturnType<typeof setInterval> | undefined;
   #askedAt: number | undefined;
@@ -238,7 +317,12 @@ export class TabChannel implements NetChannel {
     // The relay bridges the BroadcastChannel's traffic to this port: listening there too would hear it twice.
     hub.onmessage = (event) => {
       this.#askedAt = undefined; // whatever comes from the relay says it is there
-      if (event.data !== HUB_PONG) this.#deliver(event);
+      const data: unknown = event.data;
+      if (data === HUB_PONG) return;
+      if (isPeer(data)) this.#addPeer(data);
+      else if (isGone(data)) this.#dropPeer(data.gone);
+      else if (isBridging(data)) this.#bridging = data.bridging;
+      else this.#deliver(event); // from the BroadcastChannel, bridged
     };
     const join: HubJoin = { join: name };
     hub.postMessage(join);
@@ -254,6 +338,29 @@ export class TabChannel implements NetChannel {
     }, checkMs);
   }
 
+  #addPeer(offer: HubPeer): void {
+    this.#dropPeer(offer.peer);
+    const port = offer.port;
+    port.onmessage = this.#deliver;
+    // The other tab closed without leaving: the broker says so too, whichever comes first.
+    port.addEventListener?.('close', () => {
+      if (this.#peers.get(offer.peer) === port) this.#dropPeer(offer.peer);
+    });
+    this.#peers.set(offer.peer, port);
+  }
+
+  #dropPeer(peer: number): void {
+    const port = this.#peers.get(peer);
+    if (port === undefined) return;
+    this.#peers.delete(peer);
+    port.onmessage = null;
+    port.close();
+  }
+
+  #dropPeers(): void {
+    for (const peer of [...this.#peers.keys()]) this.#dropPeer(peer);
+  }
+
   /** Which way messages leave: through the relay, or the BroadcastChannel. */
   get transport(): UplinkTransport {
     return this.#hub !== undefined ? 'relay' : 'broadcast';
@@ -266,6 +373,7 @@ export class TabChannel implements NetChannel {
     clearInterval(this.#checker);
     this.#checker = undefined;
     if (this.#hub === undefined) return;
+    this.#dropPeers();
     this.#hub.onmessage = null;
     this.#hub.close();
     this.#hub = undefined;
@@ -273,14 +381,29 @@ export class TabChannel implements NetChannel {
     this.#unannounce = this.#announce?.();
   }
 
+  /**
+   * Send to every other tab on the network (and, while it asks, to the broker for the BroadcastChannel): a
+   * clone to each but the last, which gets `transfer`. A port that throws (closed) loses the message; if the
+   * last one throws, so does this.
+   */
   postMessage(data: unknown, transfer?: Transferable[]): void {
-    if (this.#hub !== undefined) this.#hub.postMessage(data, transfer ?? []);
-    else this.#broadcast.postMessage(data);
+    const hub = this.#hub;
+    if (hub === undefined) {
+      this.#broadcast.postMessage(data);
+      return;
+    }
+    const targets = [...this.#peers.values()];
+    if (this.#bridging) targets.push(hub);
+    targets.forEach((port, i) => {
+      if (i === targets.length - 1) port.postMessage(data, transfer ?? []);
+      else send(port, data);
+    });
   }
 
   close(): void {
     clearInterval(this.#checker);
     this.#checker = undefined;
+    this.#dropPeers();
     if (this.#hub !== undefined) {
       this.#hub.postMessage(HUB_LEAVE);
       this.#hub.onmessage = null;

@@ -59,32 +59,81 @@ function bytes(n: number, seed: number): Uint8Array<ArrayBuffer> {
   return Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff);
 }
 
-describe('the network relay (NetHub)', () => {
-  it('passes a message to every other port of its network once, none to itself or other networks', async () => {
+/** Messages a raw port gets from the broker about other tabs (peer channels, departures, bridging). */
+const isControl = (data: unknown): boolean =>
+  typeof data === 'object' && data !== null && ('peer' in data || 'gone' in data || 'bridging' in data);
+
+/** A tab's channel joined to `hub` on network `name` (checked every `checkMs`), and what it heard. */
+function tab(hub: NetHub, name: string, checkMs?: number) {
+  const { port1, port2 } = new MessageChannel();
+  open.push(port1, port2);
+  hub.connect(port2 as unknown as HubPort);
+  let announcing = 0;
+  const channel = new TabChannel(
+    name,
+    openChannel(name),
+    port1 as unknown as HubPort,
+    () => {
+      announcing++;
+      return () => announcing--;
+    },
+    checkMs,
+  );
+  open.push(channel);
+  const heard: unknown[] = [];
+  channel.onmessage = (event) => heard.push(event.data);
+  return { channel, heard, announcing: () => announcing };
+}
+
+describe('the network broker (NetHub)', () => {
+  it('gives each pair of tabs on a network a channel: a message reaches every other tab once, none itself or other networks', async () => {
     const hub = new NetHub();
-    const [a, b, c] = [0, 1, 2].map(() => member(hub, { join: 'tabvisor-net:lab' }));
-    const elsewhere = member(hub, { join: 'tabvisor-net:other' });
+    const [a, b, c] = [0, 1, 2].map(() => tab(hub, 'tabvisor-net:lab'));
+    const elsewhere = tab(hub, 'tabvisor-net:other');
     await settle();
     expect(hub.members('tabvisor-net:lab')).toBe(3);
     const frame = bytes(1600, 1);
-    a.port.postMessage({ v: 2, kind: 'frame', from: 'a', frame: frame.slice() });
+    const copy = frame.slice();
+    a.channel.postMessage({ v: 2, kind: 'frame', from: 'a', frame: copy }, [copy.buffer]);
+    expect(copy.buffer.byteLength).toBe(0); // moved to the last peer, cloned for the other
     await settle();
-    expect(a.received).toEqual([]);
-    expect(elsewhere.received).toEqual([]);
+    expect(a.heard).toEqual([]);
+    expect(elsewhere.heard).toEqual([]);
     for (const other of [b, c]) {
-      expect(other.received).toHaveLength(1);
-      // One copy was cloned, the other transferred: both whole.
-      expect((other.received[0] as { frame: Uint8Array }).frame).toEqual(frame);
+      expect(other.heard).toHaveLength(1);
+      expect((other.heard[0] as { frame: Uint8Array }).frame).toEqual(frame);
     }
+    c.channel.postMessage('from c');
+    await settle();
+    expect(a.heard).toEqual(['from c']);
+    expect(b.heard).toHaveLength(2);
   });
 
-  it('ignores a port until it joins with a valid name, and drops it from its network when it leaves', async () => {
+  it('sends nothing between tabs itself, and a tab that joins later gets a channel with each one there', async () => {
+    const hub = new NetHub();
+    const a = member(hub, { join: 'n' });
+    const b = member(hub, { join: 'n' });
+    await settle();
+    a.port.postMessage('to the broker: no one on the BroadcastChannel, so nowhere');
+    await settle();
+    expect(b.received.filter((data) => !isControl(data))).toEqual([]);
+    // One channel per pair: each side was told of the other.
+    expect(a.received.filter(isControl)).toHaveLength(1);
+    expect(b.received.filter(isControl)).toHaveLength(1);
+    const late = tab(hub, 'n');
+    await settle();
+    expect(a.received.filter(isControl)).toHaveLength(2);
+    expect(b.received.filter(isControl)).toHaveLength(2);
+    expect(late.channel.transport).toBe('relay');
+  });
+
+  it('ignores a port until it joins with a valid name, and tells the others when one leaves', async () => {
     const hub = new NetHub();
     const a = member(hub, { join: 'n' });
     const silent = member(hub);
     const hostile = member(hub, { join: 'x'.repeat(513) });
     hostile.port.postMessage({ join: 7 });
-    silent.port.postMessage({ v: 2, kind: 'frame' }); // before any join: not relayed
+    silent.port.postMessage({ v: 2, kind: 'frame' }); // before any join: nothing
     await settle();
     expect(a.received).toEqual([]);
     expect(hub.members('n')).toBe(1);
@@ -93,9 +142,7 @@ describe('the network relay (NetHub)', () => {
     b.port.postMessage(HUB_LEAVE);
     await settle();
     expect(hub.members('n')).toBe(1);
-    a.port.postMessage('after');
-    await settle();
-    expect(b.received).toEqual([]);
+    expect(a.received.filter((data) => isControl(data) && 'gone' in (data as object))).toHaveLength(1);
   });
 
   it('drops a port whose tab closed without leaving', async () => {
@@ -112,24 +159,36 @@ describe('the network relay (NetHub)', () => {
     expect(hub.members('gone')).toBe(0);
   });
 
-  it('bridges to the BroadcastChannel: relay tabs and uplinks there hear each other once, while those are present', async () => {
+  it('a tab whose peer left stops sending to it', async () => {
+    const hub = new NetHub();
+    const a = tab(hub, 'left');
+    const b = tab(hub, 'left');
+    await settle();
+    b.channel.close();
+    await settle();
+    const frame = bytes(100, 3);
+    a.channel.postMessage({ frame }, [frame.buffer]);
+    expect(frame.buffer.byteLength).toBe(100); // no peer left: nothing was posted
+  });
+
+  it('bridges to the BroadcastChannel: tabs and uplinks there hear each other once, while those are present', async () => {
     const name = `tabvisor-net:bridge-${Math.random()}`;
     const hub = new NetHub(bridge);
-    const relayed = member(hub, { join: name });
+    const relayed = tab(hub, name);
     const { channel: plain, heard: heardPlain } = onBroadcast(name);
     await settle();
-    relayed.port.postMessage('nobody on the BroadcastChannel said so yet');
+    relayed.channel.postMessage('nobody on the BroadcastChannel said so yet');
     await settle();
     expect(heardPlain).toEqual([]);
     const stop = announcePresence(name, openChannel);
     await settle();
-    relayed.port.postMessage('from the relay tab');
+    relayed.channel.postMessage('from the relay tab');
     plain.postMessage('from a VM-host worker');
     await settle();
     expect(heardPlain).toEqual(['from the relay tab']);
-    expect(relayed.received).toEqual(['from a VM-host worker']);
+    expect(relayed.heard).toEqual(['from a VM-host worker']);
     stop();
-    relayed.port.postMessage(HUB_LEAVE); // the last member: the bridge closes
+    relayed.channel.close(); // the last member: the bridge closes
     await settle();
     expect(hub.members(name)).toBe(0);
   });
@@ -140,86 +199,66 @@ describe('the network relay (NetHub)', () => {
     await settle();
     const { heard: heardPlain } = onBroadcast(name);
     const hub = new NetHub(bridge);
-    const relayed = member(hub, { join: name });
+    const relayed = tab(hub, name);
     await settle();
-    relayed.port.postMessage('bridged at once');
+    relayed.channel.postMessage('bridged at once');
     await settle();
     expect(heardPlain).toEqual(['bridged at once']);
     stop();
-    relayed.port.postMessage(HUB_LEAVE);
-    await settle();
   });
 
-  it('two relays on one origin (two builds) bridge to each other through the BroadcastChannel', async () => {
+  it('two brokers on one origin (two builds) bridge to each other through the BroadcastChannel', async () => {
     const name = `tabvisor-net:relays-${Math.random()}`;
     const [one, two] = [new NetHub(bridge), new NetHub(bridge)];
-    const a = member(one, { join: name });
+    const a = tab(one, name);
     await settle();
-    const b = member(two, { join: name });
+    const b = tab(two, name);
     await settle();
-    a.port.postMessage('from the old build');
-    b.port.postMessage('from the new build');
+    a.channel.postMessage('from the old build');
+    b.channel.postMessage('from the new build');
     await settle();
-    expect(a.received).toEqual(['from the new build']);
-    expect(b.received).toEqual(['from the old build']);
-    for (const m of [a, b]) m.port.postMessage(HUB_LEAVE);
-    await settle();
+    expect(a.heard).toEqual(['from the new build']);
+    expect(b.heard).toEqual(['from the old build']);
   });
 });
 
 describe('a tab’s channel (TabChannel)', () => {
-  it('joins the relay and sends there; after a relay failure it uses the BroadcastChannel both ways', async () => {
+  it('joins the broker and sends to the other tabs; after a broker failure it uses the BroadcastChannel both ways', async () => {
     const name = `tabvisor-net:tab-${Math.random()}`;
     const hub = new NetHub();
-    const peer = member(hub, { join: name });
-    const { port1, port2 } = new MessageChannel();
-    open.push(port1, port2);
-    hub.connect(port2 as unknown as HubPort);
-    const broadcast = new BroadcastChannel(name);
-    let announcing = 0;
-    const channel = new TabChannel(
-      name,
-      broadcast as unknown as NetChannel,
-      port1 as unknown as HubPort,
-      () => {
-        announcing++;
-        return () => announcing--;
-      },
-    );
-    open.push(channel);
-    const heard: unknown[] = [];
-    channel.onmessage = (event) => heard.push(event.data);
+    const peer = tab(hub, name);
+    const { channel, heard, announcing } = tab(hub, name);
     const { channel: outside, heard: heardOutside } = onBroadcast(name);
     await settle();
     expect(channel.transport).toBe('relay');
     channel.postMessage('one');
-    peer.port.postMessage('two');
+    peer.channel.postMessage('two');
     outside.postMessage('not bridged here, so not heard');
     await settle();
-    expect(peer.received).toEqual(['one']);
+    expect(peer.heard).toEqual(['one']);
     expect(heard).toEqual(['two']);
     expect(heardOutside).toEqual([]);
-    expect(announcing).toBe(0); // on the relay: nothing to announce
+    expect(announcing()).toBe(0); // on the broker: nothing to announce
     channel.relayFailed();
     expect(channel.transport).toBe('broadcast');
-    expect(announcing).toBe(1); // on the BroadcastChannel: the relay must bridge to it
+    expect(announcing()).toBe(1); // on the BroadcastChannel: the broker must bridge to it
     channel.postMessage('three');
     outside.postMessage('four');
     await settle();
     expect(heardOutside).toEqual(['three']);
     expect(heard).toEqual(['two', 'four']);
     channel.close();
-    expect(announcing).toBe(0);
+    expect(announcing()).toBe(0);
   });
 });
 
 describe('a tab checks that its relay is there', () => {
-  /** A tab's channel on `hub` (checked every 10 ms), a peer on the same network, and what each heard. */
+  /** A tab's channel on `hub` (checked every 10 ms) through a broker end the test can silence, and a peer. */
   function tabOnRelay(hub: NetHub, name: string) {
-    const peer = member(hub, { join: name });
+    const peer = tab(hub, name);
     const { port1, port2 } = new MessageChannel();
     open.push(port1, port2);
-    // The relay's end, which a test can silence as a killed SharedWorker's goes silent.
+    // The broker's end, which a test can silence as a killed SharedWorker's goes silent.
     let dead = false;
     const relayEnd: HubPort = {
       postMessage: (data, transfer) => {
@@ -255,11 +294,11 @@ describe('a tab checks that its relay is there', () => {
     await new Promise((resolve) => setTimeout(resolve, 150)); // many checks
     expect(channel.transport).toBe('relay');
     expect(announcing()).toBe(0);
-    expect(peer.received).toEqual([]);
+    expect(peer.heard).toEqual([]);
     expect(heard).toEqual([]);
-    peer.port.postMessage('still relayed');
+    peer.channel.postMessage('still reached');
     await settle();
-    expect(heard).toEqual(['still relayed']);
+    expect(heard).toEqual(['still reached']);
   });
 
   it('goes over to the BroadcastChannel when its relay stops answering (a worker that died without an error)', async () => {
