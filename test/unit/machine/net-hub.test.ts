@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { MessageChannel } from 'node:worker_threads';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import {
   HUB_LEAVE,
   NetHub,
@@ -63,11 +63,19 @@ function bytes(n: number, seed: number): Uint8Array<ArrayBuffer> {
 const isControl = (data: unknown): boolean =>
   typeof data === 'object' && data !== null && ('peer' in data || 'gone' in data || 'bridging' in data);
 
-/** A tab's channel joined to `hub` on network `name` (checked every `checkMs`), and what it heard. */
-function tab(hub: NetHub, name: string, checkMs?: number) {
+/**
+ * A tab's channel joined to `hub` on network `name` (checked every `checkMs`), and what it heard. `brokerEnd`
+ * wraps the broker's end of the tab's port (default: the port itself).
+ */
+function tab(
+  hub: NetHub,
+  name: string,
+  checkMs?: number,
+  brokerEnd: (port: MessagePort) => HubPort = (port) => port as unknown as HubPort,
+) {
   const { port1, port2 } = new MessageChannel();
   open.push(port1, port2);
-  hub.connect(port2 as unknown as HubPort);
+  hub.connect(brokerEnd(port2));
   let announcing = 0;
   const channel = new TabChannel(
     name,
@@ -256,36 +264,22 @@ describe('a tab checks that its relay is there', () => {
   /** A tab's channel on `hub` (checked every 10 ms) through a broker end the test can silence, and a peer. */
   function tabOnRelay(hub: NetHub, name: string) {
     const peer = tab(hub, name);
-    const { port1, port2 } = new MessageChannel();
-    open.push(port1, port2);
     // The broker's end, which a test can silence as a killed SharedWorker's goes silent.
     let dead = false;
-    const relayEnd: HubPort = {
-      postMessage: (data, transfer) => {
-        if (!dead) port2.postMessage(data, transfer as never);
-      },
-      onmessage: null,
-      close: () => port2.close(),
+    const silenceable = (port2: MessagePort): HubPort => {
+      const end: HubPort = {
+        postMessage: (data, transfer) => {
+          if (!dead) port2.postMessage(data, transfer as never);
+        },
+        onmessage: null,
+        close: () => port2.close(),
+      };
+      port2.on('message', (data: unknown) => {
+        if (!dead) end.onmessage?.({ data });
+      });
+      return end;
     };
-    port2.on('message', (data: unknown) => {
-      if (!dead) relayEnd.onmessage?.({ data });
-    });
-    hub.connect(relayEnd);
-    let announcing = 0;
-    const channel = new TabChannel(
-      name,
-      openChannel(name),
-      port1 as unknown as HubPort,
-      () => {
-        announcing++;
-        return () => announcing--;
-      },
-      10,
-    );
-    open.push(channel);
-    const heard: unknown[] = [];
-    channel.onmessage = (event) => heard.push(event.data);
-    return { channel, peer, heard, kill: () => (dead = true), announcing: () => announcing };
+    return { ...tab(hub, name, 10, silenceable), peer, kill: () => (dead = true) };
   }
 
   it('stays on a relay that answers; the questions and answers reach no one else', async () => {
