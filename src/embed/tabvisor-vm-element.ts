@@ -69,13 +69,14 @@ let terminalModule: Promise<typeof import('./terminal-pane.ts')> | undefined;
 /**
  * The terminal pane's module (xterm.js, more than half of the library's code), loaded on first use. Every
  * element's VM is created first, so reading its boot snapshot or images overlaps loading and compiling the
- * terminal. A failed load is tried again by the next element.
+ * terminal. A failed load is asked for again by the next element, but browsers may keep a module that failed to
+ * load failed for the life of the page (Chromium 150 does, without fetching it again): the error says to reload.
  */
 function terminalPane(): Promise<typeof import('./terminal-pane.ts')> {
   if (!terminalModule) {
     const loading = import('./terminal-pane.ts').catch((error: unknown) => {
       throw new Error(
-        `the terminal's code could not be loaded (${error instanceof Error ? error.message : String(error)}); check that the files beside the tabvisor module are served, then add the element again`,
+        `the terminal's code could not be loaded (${error instanceof Error ? error.message : String(error)}); check that the files beside the tabvisor module are served, then reload the page`,
       );
     });
     terminalModule = loading;

@@ -5,7 +5,7 @@
  * receives {@link VmHostEvent}s on the same port: console output batched every {@link OUTPUT_FLUSH_MS}, transcript
  * resets and status. This module also runs in-process (tests).
  */
-import { releaseProxy, wrap } from 'comlink';
+import { expose, releaseProxy, wrap, type Endpoint } from 'comlink';
 import { CooperativeThreads } from '../machine/cooperative-threads.ts';
 import { pageNetworkEnvironment } from '../machine/networks.ts';
 import { DEFAULT_MEMORY_MIB } from '../machine/vm-limits.ts';
@@ -192,4 +192,27 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
     },
     snapshot: () => need().snapshot(),
   };
+}
+
+/**
+ * Serve {@link createVmHost} on `endpoint` (the worker's scope) with comlink, answering `early` first: the
+ * messages that arrived before this module was loaded (vm-host.worker.ts holds them), in their order.
+ */
+export function serveVmHost(endpoint: Endpoint, early: MessageEvent[]): void {
+  const replaying: Endpoint = {
+    postMessage: (message: unknown, transfer?: Transferable[]) => endpoint.postMessage(message, transfer),
+    addEventListener: (type, listener, options) => {
+      endpoint.addEventListener(type, listener, options);
+      for (const event of early.splice(0)) {
+        if (typeof listener === 'function') listener(event);
+        else listener.handleEvent(event);
+      }
+    },
+    removeEventListener: (type, listener, options) => endpoint.removeEventListener(type, listener, options),
+    start: () => endpoint.start?.(),
+  };
+  expose(
+    createVmHost((event, transfer) => endpoint.postMessage(event, transfer ?? [])),
+    replaying,
+  );
 }

@@ -135,7 +135,7 @@ describe.skipIf(!enabled)(
       const { result, scripts, workers, errors } = await runPage(isolated);
       expect(result).toEqual({ mode: 'parallel', ...ran });
       expect(new Set(scripts.filter(parallelOnly)).size).toBe(2); // the page VMM and the vCPU worker
-      expect(scripts.some((name) => name.startsWith('vm-host.worker'))).toBe(false);
+      expect(scripts.some((name) => name.startsWith('vm-host'))).toBe(false);
       // One vCPU worker per vCPU (1 + 2; spares may be running too), all loaded from the library's folder.
       expect(workers.filter((w) => w.includes('hart.worker')).length).toBeGreaterThanOrEqual(3);
       expect(workers.every(inLibrary)).toBe(true);

@@ -40,7 +40,8 @@ export async function buildLibrary(outDir: string): Promise<LibrarySize> {
     name.startsWith('hart.worker') ||
     name.startsWith('parallel-hypervisor') ||
     name.startsWith('net-hub.worker');
-  const host = (name: string): boolean => name.startsWith('vm-host.worker');
+  // The VM-host worker is a small entry (vm-host.worker) that loads the host itself (vm-host).
+  const host = (name: string): boolean => name.startsWith('vm-host.worker') || name.startsWith('vm-host-');
   for (const [test, what] of [
     [(name: string) => name.startsWith('hart.worker'), 'vCPU worker'],
     [(name: string) => name.startsWith('parallel-hypervisor'), 'page VMM'],
