@@ -14,7 +14,14 @@ import type {
 } from '../machine/hypervisor.ts';
 import type { TabvisorNetwork } from '../machine/networks.ts';
 import { DEFAULT_CPUS, DEFAULT_MEMORY_MIB, HOST_FRAME_BYTES } from '../machine/vm-limits.ts';
-import { resolveGuest, snapshotKey, storeSnapshot, type EmbedVmConfig } from './guest.ts';
+import {
+  guestImages,
+  pageGuestBase,
+  resolveGuest,
+  snapshotKey,
+  storeSnapshot,
+  type EmbedVmConfig,
+} from './guest.ts';
 import { WorkerHypervisor } from './worker-hypervisor.ts';
 import { prepareBrowserThreads } from '../machine/browser-threads.ts';
 
@@ -60,6 +67,9 @@ export function hypervisor(): TabvisorApi {
     } else {
       const hv = new WorkerHypervisor({
         guest: (config, cpus, memoryMiB) => resolveGuest(config as EmbedVmConfig, cpus, memoryMiB),
+        // Each VM's worker reads its boot snapshot and manifest itself, as soon as it loads: on the page that
+        // waits for a thread busy with the terminals (ARCHITECTURE.md, "Snapshot start").
+        plan: (config) => ({ base: pageGuestBase(), images: guestImages(config as EmbedVmConfig) }),
       });
       shared = { api: hv, mode, dispose: () => hv.dispose() };
     }

@@ -21,6 +21,21 @@ export interface EmbedVmConfig extends VmConfig {
   readonly snapshot?: string;
 }
 
+/**
+ * Where a config's relative URLs resolve and which image it gets by default: the page's (its URL and the
+ * library's `images/manifest.json`). A VM-host worker is given the page's (its own location is the worker's
+ * script), so its snapshot keys and URLs are the page's.
+ */
+export interface GuestBase {
+  readonly pageUrl: string;
+  readonly defaultImage: string;
+}
+
+/** The page's {@link GuestBase} (on the page only). */
+export function pageGuestBase(): GuestBase {
+  return { pageUrl: location.href, defaultImage: defaultManifestUrl().href };
+}
+
 /** The command line of a bare kernel URL (no manifest to name one). */
 const BARE_KERNEL_BOOTARGS = 'console=ttyS0 earlycon=sbi';
 
@@ -90,17 +105,17 @@ async function loadKernel(kernelUrl: URL, initrdUrl: URL | undefined): Promise<B
 }
 
 /** The absolute URL of a config's image (the manifest or kernel), for caches and snapshot keys. */
-export function imageUrl(config: EmbedVmConfig): URL {
-  return config.image ? new URL(config.image, location.href) : defaultManifestUrl();
+export function imageUrl(config: EmbedVmConfig, base: GuestBase = pageGuestBase()): URL {
+  return new URL(config.image ? config.image : base.defaultImage, base.pageUrl);
 }
 
 /**
  * A config's guest, once per page: a manifest is fetched (it is small and names the command line and the
  * images' sha256), the kernel and initramfs only when {@link GuestSource.images} is called.
  */
-function guestSource(config: EmbedVmConfig): Promise<GuestSource> {
-  const url = imageUrl(config);
-  const initrd = config.initrd ? new URL(config.initrd, location.href) : undefined;
+function guestSource(config: EmbedVmConfig, base: GuestBase = pageGuestBase()): Promise<GuestSource> {
+  const url = imageUrl(config, base);
+  const initrd = config.initrd ? new URL(config.initrd, base.pageUrl) : undefined;
   const key = `${url.href} ${initrd?.href ?? ''}`;
   let source = sources.get(key);
   if (!source) {
@@ -132,9 +147,10 @@ export function snapshotKey(
   cpus: number,
   memoryMiB: number,
   bootargs: string,
+  base: GuestBase = pageGuestBase(),
 ): string {
   const nics = config.nics?.length ?? 0;
-  return `tabvisor:snapshot:v2:${imageUrl(config).href}:${config.initrd ?? ''}:${cpus}:${memoryMiB}:${nics}:${bootargs}`;
+  return `tabvisor:snapshot:v2:${imageUrl(config, base).href}:${config.initrd ?? ''}:${cpus}:${memoryMiB}:${nics}:${bootargs}`;
 }
 
 function isStoredSnapshot(value: unknown): value is StoredSnapshot {
@@ -154,33 +170,40 @@ function storedFile(stored: StoredSnapshot): Blob | Uint8Array | undefined {
  * The guest plus, where one applies, the boot snapshot's file (a Blob, read by whoever restores it): fetched
  * from `config.snapshot` when it is a URL, or from IndexedDB in `auto` mode (only if it was taken of the same
  * images). A snapshot that cannot be fetched is left out (the VM boots cold). No kernel or initramfs is fetched
- * here: the VM loads them only if it boots cold ({@link GuestBoot.images}).
+ * here: the VM loads them only if it boots cold ({@link GuestBoot.images}). Runs on the page or, given the
+ * page's `base`, in a VM-host worker.
  */
 export async function resolveGuest(
   config: EmbedVmConfig,
   cpus: number,
   memoryMiB: number,
+  base: GuestBase = pageGuestBase(),
 ): Promise<GuestBoot & { readonly snapshotSource: 'url' | 'idb' | 'none' }> {
   const mode = config.snapshot ?? 'auto';
   // The manifest and the snapshot load in parallel.
   const found: Promise<unknown> =
     mode === 'auto'
-      ? get(snapshotKey(config, cpus, memoryMiB, config.bootargs ?? '')).catch(() => undefined)
+      ? get(snapshotKey(config, cpus, memoryMiB, config.bootargs ?? '', base)).catch(() => undefined)
       : mode === 'none'
         ? Promise.resolve(undefined)
-        : fetchOk(new URL(mode, location.href), 'snapshot')
+        : fetchOk(new URL(mode, base.pageUrl), 'snapshot')
             .then((response) => response.blob())
             .catch(() => undefined);
-  const [source, snapshot] = await Promise.all([guestSource(config), found]);
-  const base = { bootargs: config.bootargs ?? source.bootargs, images: source.images };
+  const [source, snapshot] = await Promise.all([guestSource(config, base), found]);
+  const boot = { bootargs: config.bootargs ?? source.bootargs, images: source.images };
   if (mode === 'auto') {
     const file =
       isStoredSnapshot(snapshot) && snapshot.identity === source.identity ? storedFile(snapshot) : undefined;
-    return file ? { ...base, snapshot: file, snapshotSource: 'idb' } : { ...base, snapshotSource: 'none' };
+    return file ? { ...boot, snapshot: file, snapshotSource: 'idb' } : { ...boot, snapshotSource: 'none' };
   }
   return snapshot instanceof Blob
-    ? { ...base, snapshot, snapshotSource: 'url' }
-    : { ...base, snapshotSource: 'none' };
+    ? { ...boot, snapshot, snapshotSource: 'url' }
+    : { ...boot, snapshotSource: 'none' };
+}
+
+/** A loader of `config`'s kernel and initramfs on the page (fetched once per page, whichever VM asks first). */
+export function guestImages(config: EmbedVmConfig): () => Promise<BootImages> {
+  return () => guestSource(config).then((source) => source.images());
 }
 
 /** Save a boot snapshot of `config`'s guest for configs in `auto` mode. */

@@ -8,6 +8,7 @@
 import { expose, releaseProxy, wrap, type Endpoint } from 'comlink';
 import { CooperativeThreads } from '../machine/cooperative-threads.ts';
 import { pageNetworkEnvironment } from '../machine/networks.ts';
+import type { HostPlan } from './vm-host-plan.ts';
 import { DEFAULT_MEMORY_MIB } from '../machine/vm-limits.ts';
 import {
   Hypervisor,
@@ -31,6 +32,9 @@ export const OUTPUT_FLUSH_MS = 8;
 export type VmHostEvent =
   | { readonly tabvisor: 'output'; readonly bytes: Uint8Array }
   | { readonly tabvisor: 'reset' }
+  /** A planned VM was created (and started, unless its plan said not to), or could not be; posted once. */
+  | { readonly tabvisor: 'created'; readonly identity: VmIdentity }
+  | { readonly tabvisor: 'failed'; readonly name: string; readonly message: string }
   | {
       readonly tabvisor: 'status';
       readonly state: VmState;
@@ -45,19 +49,47 @@ export type VmHostEvent =
  */
 export type HostedGuest = Omit<GuestBoot, 'images'> & { readonly images: BootImages | MessagePort };
 
+/**
+ * What `create` gets for a VM the host creates from its plan ({@link PlannedVm}): only the images (or the port
+ * that serves them), for when the VM boots cold; the guest is the one the host read itself.
+ */
+export interface PlannedGuest {
+  readonly planned: true;
+  readonly images: BootImages | MessagePort;
+}
+
+/**
+ * A VM the host creates as soon as it is built, without waiting for the page's `create` (which still comes,
+ * with the images for a cold boot): its plan (from the worker's name) and its guest, being read since the
+ * worker's entry ran.
+ */
+export interface PlannedVm {
+  readonly plan: HostPlan;
+  readonly guest: Promise<GuestBoot>;
+}
+
+/** What `create` resolves with. */
+export interface VmIdentity {
+  readonly name: string;
+  readonly cpus: number;
+  readonly memoryMiB: number;
+}
+
 /** The VM host's control API (comlink, version 1). */
 export interface VmHostApi {
   /**
    * Create the hosted VM with its console `size` (the page's terminal) and, unless `config.start` is false, start
    * it (here, not in a second call from the page: the page's thread may be busy setting up its terminal then).
-   * Resolves with its identity; rejects, leaving no VM, when it cannot be created or started.
+   * Resolves with its identity; rejects, leaving no VM, when it cannot be created or started. A host with a
+   * plan has begun already (and posts `created` or `failed` itself): `config` is its plan's, `guest` only
+   * brings the images, and this resolves once the planned VM is there.
    */
   create(
     id: string,
     config: VmConfig,
-    guest: HostedGuest,
+    guest: HostedGuest | PlannedGuest,
     size?: ConsoleSize,
-  ): Promise<{ readonly name: string; readonly cpus: number; readonly memoryMiB: number }>;
+  ): Promise<VmIdentity>;
   start(): Promise<void>;
   pause(): Promise<void>;
   resume(): Promise<void>;
@@ -112,64 +144,107 @@ export class OutputBatcher {
   }
 }
 
-/** Build the host; `post` sends events to the page. */
-export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[]) => void): VmHostApi {
+/**
+ * Build the host; `post` sends events to the page. With `planned`, the host creates (and unless the plan says
+ * `start: false`, starts) that VM at once, and `create` waits for it.
+ */
+export function createVmHost(
+  post: (event: VmHostEvent, transfer?: Transferable[]) => void,
+  planned?: PlannedVm,
+): VmHostApi {
   let hv: Hypervisor | undefined;
   let vm: TabvisorVm | undefined;
   let consoleSize: ConsoleSize | undefined;
   let releaseImages: (() => void) | undefined;
+  let deleted = false;
   const output = new OutputBatcher((bytes) => post({ tabvisor: 'output', bytes }, [bytes.buffer]));
   const need = (): TabvisorVm => {
     if (!vm) throw new Error('the VM host has no VM yet; call create first');
     return vm;
   };
+  /** The images as the page sent them: bytes, or a loader over the port that serves them. */
+  const imagesOf = (images: BootImages | MessagePort): GuestBoot['images'] => {
+    if ('kernel' in images) return images;
+    const load = wrap<() => BootImages>(images);
+    releaseImages = () => load[releaseProxy]();
+    return () => load();
+  };
+  const build = async (id: string, config: VmConfig, boot: GuestBoot): Promise<VmIdentity> => {
+    const memoryMiB = config.memoryMiB ?? DEFAULT_MEMORY_MIB;
+    hv = new Hypervisor({
+      hostRamMiB: Math.max(memoryMiB, MIN_MEMORY_MIB),
+      sharedMemory: false,
+      // NICs join the page's networks through the same BroadcastChannel uplink other tabs use.
+      network: pageNetworkEnvironment(),
+      threads: () => new CooperativeThreads(false),
+      images: async () => boot,
+    });
+    hv.onChange(() => {
+      if (!vm) return;
+      output.flush();
+      post({ tabvisor: 'status', state: vm.state, reason: vm.reason, stats: { ...vm.stats(), id } });
+    });
+    const created = await hv.createVM({ ...config, start: false });
+    if (deleted) {
+      await created.delete().catch(() => undefined);
+      await hv.dispose();
+      throw new Error('the VM was deleted while it was being created');
+    }
+    vm = created;
+    if (consoleSize) created.console.resize(consoleSize.cols, consoleSize.rows);
+    // What the console shows already (a VM restored from a boot snapshot shows the snapshot's prompt) goes
+    // first: the page's transcript must start with it, as this one does.
+    const shown = created.console.transcript();
+    if (shown !== '') output.push(new TextEncoder().encode(shown));
+    created.console.onOutput((bytes) => output.push(bytes.slice()));
+    created.console.onReset(() => {
+      output.flush();
+      post({ tabvisor: 'reset' });
+    });
+    if (config.start !== false) {
+      try {
+        await created.start();
+      } catch (error) {
+        vm = undefined;
+        await created.delete().catch(() => undefined);
+        throw error;
+      }
+    }
+    return { name: created.name, cpus: created.cpus, memoryMiB: created.memoryMiB };
+  };
+  // A planned VM's cold boot waits for the images the page sends with `create`.
+  let imagesArrived!: (images: GuestBoot['images']) => void;
+  const pageImages = new Promise<GuestBoot['images']>((resolve) => (imagesArrived = resolve));
+  const early = planned?.guest.then((guest) =>
+    build(planned.plan.id, planned.plan.config, {
+      ...guest,
+      images: async () => {
+        const images = await pageImages;
+        return typeof images === 'function' ? images() : images;
+      },
+    }),
+  );
+  // Told to the page at once: its `create` may reach this worker only much later (see vm-host.worker.ts).
+  early?.then(
+    (identity) => post({ tabvisor: 'created', identity }),
+    (error: unknown) =>
+      post({
+        tabvisor: 'failed',
+        name: error instanceof Error ? error.name : 'Error',
+        message: error instanceof Error ? error.message : String(error),
+      }),
+  );
   return {
     async create(id, config, guest, size) {
       consoleSize ??= size;
-      const memoryMiB = config.memoryMiB ?? DEFAULT_MEMORY_MIB;
-      let images: GuestBoot['images'];
-      if ('kernel' in guest.images) images = guest.images;
-      else {
-        const load = wrap<() => BootImages>(guest.images);
-        releaseImages = () => load[releaseProxy]();
-        images = () => load();
+      if (early) {
+        imagesArrived(imagesOf(guest.images));
+        const identity = await early;
+        if (size) vm?.console.resize(size.cols, size.rows);
+        return identity;
       }
-      const boot: GuestBoot = { ...guest, images };
-      hv = new Hypervisor({
-        hostRamMiB: Math.max(memoryMiB, MIN_MEMORY_MIB),
-        sharedMemory: false,
-        // NICs join the page's networks through the same BroadcastChannel uplink other tabs use.
-        network: pageNetworkEnvironment(),
-        threads: () => new CooperativeThreads(false),
-        images: async () => boot,
-      });
-      hv.onChange(() => {
-        if (!vm) return;
-        output.flush();
-        post({ tabvisor: 'status', state: vm.state, reason: vm.reason, stats: { ...vm.stats(), id } });
-      });
-      const created = await hv.createVM({ ...config, start: false });
-      vm = created;
-      if (consoleSize) created.console.resize(consoleSize.cols, consoleSize.rows);
-      // What the console shows already (a VM restored from a boot snapshot shows the snapshot's prompt) goes
-      // first: the page's transcript must start with it, as this one does.
-      const shown = created.console.transcript();
-      if (shown !== '') output.push(new TextEncoder().encode(shown));
-      created.console.onOutput((bytes) => output.push(bytes.slice()));
-      created.console.onReset(() => {
-        output.flush();
-        post({ tabvisor: 'reset' });
-      });
-      if (config.start !== false) {
-        try {
-          await created.start();
-        } catch (error) {
-          vm = undefined;
-          await created.delete().catch(() => undefined);
-          throw error;
-        }
-      }
-      return { name: created.name, cpus: created.cpus, memoryMiB: created.memoryMiB };
+      if ('planned' in guest) throw new Error('the VM host has no plan; send it the guest');
+      return build(id, config, { ...guest, images: imagesOf(guest.images) });
     },
     start: () => need().start(),
     pause: () => need().pause(),
@@ -177,6 +252,7 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
     stop: () => need().stop(),
     reset: () => need().reset(),
     async delete() {
+      deleted = true;
       await vm?.delete();
       await hv?.dispose();
       releaseImages?.();
@@ -195,10 +271,11 @@ export function createVmHost(post: (event: VmHostEvent, transfer?: Transferable[
 }
 
 /**
- * Serve {@link createVmHost} on `endpoint` (the worker's scope) with comlink, answering `early` first: the
- * messages that arrived before this module was loaded (vm-host.worker.ts holds them), in their order.
+ * Serve {@link createVmHost} (with its `planned` VM) on `endpoint` (the worker's scope) with comlink, answering
+ * `early` first: the messages that arrived before this module was loaded (vm-host.worker.ts holds them), in
+ * their order.
  */
-export function serveVmHost(endpoint: Endpoint, early: MessageEvent[]): void {
+export function serveVmHost(endpoint: Endpoint, early: MessageEvent[], planned?: PlannedVm): void {
   const replaying: Endpoint = {
     postMessage: (message: unknown, transfer?: Transferable[]) => endpoint.postMessage(message, transfer),
     addEventListener: (type, listener, options) => {
@@ -212,7 +289,7 @@ export function serveVmHost(endpoint: Endpoint, early: MessageEvent[]): void {
     start: () => endpoint.start?.(),
   };
   expose(
-    createVmHost((event, transfer) => endpoint.postMessage(event, transfer ?? [])),
+    createVmHost((event, transfer) => endpoint.postMessage(event, transfer ?? []), planned),
     replaying,
   );
 }

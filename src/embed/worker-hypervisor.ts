@@ -13,6 +13,7 @@ import {
   checkVmConfig,
 } from '../machine/vm-limits.ts';
 import type {
+  BootImages,
   GuestBoot,
   HostRamStats,
   RunOptions,
@@ -25,7 +26,9 @@ import type {
 } from '../machine/hypervisor.ts';
 import { runCommand } from '../machine/run-command.ts';
 import { VmConsole } from '../machine/vm-console.ts';
-import type { HostedGuest, VmHostApi, VmHostEvent } from './vm-host.ts';
+import type { GuestBase } from './guest.ts';
+import type { HostedGuest, PlannedGuest, VmHostApi, VmHostEvent } from './vm-host.ts';
+import { hostWorkerName } from './vm-host-plan.ts';
 
 /** Options of a {@link WorkerHypervisor}. */
 export interface WorkerHypervisorOptions {
@@ -34,6 +37,15 @@ export interface WorkerHypervisorOptions {
    * buffer is transferred to the VM's worker (detached here). A Blob is passed as it is.
    */
   readonly guest: (config: VmConfig, cpus: number, memoryMiB: number) => Promise<GuestBoot>;
+  /**
+   * Let each VM's worker read its guest itself and create its VM as soon as it loads (see vm-host.worker.ts),
+   * instead of `guest` on the page: where the config's URLs resolve, and the images (served from the page when
+   * the VM boots cold). The config must then be JSON-safe (it goes in the worker's name).
+   */
+  readonly plan?: (config: VmConfig) => {
+    readonly base: GuestBase;
+    readonly images: () => Promise<BootImages>;
+  };
   /** Memory all VMs of the page may use together, in MiB (each VM has its own ArrayBuffer). */
   readonly budgetMiB?: number;
   readonly defaults?: { readonly cpus?: number; readonly memoryMiB?: number };
@@ -88,41 +100,53 @@ export class WorkerHypervisor implements TabvisorApi {
       this.list.map((vm) => vm.name),
     );
     if (problem !== undefined) throw new UserError(problem);
-    // The worker first: its module loads while the guest (the boot snapshot, say) is read.
+    const full = { ...config, ...shape };
+    const plan = this.options.plan?.(config);
+    // The worker first: its module loads while the guest (the boot snapshot, say) is read, there with a plan.
     const worker = new Worker(new URL('./vm-host.worker.ts', import.meta.url), {
       type: 'module',
-      name: `${shape.name}/vcpus`,
+      name: hostWorkerName(`${shape.name}/vcpus`, plan && { id, config: full, base: plan.base }),
     });
-    let guest: GuestBoot;
-    try {
-      guest = await this.options.guest(config, shape.cpus, shape.memoryMiB);
-    } catch (error) {
-      worker.terminate();
-      throw error;
-    }
-    const vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
-    this.list.push(vm);
-    // Images stay on the page until the VM boots cold and asks for them (a snapshot start never does). A boot
-    // snapshot in a Blob is read in the worker. One in bytes was read for this VM alone, so its buffer moves to
-    // the worker instead of being copied: a ~10 MB structured clone is two fresh buffers, which cost ~5 ms per
-    // MiB here (ARCHITECTURE.md).
-    const moved: Transferable[] = [];
-    const snapshot = guest.snapshot;
-    if (snapshot instanceof Uint8Array && snapshot.buffer instanceof ArrayBuffer) moved.push(snapshot.buffer);
-    let hosted: HostedGuest;
-    if (typeof guest.images === 'function') {
-      const channel = new MessageChannel();
-      expose(guest.images, channel.port1);
-      vm.imagePort = channel.port1;
-      hosted = transfer({ ...guest, images: channel.port2 }, [channel.port2, ...moved]);
+    let hosted: HostedGuest | PlannedGuest;
+    let vm: RemoteVm;
+    if (plan) {
+      vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
+      this.list.push(vm);
+      const port = this.serveImages(vm, plan.images);
+      hosted = transfer({ planned: true as const, images: port }, [port]);
     } else {
-      hosted = transfer({ ...guest, images: guest.images }, moved);
+      let guest: GuestBoot;
+      try {
+        guest = await this.options.guest(config, shape.cpus, shape.memoryMiB);
+      } catch (error) {
+        worker.terminate();
+        throw error;
+      }
+      vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
+      this.list.push(vm);
+      // Images stay on the page until the VM boots cold and asks for them (a snapshot start never does). A
+      // boot snapshot in a Blob is read in the worker. One in bytes was read for this VM alone, so its buffer
+      // moves to the worker instead of being copied: a ~10 MB structured clone is two fresh buffers, which cost
+      // ~5 ms per MiB here (ARCHITECTURE.md).
+      const snapshot = guest.snapshot;
+      const moved: Transferable[] =
+        snapshot instanceof Uint8Array && snapshot.buffer instanceof ArrayBuffer ? [snapshot.buffer] : [];
+      if (typeof guest.images === 'function') {
+        const port = this.serveImages(vm, guest.images);
+        hosted = transfer({ ...guest, images: port }, [port, ...moved]);
+      } else {
+        hosted = transfer({ ...guest, images: guest.images }, moved);
+      }
     }
     try {
       // Only a size the page gave: otherwise a VM restored from a boot snapshot keeps the snapshot's.
       const size = vm.console.sizeGiven ? vm.console.size() : undefined;
-      // The host starts the VM too (unless config.start is false): one message, answered from the worker.
-      await vm.host.create(id, { ...config, ...shape }, hosted, size);
+      // The host starts the VM too (unless config.start is false): one message, answered from the worker. A
+      // planned VM is being created already, and the host says when it is there without waiting for this
+      // message, which may reach it only after the page's thread was free (see vm-host.worker.ts).
+      const creating = vm.host.create(id, full, hosted, size);
+      if (plan) creating.catch(() => undefined);
+      await Promise.race([plan ? vm.planned : creating, vm.loadFailed]);
     } catch (error) {
       vm.dispose();
       this.remove(vm);
@@ -130,6 +154,17 @@ export class WorkerHypervisor implements TabvisorApi {
     }
     this.notify();
     return vm;
+  }
+
+  /**
+   * A port on which the page serves `images` to `vm`'s worker (one comlink call when it boots cold), for the
+   * message that moves it there.
+   */
+  private serveImages(vm: RemoteVm, images: () => Promise<BootImages>): MessagePort {
+    const channel = new MessageChannel();
+    expose(images, channel.port1);
+    vm.imagePort = channel.port1;
+    return channel.port2;
   }
 
   /** Delete every VM (terminating their workers). */
@@ -162,6 +197,12 @@ class RemoteVm implements TabvisorVm {
   private disposed = false;
   /** @internal The page's end of the port that serves the images to the worker (closed on dispose). */
   imagePort: MessagePort | undefined;
+  /** @internal Settles when a planned VM's host says it was created, or could not be. */
+  readonly planned: Promise<void>;
+  /** @internal Rejects when the worker fails (its code did not load, say); never resolves. */
+  readonly loadFailed: Promise<never>;
+  private settlePlanned!: (error?: Error) => void;
+  private failLoad!: (error: Error) => void;
 
   constructor(
     private readonly owner: WorkerHypervisor,
@@ -172,6 +213,12 @@ class RemoteVm implements TabvisorVm {
     private readonly worker: Worker,
   ) {
     this.host = wrap<VmHostApi>(worker);
+    this.planned = new Promise<void>((resolve, reject) => {
+      this.settlePlanned = (error) => (error ? reject(error) : resolve());
+    });
+    this.loadFailed = new Promise<never>((_, reject) => (this.failLoad = reject));
+    this.planned.catch(() => undefined);
+    this.loadFailed.catch(() => undefined);
     this.console = new VmConsole(
       (bytes) => {
         if (!this.disposed) void this.host.write(bytes);
@@ -209,6 +256,7 @@ class RemoteVm implements TabvisorVm {
     worker.addEventListener('error', (event: ErrorEvent) => {
       event.preventDefault();
       this.setState('crashed', `its worker failed: ${event.message || 'it did not load'}`);
+      this.failLoad(new Error(`VM ${name}'s worker failed: ${event.message || 'its code did not load'}`));
       this.console.failWaiters(this.reason ?? 'crashed');
     });
   }
@@ -216,7 +264,11 @@ class RemoteVm implements TabvisorVm {
   private onEvent(event: VmHostEvent): void {
     if (event.tabvisor === 'output') this.console.push(event.bytes);
     else if (event.tabvisor === 'reset') this.console.reset('the VM booted again');
-    else {
+    else if (event.tabvisor === 'created') this.settlePlanned();
+    else if (event.tabvisor === 'failed') {
+      const error = event.name === 'UserError' ? new UserError(event.message) : new Error(event.message);
+      this.settlePlanned(error);
+    } else {
       this.latest = { ...event.stats, id: this.id, name: this.name };
       if (event.state !== this.state) {
         if (event.state !== 'running' && event.state !== 'paused')

@@ -5,6 +5,7 @@ import type { Hart } from '../cpu/hart.ts';
 import { Board, type BoardInit } from './board.ts';
 import { runHartOnThread } from './hart-runner.ts';
 import { hartStateArea } from './hart-state-codec.ts';
+import { readStoredPages } from './snapshot.ts';
 
 /**
  * A vCPU thread's share of a boot snapshot's pages: it copies them into guest RAM before the VM runs (see
@@ -65,13 +66,9 @@ export function runHartThread(init: HartThreadInit, post: (message: HartThreadMe
  * threads' shares. Resolves true to run, false when the VM was stopped meanwhile.
  */
 async function restoreShare(board: Board, share: RamShare): Promise<boolean> {
-  const bytes = new Uint8Array(await share.data.arrayBuffer());
-  if (bytes.length !== share.pages.length * FRAME_SIZE) {
-    throw new Error(`${bytes.length} bytes read, ${share.pages.length * FRAME_SIZE} expected`);
-  }
-  share.pages.forEach((page, i) => {
-    const at = RAM_BASE + page * FRAME_SIZE;
-    if (!board.memory.write(at, bytes.subarray(i * FRAME_SIZE, (i + 1) * FRAME_SIZE))) {
+  await readStoredPages(share.data, share.pages.length, (i, bytes) => {
+    const page = share.pages[i];
+    if (!board.memory.write(RAM_BASE + page * FRAME_SIZE, bytes)) {
       throw new Error(`guest page ${page} is outside the VM's memory`);
     }
   });

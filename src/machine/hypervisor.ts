@@ -592,13 +592,8 @@ class ManagedVm implements TabvisorVm {
     const file = this.guest.snapshot;
     if (!file) return undefined;
     try {
-      // A Blob's pages are read by the vCPU threads; without shared memory there are none to do it.
-      const snapshot =
-        file instanceof Uint8Array
-          ? decodeSnapshot(file)
-          : threads.shared
-            ? await decodeSnapshotBlob(file)
-            : decodeSnapshot(new Uint8Array(await file.arrayBuffer()));
+      // A Blob's pages are read after its head: by the vCPU threads, or (without shared memory) below.
+      const snapshot = file instanceof Uint8Array ? decodeSnapshot(file) : await decodeSnapshotBlob(file);
       if (snapshot.cpus !== this.cpus || snapshot.memoryMiB !== this.memoryMiB) {
         throw new UserError(
           `it was taken with ${snapshot.cpus} vCPUs and ${snapshot.memoryMiB} MiB, this VM has ${this.cpus} and ${this.memoryMiB} MiB`,
@@ -606,6 +601,12 @@ class ManagedVm implements TabvisorVm {
       }
       // Each NIC comes back with this VM's MAC, link held down until the guest re-reads it (Vm.fromSnapshot).
       const machine = Vm.fromSnapshot(snapshot, threads, this.owner.ram, this.nicPorts, this.owner.jit);
+      try {
+        await machine.loadSnapshotPages();
+      } catch (error) {
+        await machine.stop();
+        throw error;
+      }
       return { machine, screen: snapshot.screen ?? '' };
     } catch (error) {
       const why = errorMessage(error);

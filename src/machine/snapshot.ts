@@ -253,6 +253,80 @@ export async function decodeSnapshotBlob(blob: Blob): Promise<VmSnapshot> {
   }
 }
 
+/** How much of a snapshot's pages is read at a time: enough to keep reads few, small enough to stay warm. */
+const PAGE_READ_BYTES = 64 * PAGE;
+
+/**
+ * Read `count` whole pages from `data` (a Blob of exactly `count` * 4 KiB) and hand each to `write(index,
+ * bytes)` in order (`bytes` is only valid during the call), reading into one small buffer again and again:
+ * reading the Blob whole would cost a fresh buffer of its size first, and fresh memory costs a page fault per
+ * 4 KiB (~20 µs each on the machine we measure on; with ~2,700 pages, tens of ms per VM). Rejects when the Blob
+ * cannot be read or has another size.
+ */
+export async function readStoredPages(
+  data: Blob,
+  count: number,
+  write: (index: number, bytes: Uint8Array) => void,
+): Promise<void> {
+  if (data.size !== count * PAGE) {
+    throw corrupt(`its pages are ${data.size} bytes, ${count * PAGE} expected`);
+  }
+  const stream = data.stream();
+  let byob: ReadableStreamBYOBReader | undefined;
+  try {
+    byob = stream.getReader({ mode: 'byob' });
+  } catch {
+    // Not a byte stream here: read its chunks and copy them into the buffer.
+  }
+  const plain = byob ? undefined : stream.getReader();
+  let buffer = new ArrayBuffer(PAGE_READ_BYTES);
+  let filled = 0;
+  let index = 0;
+  try {
+    await readAll();
+  } catch (error) {
+    await (byob ?? plain)?.cancel().catch(() => undefined);
+    throw error;
+  }
+  if (index !== count || filled !== 0) throw corrupt('truncated');
+
+  async function readAll(): Promise<void> {
+    for (;;) {
+      let done: boolean;
+      if (byob) {
+        const result = await byob.read(new Uint8Array(buffer, filled, buffer.byteLength - filled));
+        done = result.done;
+        if (result.value) {
+          buffer = result.value.buffer as ArrayBuffer;
+          filled += result.value.length;
+        }
+      } else {
+        const result = await plain!.read();
+        done = result.done;
+        const chunk = result.value;
+        for (let at = 0; chunk && at < chunk.length;) {
+          const n = Math.min(chunk.length - at, buffer.byteLength - filled);
+          new Uint8Array(buffer, filled, n).set(chunk.subarray(at, at + n));
+          filled += n;
+          at += n;
+          if (filled === buffer.byteLength) filled = writePages(buffer, filled);
+        }
+      }
+      filled = writePages(buffer, filled);
+      if (done) return;
+    }
+  }
+
+  /** Hand over the whole pages at the start of `buffer`; keep the rest at its start; returns its length. */
+  function writePages(into: ArrayBuffer, length: number): number {
+    const whole = Math.floor(length / PAGE);
+    for (let i = 0; i < whole; i++) write(index++, new Uint8Array(into, i * PAGE, PAGE));
+    const rest = length - whole * PAGE;
+    if (whole > 0 && rest > 0) new Uint8Array(into).copyWithin(0, whole * PAGE, length);
+    return rest;
+  }
+}
+
 /** Set bits in a byte. */
 function bitCount(byte: number): number {
   let n = 0;

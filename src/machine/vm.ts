@@ -43,7 +43,7 @@ import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
 import { wallClockMs } from '../common/host.ts';
 import { Board, createBoardState, planBoard, type BoardInit } from './board.ts';
 import { MAX_HARTS, MAX_MEMORY_MIB, MIN_MEMORY_MIB } from './vm-limits.ts';
-import { forEachStoredPage, type VmSnapshot } from './snapshot.ts';
+import { forEachStoredPage, readStoredPages, type VmSnapshot } from './snapshot.ts';
 import type { BlockBackend } from '../devices/block-backend.ts';
 import { VirtioBlkHost, virtioBlkOptionsFor } from '../devices/virtio-blk.ts';
 import { VirtioNetHost, type NetBackend } from '../devices/virtio-net.ts';
@@ -209,6 +209,8 @@ export class Vm {
   private pausedTicks: number | undefined;
   /** Each vCPU thread's share of the snapshot pages it copies at {@link start} (snapshot read from a Blob). */
   private ramShares: RamShare[] | undefined;
+  /** The snapshot's pages still in their Blob, for {@link loadSnapshotPages} (a VM without shared memory). */
+  private pagesToLoad: RamShare | undefined;
   /**
    * True while guest RAM still lacks the pages the vCPU threads copy (a VM with {@link ramShares}, from its
    * creation until they are all in): nothing may write into guest buffers, typed input waits.
@@ -377,6 +379,8 @@ export class Vm {
    * starts once they are all in.
    */
   start(): void {
+    if (this.pagesToLoad)
+      throw new Error("the snapshot's pages are not in guest RAM yet: loadSnapshotPages first");
     const shares = this.ramShares;
     this.ramShares = undefined;
     if (shares) Atomics.store(this.board.block, VM_RAM_PENDING, shares.length);
@@ -396,6 +400,25 @@ export class Vm {
     void this.pump();
     if (shares) void this.whenRamRestored().then((restored) => restored && this.startIo());
     else this.startIo();
+  }
+
+  /**
+   * Copy the snapshot's pages that are still in their Blob into guest RAM: a VM restored without shared memory
+   * has no vCPU threads to do it (see fromSnapshot). Before {@link start}. Rejects when the Blob cannot be read
+   * or does not hold the pages its head lists.
+   */
+  async loadSnapshotPages(): Promise<void> {
+    const share = this.pagesToLoad;
+    if (!share) return;
+    const memory = this.board.memory;
+    await readStoredPages(share.data, share.pages.length, (i, bytes) => {
+      const page = share.pages[i];
+      if (!memory.write(RAM_BASE + page * FRAME_SIZE, bytes)) {
+        throw new Error(`guest page ${page} is outside the VM's memory`);
+      }
+    });
+    this.pagesToLoad = undefined;
+    this.ramPending = false;
   }
 
   /**
@@ -532,16 +555,13 @@ export class Vm {
       throw new UserError('this snapshot was taken by a different version of tabvisor; take a new snapshot');
     }
     const { storedPages, pageData, pageBlob } = snapshot;
-    if (pageBlob !== undefined && !factory.shared) {
-      throw new Error(
-        "a snapshot's pages in a Blob are restored by vCPU threads; without shared memory, read them first",
-      );
-    }
-    // Pages in a Blob: the vCPU threads copy them when the VM starts (see start), off the VMM's thread.
-    const shares =
+    // Pages in a Blob: the vCPU threads copy them when the VM starts (see start), off the VMM's thread; without
+    // shared memory there are none, and loadSnapshotPages copies them before the start.
+    const fromBlob =
       storedPages !== undefined && pageBlob !== undefined
-        ? ramShares(storedPages, ramSize / FRAME_SIZE, pageBlob, snapshot.cpus)
+        ? ramShares(storedPages, ramSize / FRAME_SIZE, pageBlob, factory.shared ? snapshot.cpus : 1)
         : undefined;
+    const shares = factory.shared ? fromBlob : undefined;
     return Vm.withGuestMemory(
       snapshot.memoryMiB,
       snapshot.cpus,
@@ -557,7 +577,7 @@ export class Vm {
               pageData.subarray(index * FRAME_SIZE, (index + 1) * FRAME_SIZE),
             ),
           );
-        } else if (shares === undefined) memory.write(RAM_BASE, snapshot.ram);
+        } else if (fromBlob === undefined) memory.write(RAM_BASE, snapshot.ram);
         const block = createControlBlock(layout.words, factory.shared);
         block.set(snapshot.block);
         new VmClock(block, wallClockMs).setTicks(snapshot.ticks);
@@ -573,7 +593,8 @@ export class Vm {
         };
         const vm = new Vm(ram, frames, init, factory, snapshot.bootargs, [], nics);
         vm.ramShares = shares;
-        vm.ramPending = shares !== undefined;
+        vm.pagesToLoad = shares ? undefined : fromBlob?.[0];
+        vm.ramPending = fromBlob !== undefined;
         for (const host of vm.nicHosts) host.holdLinkDownUntilReset();
         // Buffers the old I/O side took notice of but had not used yet are looked at again (see the method).
         for (const transport of [vm.board.console, ...vm.board.nics]) transport.renotifyReadyQueues();

@@ -133,8 +133,18 @@ describe('snapshots', () => {
     } finally {
       await vm.stop();
     }
-    // Without threads that share memory nobody would copy them: the caller reads the bytes instead.
-    expect(() => Vm.fromSnapshot(fromBlob, new CooperativeThreads())).toThrow(/read them first/);
+    // Without threads that share memory there are none to copy them: loadSnapshotPages does, before the start.
+    const unshared = Vm.fromSnapshot(await decodeSnapshotBlob(new Blob([bytes])), new CooperativeThreads());
+    try {
+      expect(unshared.board.memory.readU8(0x80000000 + 9 * 4096)).toBe(0);
+      expect(() => unshared.start()).toThrow(/loadSnapshotPages first/);
+      await unshared.loadSnapshotPages();
+      expect(unshared.board.memory.readU32(0x80000000 + 5 * 4096 + 100)).toBe(0x030201);
+      expect(unshared.board.memory.readU8(0x80000000 + 9 * 4096)).toBe(7);
+      expect(unshared.board.memory.readU8(0x80000000 + 10 * 4096)).toBe(0);
+    } finally {
+      await unshared.stop();
+    }
   });
 
   it("a vCPU thread that cannot read its share of a snapshot's pages fails the VM with the reason", async () => {
@@ -154,7 +164,7 @@ describe('snapshots', () => {
     const event = await vm.whenPoweredOff();
     expect(event.kind).toBe('failure');
     expect(event.kind === 'failure' && event.message).toMatch(
-      /vCPU 0 could not read the boot snapshot's memory \(4096 bytes read, 16777216 expected\)/,
+      /vCPU 0 could not read the boot snapshot's memory \(.*its pages are 4096 bytes, 16777216 expected/,
     );
     await vm.stop();
   });

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { expose } from 'comlink';
 import { describe, expect, it } from 'vitest';
 import { maybeGunzip } from '../../src/machine/gzip.ts';
-import { createVmHost, type VmHostApi, type VmHostEvent } from '../../src/embed/vm-host.ts';
+import { createVmHost, type PlannedVm, type VmHostApi, type VmHostEvent } from '../../src/embed/vm-host.ts';
 import type { BootImages } from '../../src/machine/hypervisor.ts';
 import { defaultBootargs } from '../helpers/guest.ts';
 
@@ -14,17 +14,20 @@ const image = async (name: string): Promise<Uint8Array> =>
 let bootSnapshot: Uint8Array | undefined;
 
 /** A host whose output is collected, with a wait for text in it. */
-function watchedHost(): {
+function watchedHost(planned?: PlannedVm): {
   host: VmHostApi;
   until: (done: (text: string) => boolean) => Promise<void>;
   state: () => string | undefined;
+  events: VmHostEvent[];
 } {
   let text = '';
   let state: string | undefined;
+  const events: VmHostEvent[] = [];
   const host = createVmHost((event) => {
+    events.push(event);
     if (event.tabvisor === 'output') text += new TextDecoder().decode(event.bytes);
     if (event.tabvisor === 'status') state = event.state;
-  });
+  }, planned);
   const until = async (done: (text: string) => boolean): Promise<void> => {
     const deadline = Date.now() + 60_000;
     while (!done(text)) {
@@ -32,7 +35,7 @@ function watchedHost(): {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   };
-  return { host, until, state: () => state };
+  return { host, until, state: () => state, events };
 }
 
 describe('the single-worker VM host (in-process, as its worker runs it)', () => {
@@ -121,5 +124,70 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
     expect(cold.state()).toBe('running');
     await cold.until((text) => text.includes('Linux version') && /# $/.test(text));
     await Promise.all([restored.host.delete(), cold.host.delete()]);
+  });
+
+  it('a host with a plan creates and starts its VM before the page asks; create brings the images and the size', async () => {
+    const images: BootImages = {
+      kernel: await image('Image.gz'),
+      kernelName: 'Image.gz',
+      initrd: await image('initramfs.cpio.gz'),
+    };
+    let asked = 0;
+    const serve = (): MessagePort => {
+      const channel = new MessageChannel();
+      expose(() => {
+        asked++;
+        return images;
+      }, channel.port1);
+      return channel.port2;
+    };
+    const bootargs = 'console=ttyS0 earlycon=sbi';
+    const base = { pageUrl: 'http://docs.test/page', defaultImage: 'http://docs.test/images/manifest.json' };
+    const unused = (): Promise<BootImages> => Promise.reject(new Error('the page serves the images'));
+    // Restored from the snapshot it read itself: running, with its shell, before any call from the page.
+    const restored = watchedHost({
+      plan: { id: '3', config: { name: 'planned', cpus: 2, memoryMiB: 64 }, base },
+      guest: Promise.resolve({ bootargs, images: unused, snapshot: bootSnapshot }),
+    });
+    await restored.until((text) => /# $/.test(text));
+    expect(restored.state()).toBe('running');
+    // ...and it told the page so, without being asked.
+    expect(restored.events.filter((e) => e.tabvisor === 'created')).toEqual([
+      { tabvisor: 'created', identity: { name: 'planned', cpus: 2, memoryMiB: 64 } },
+    ]);
+    expect(
+      await restored.host.create('3', {}, { planned: true, images: serve() }, { cols: 90, rows: 30 }),
+    ).toEqual({ name: 'planned', cpus: 2, memoryMiB: 64 });
+    restored.host.write(new TextEncoder().encode('echo size=$(stty size)-\n'));
+    await restored.until((text) => text.includes('size=30 90-'));
+    expect(asked).toBe(0);
+    // No snapshot: the cold boot waits for the images that come with create; `start: false` is kept.
+    const cold = watchedHost({
+      plan: { id: '4', config: { name: 'cold', cpus: 1, memoryMiB: 64, start: false }, base },
+      guest: Promise.resolve({ bootargs, images: unused }),
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(cold.state()).toBeUndefined();
+    await cold.host.create('4', {}, { planned: true, images: serve() });
+    expect(asked).toBe(1);
+    expect(cold.state()).not.toBe('running');
+    await cold.host.start();
+    await cold.until((text) => text.includes('Linux version') && /# $/.test(text));
+    // A guest that could not be read fails the page's create with its reason, and leaves no VM.
+    const failed = watchedHost({
+      plan: { id: '5', config: { name: 'failed', cpus: 1, memoryMiB: 64 }, base },
+      guest: Promise.reject(new Error('the image manifest at http://docs.test/m.json answered 404')),
+    });
+    await expect(failed.host.create('5', {}, { planned: true, images: serve() })).rejects.toThrow(
+      /answered 404/,
+    );
+    expect(failed.events).toContainEqual({
+      tabvisor: 'failed',
+      name: 'Error',
+      message: 'the image manifest at http://docs.test/m.json answered 404',
+    });
+    expect(() => failed.host.start()).toThrow(/no VM yet/);
+    expect(failed.state()).toBeUndefined();
+    await Promise.all([restored.host.delete(), cold.host.delete(), failed.host.delete()]);
   });
 });
