@@ -16,6 +16,8 @@ export type WasmModule = object;
 interface WasmApi {
   Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
   Module: new (bytes: Uint8Array<ArrayBuffer>) => WasmModule;
+  /** Compile off the calling thread. */
+  compile?: (bytes: Uint8Array<ArrayBuffer>) => Promise<WasmModule>;
   Instance: new (
     module: WasmModule,
     imports: Record<string, Record<string, unknown>>,

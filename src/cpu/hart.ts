@@ -40,6 +40,7 @@ import {
   LOOP_SAMPLE,
   LOOP_SLOTS,
   TLB_SIZE,
+  precompileWasmCore,
   wasmCore,
   type HartArea,
   type WasmCore,
@@ -95,6 +96,14 @@ const JIT_DEFAULT = true;
 /** Whether harts with an area use the WebAssembly tier: yes, unless TABVISOR_WASM=0 (or false, off) is set. */
 function wasmTierEnabled(): boolean {
   return hostSwitch('TABVISOR_WASM') ?? true;
+}
+
+/**
+ * Start compiling, off this thread, the code harts built here later will run over memory that is `shared` or
+ * not (the WebAssembly tier, when it is on): for a thread that has time before its harts exist.
+ */
+export function prepareHartCode(shared: boolean): void {
+  if (wasmTierEnabled()) void precompileWasmCore(shared);
 }
 
 /** Executions of a block start before it is translated. */

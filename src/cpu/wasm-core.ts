@@ -748,6 +748,24 @@ const modules = new Map<boolean, WasmModule | null>();
 const instances = new WeakMap<WasmMemory, WasmCore>();
 
 /**
+ * Start compiling the tier for memory that is `shared` or not, off this thread, so that the first hart built
+ * here finds it compiled (a thread that waits for its VM anyway: a spare vCPU worker, a VM host reading its
+ * snapshot). Building a hart before it is done compiles it there and then, as without this. Resolves when done
+ * (compiled or not).
+ */
+export async function precompileWasmCore(shared: boolean): Promise<void> {
+  if (modules.has(shared)) return;
+  const api = wasmApi();
+  if (typeof api.compile !== 'function') return;
+  await api.compile(wasmCoreModule(shared)).then(
+    (module) => {
+      if (!modules.has(shared)) modules.set(shared, module);
+    },
+    () => undefined, // not compilable here: wasmCore finds out and goes without
+  );
+}
+
+/**
  * The tier for harts whose state is in `memory`, or undefined where WebAssembly cannot be compiled (a Content
  * Security Policy without 'wasm-unsafe-eval', a page's main thread that refuses synchronous compiles of this
  * size): the hart then interprets in JavaScript only. Compiled once per thread and kind of memory, instantiated

@@ -1,5 +1,5 @@
 import { HART_WAKE, hartWord, sleepLocally } from '../common/shared-block.ts';
-import type { Hart } from '../cpu/hart.ts';
+import { prepareHartCode, type Hart } from '../cpu/hart.ts';
 import { Board } from './board.ts';
 import type { HartThreadInit, HartThreadMessage } from './hart-thread.ts';
 import { stepHart, wakeHart } from './hart-runner.ts';
@@ -54,6 +54,8 @@ export class CooperativeThreads implements ThreadFactory {
   /** `shared`: whether the VM's memory is a SharedArrayBuffer (false where the page is not isolated). */
   constructor(shared = false) {
     this.shared = shared;
+    // Its harts are built when the VM starts: for a VM restored from a snapshot, after its pages were read.
+    prepareHartCode(shared);
   }
 
   spawn(

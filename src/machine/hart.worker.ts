@@ -2,6 +2,7 @@
  * The vCPU worker: a thin shell around {@link runHartThread}. The same module runs as a browser Web Worker (the
  * init arrives as the first message) and as a Node worker_threads Worker (the init arrives as workerData).
  */
+import { prepareHartCode } from '../cpu/hart.ts';
 import { runHartThread, type HartThreadInit, type HartThreadMessage } from './hart-thread.ts';
 
 interface Port {
@@ -23,6 +24,9 @@ const scope = globalThis as unknown as {
 };
 
 if (scope.WorkerGlobalScope !== undefined && scope.addEventListener && scope.postMessage) {
+  // A browser vCPU worker may wait a while for its VM (a spare started ahead of need): compile the
+  // WebAssembly tier meanwhile (browser vCPU threads always run over shared memory).
+  prepareHartCode(true);
   const post = scope.postMessage.bind(globalThis);
   scope.addEventListener('message', (event) => start(event.data, { postMessage: post }), { once: true });
 } else {
