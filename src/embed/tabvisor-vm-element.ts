@@ -7,15 +7,15 @@
  * together (no `await` between them) are applied together. `readonly` applies to the console at once; `autostart` starts a VM that is
  * still waiting when it stops being `false`.
  * Shows an xterm console sized to the element and a toolbar (start, stop, reset, state, mode). `el.vm` is the VM
- * ({@link TabvisorVm}) once created, `el.ready` resolves with it, `el.run(command)` runs a command. Removing the
- * element deletes the VM and frees its workers, terminal and listeners.
+ * ({@link TabvisorVm}) once created, `el.ready` resolves with it (the terminal follows: see `showTerminal`),
+ * `el.run(command)` runs a command. Removing the element deletes the VM and frees its workers, terminal and
+ * listeners.
  */
 import type { RunOptions, RunResult, TabvisorConsole, TabvisorVm } from '../machine/hypervisor.ts';
 import type { NicConfig } from '../machine/networks.ts';
 import { DEFAULT_CPUS } from '../machine/vm-limits.ts';
 import { bootSnapshotSaved, createVM, embedMode, hypervisor, type EmbedMode } from './embed-hypervisor.ts';
 import type { EmbedVmConfig } from './guest.ts';
-import type { TerminalPane } from './terminal-pane.ts';
 
 const STYLE = `
 :host { display: block; height: 320px; min-height: 160px; border: 1px solid #2a3038; border-radius: 6px;
@@ -67,9 +67,8 @@ interface ElementView {
 let terminalModule: Promise<typeof import('./terminal-pane.ts')> | undefined;
 
 /**
- * The terminal pane's module (xterm.js, more than half of the library's code), loaded on first use. Every
- * element's VM is created first, so reading its boot snapshot or images overlaps loading and compiling the
- * terminal. A failed load is asked for again by the next element, but browsers may keep a module that failed to
+ * The terminal pane's module (xterm.js, more than half of the library's code), loaded on first use, once an
+ * element's VM is there (see `showTerminal`). A failed load is asked for again by the next element, but browsers may keep a module that failed to
  * load failed for the life of the page (Chromium 150 does, without fetching it again): the error says to reload.
  */
 function terminalPane(): Promise<typeof import('./terminal-pane.ts')> {
@@ -246,39 +245,16 @@ export class TabvisorVmElement extends ElementBase {
     const gone = new Promise<void>((resolve) => (markGone = resolve));
     const before = this.previousGone;
     this.previousGone = gone;
-    // The terminal's code loads while the VM is created (its snapshot or images read), not before, and the pane
-    // is set up as soon as it is there: xterm takes the page's thread for tens of milliseconds, better spent
-    // while the VM is restored or booted elsewhere than after (in parallel mode this thread is the VMM's).
-    let pane: TerminalPane | undefined;
-    let failed = false;
-    const paneReady = terminalPane().then(({ TerminalPane: Pane, xtermCss }) => {
-      if (failed || generation !== this.generation || this.view !== view) return;
-      this.useXtermStyle(xtermCss);
-      const created = new Pane(view.term);
-      pane = created;
-      this.disposers.push(() => created.dispose());
-    });
-    paneReady.catch(() => undefined); // reported below, once the VM is there (a VM that failed says why itself)
     before
       .then(() => createVM(config))
-      .then((vm) =>
-        paneReady.then(
-          () => vm,
-          async (error: unknown) => {
-            await vm.delete().catch(() => undefined);
-            throw error;
-          },
-        ),
-      )
       .then(
         (vm) => {
-          if (generation !== this.generation || !this.isConnected || this.view !== view || !pane) {
+          if (generation !== this.generation || !this.isConnected || this.view !== view) {
             void vm.delete().then(markGone, markGone);
             return;
           }
           this.vm = vm;
           this.markGone = markGone;
-          pane.attach(this.keyboard(vm.console));
           view.mode.textContent = modeLabel(this.mode, vm.cpus);
           const show = (): void => {
             view.state.textContent = vm.state;
@@ -292,18 +268,38 @@ export class TabvisorVmElement extends ElementBase {
           });
           this.resolveReady(vm);
           this.dispatchEvent(new CustomEvent('tabvisor-ready', { detail: vm }));
+          this.showTerminal(vm, view, generation);
         },
         (error: unknown) => {
           markGone();
           if (generation !== this.generation) return;
-          // No VM: no terminal either (now or when its code arrives), just the error.
-          failed = true;
-          pane?.dispose();
           view.state.textContent = 'failed';
           this.showError(error);
           this.rejectReady(error instanceof Error ? error : new Error(String(error)));
         },
       );
+  }
+
+  /**
+   * Load the terminal's code and show `vm`'s console in it. After the VM, not beside it: xterm's module and
+   * set-up take the page's thread for ~100 ms, which in parallel mode is the VMM's and in both modes receives
+   * the VM's creation; spent while the vCPUs put the snapshot's pages back and the first command runs, they
+   * delay neither (the pane replays what the console printed meanwhile). The VM works without it (`run`, the
+   * API): a terminal that cannot be loaded leaves an error beside a running VM.
+   */
+  private showTerminal(vm: TabvisorVm, view: ElementView, generation: number): void {
+    const current = (): boolean => generation === this.generation && this.view === view && this.vm === vm;
+    terminalPane().then(
+      ({ TerminalPane: Pane, xtermCss }) => {
+        if (!current()) return;
+        this.useXtermStyle(xtermCss);
+        const pane = new Pane(view.term, this.keyboard(vm.console));
+        this.disposers.push(() => pane.dispose());
+      },
+      (error: unknown) => {
+        if (current()) this.showError(error);
+      },
+    );
   }
 
   /** Delete the current VM (or the one being created) and free what it used; `ready` starts afresh. */
