@@ -100,10 +100,11 @@ function wasmTierEnabled(): boolean {
 
 /**
  * Start compiling, off this thread, the code harts built here later will run over memory that is `shared` or
- * not (the WebAssembly tier, when it is on): for a thread that has time before its harts exist.
+ * not (the WebAssembly tier, when it is on): for a thread that has time before its harts exist. Resolves when
+ * it is done; a hart built before that compiles the code again itself.
  */
-export function prepareHartCode(shared: boolean): void {
-  if (wasmTierEnabled()) void precompileWasmCore(shared);
+export function prepareHartCode(shared: boolean): Promise<void> {
+  return wasmTierEnabled() ? precompileWasmCore(shared) : Promise.resolve();
 }
 
 /** Executions of a block start before it is translated. */

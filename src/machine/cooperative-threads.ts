@@ -55,7 +55,7 @@ export class CooperativeThreads implements ThreadFactory {
   constructor(shared = false) {
     this.shared = shared;
     // Its harts are built when the VM starts: for a VM restored from a snapshot, after its pages were read.
-    prepareHartCode(shared);
+    void prepareHartCode(shared);
   }
 
   spawn(

@@ -25,10 +25,15 @@ const scope = globalThis as unknown as {
 
 if (scope.WorkerGlobalScope !== undefined && scope.addEventListener && scope.postMessage) {
   // A browser vCPU worker may wait a while for its VM (a spare started ahead of need): compile the
-  // WebAssembly tier meanwhile (browser vCPU threads always run over shared memory).
-  prepareHartCode(true);
+  // WebAssembly tier meanwhile (browser vCPU threads always run over shared memory). A VM that comes first
+  // waits for that compile rather than doing it again.
+  const compiled = prepareHartCode(true);
   const post = scope.postMessage.bind(globalThis);
-  scope.addEventListener('message', (event) => start(event.data, { postMessage: post }), { once: true });
+  scope.addEventListener(
+    'message',
+    (event) => void compiled.then(() => start(event.data, { postMessage: post })),
+    { once: true },
+  );
 } else {
   // Node: the specifier is computed so browser bundlers leave it alone.
   const specifier = ['node', 'worker_threads'].join(':');
