@@ -38,6 +38,28 @@ function watchedHost(planned?: PlannedVm): {
   return { host, until, state: () => state, events };
 }
 
+/**
+ * The page's side of the images: one port per VM, answering `() => images` as the embed's worker hypervisor
+ * does, and how many times it was asked.
+ */
+async function imageServer(): Promise<{ serve: () => MessagePort; asked: () => number }> {
+  const images: BootImages = {
+    kernel: await image('Image.gz'),
+    kernelName: 'Image.gz',
+    initrd: await image('initramfs.cpio.gz'),
+  };
+  let asked = 0;
+  const serve = (): MessagePort => {
+    const channel = new MessageChannel();
+    expose(() => {
+      asked++;
+      return images;
+    }, channel.port1);
+    return channel.port2;
+  };
+  return { serve, asked: () => asked };
+}
+
 describe('the single-worker VM host (in-process, as its worker runs it)', () => {
   it('boots SMP Linux on one thread, batches console output into few messages, passes the terminal size, and snapshots at the prompt', async () => {
     const events: VmHostEvent[] = [];
@@ -91,21 +113,7 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
   });
 
   it('images served over a port reach the host only when its VM boots cold; a snapshot start never asks', async () => {
-    const images: BootImages = {
-      kernel: await image('Image.gz'),
-      kernelName: 'Image.gz',
-      initrd: await image('initramfs.cpio.gz'),
-    };
-    let asked = 0;
-    /** The page's side: one port per VM, answering `() => images` as the embed's worker hypervisor does. */
-    const serve = (): MessagePort => {
-      const channel = new MessageChannel();
-      expose(() => {
-        asked++;
-        return images;
-      }, channel.port1);
-      return channel.port2;
-    };
+    const { serve, asked } = await imageServer();
     const bootargs = 'console=ttyS0 earlycon=sbi';
     const restored = watchedHost();
     await restored.host.create(
@@ -114,11 +122,11 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
       { bootargs, images: serve(), snapshot: bootSnapshot },
     );
     await restored.until((text) => /# $/.test(text));
-    expect(asked).toBe(0);
+    expect(asked()).toBe(0);
     const cold = watchedHost();
     // Created without starting: it waits for start().
     await cold.host.create('2', { cpus: 1, memoryMiB: 64, start: false }, { bootargs, images: serve() });
-    expect(asked).toBe(1);
+    expect(asked()).toBe(1);
     expect(cold.state()).not.toBe('running');
     await cold.host.start();
     expect(cold.state()).toBe('running');
@@ -127,20 +135,7 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
   });
 
   it('a host with a plan creates and starts its VM before the page asks; create brings the images and the size', async () => {
-    const images: BootImages = {
-      kernel: await image('Image.gz'),
-      kernelName: 'Image.gz',
-      initrd: await image('initramfs.cpio.gz'),
-    };
-    let asked = 0;
-    const serve = (): MessagePort => {
-      const channel = new MessageChannel();
-      expose(() => {
-        asked++;
-        return images;
-      }, channel.port1);
-      return channel.port2;
-    };
+    const { serve, asked } = await imageServer();
     const bootargs = 'console=ttyS0 earlycon=sbi';
     const base = { pageUrl: 'http://docs.test/page', defaultImage: 'http://docs.test/images/manifest.json' };
     const unused = (): Promise<BootImages> => Promise.reject(new Error('the page serves the images'));
@@ -160,7 +155,7 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
     ).toEqual({ name: 'planned', cpus: 2, memoryMiB: 64 });
     restored.host.write(new TextEncoder().encode('echo size=$(stty size)-\n'));
     await restored.until((text) => text.includes('size=30 90-'));
-    expect(asked).toBe(0);
+    expect(asked()).toBe(0);
     // No snapshot: the cold boot waits for the images that come with create; `start: false` is kept.
     const cold = watchedHost({
       plan: { id: '4', config: { name: 'cold', cpus: 1, memoryMiB: 64, start: false }, base },
@@ -169,7 +164,7 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(cold.state()).toBeUndefined();
     await cold.host.create('4', {}, { planned: true, images: serve() });
-    expect(asked).toBe(1);
+    expect(asked()).toBe(1);
     expect(cold.state()).not.toBe('running');
     await cold.host.start();
     await cold.until((text) => text.includes('Linux version') && /# $/.test(text));
