@@ -349,30 +349,39 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
     expect(pageErrors).toEqual([]);
   });
 
-  it('a corrupt snapshot file falls back to a cold boot with a note on the console', async () => {
-    const page = await open(isolated!.url);
-    await page.evaluate(() => {
-      for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
-      const el = document.createElement('tabvisor-vm');
-      el.id = 'broken';
-      el.setAttribute('cpus', '1');
-      el.setAttribute('memory', '64');
-      el.setAttribute('snapshot', '/images/manifest.json'); // not a snapshot
-      document.body.append(el);
+  for (const [mode, url] of [
+    ['with isolation', () => isolated!.url],
+    ['without COOP/COEP', () => plain!.url],
+  ] as const) {
+    it(`${mode}: a corrupt snapshot file falls back to a cold boot with a note on the console`, async () => {
+      const page = await open(url());
+      await page.evaluate(() => {
+        for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
+        const el = document.createElement('tabvisor-vm');
+        el.id = 'broken';
+        el.setAttribute('cpus', '1');
+        el.setAttribute('memory', '64');
+        // Not a snapshot. Without isolation the VM's worker fetches it, finds it unusable and boots cold with
+        // the images the page serves it.
+        el.setAttribute('snapshot', '/images/manifest.json');
+        document.body.append(el);
+      });
+      expect(await run(page, 'broken', 'echo ok')).toEqual({ output: 'ok\n', exitStatus: 0 });
+      const transcript = await page.evaluate(
+        () =>
+          (
+            document.getElementById('broken') as HTMLElementTagNameMap['tabvisor-vm']
+          ).vm?.console.transcript() ?? '',
+      );
+      expect(transcript).toContain(
+        '[tabvisor] boot snapshot not used: this is not a usable tabvisor snapshot',
+      );
+      expect(await snapshotStates(page)).toEqual(['cold']);
+      expect(await removeAllAndCountWorkers(page)).toBe(0);
+      await page.close();
+      expect(pageErrors).toEqual([]);
     });
-    expect(await run(page, 'broken', 'echo ok')).toEqual({ output: 'ok\n', exitStatus: 0 });
-    const transcript = await page.evaluate(
-      () =>
-        (
-          document.getElementById('broken') as HTMLElementTagNameMap['tabvisor-vm']
-        ).vm?.console.transcript() ?? '',
-    );
-    expect(transcript).toContain('[tabvisor] boot snapshot not used: this is not a usable tabvisor snapshot');
-    expect(await snapshotStates(page)).toEqual(['cold']);
-    expect(await removeAllAndCountWorkers(page)).toBe(0);
-    await page.close();
-    expect(pageErrors).toEqual([]);
-  });
+  }
 
   it('without COOP/COEP: two tags on one network and VLAN, each VM in its own worker, get DHCP addresses and ping each other', async () => {
     const page = await open(plain!.url);
