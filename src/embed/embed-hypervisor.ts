@@ -66,7 +66,6 @@ export function hypervisor(): TabvisorApi {
       shared = { api: hv, mode, dispose: () => hv.dispose() };
     } else {
       const hv = new WorkerHypervisor({
-        guest: (config, cpus, memoryMiB) => resolveGuest(config as EmbedVmConfig, cpus, memoryMiB),
         // Each VM's worker reads its boot snapshot and manifest itself, as soon as it loads: on the page that
         // waits for a thread busy with the terminals (ARCHITECTURE.md, "Snapshot start").
         plan: (config) => ({ base: pageGuestBase(), images: guestImages(config as EmbedVmConfig) }),

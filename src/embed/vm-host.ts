@@ -43,23 +43,17 @@ export type VmHostEvent =
     };
 
 /**
- * A guest as it crosses to the VM host: the images' bytes, or (so that a VM started from its boot snapshot never
- * fetches them) a port on which the page answers one comlink call, `() => Promise<BootImages>`, when the VM
- * boots cold. The host releases the port when the VM is deleted.
+ * What `create` brings the host for its VM: the images, for when it boots cold (the rest of the guest the host
+ * read itself): their bytes, or (so that a VM started from its boot snapshot never fetches them) a port on which
+ * the page answers one comlink call, `() => Promise<BootImages>`. The host releases the port when the VM is
+ * deleted.
  */
-export type HostedGuest = Omit<GuestBoot, 'images'> & { readonly images: BootImages | MessagePort };
-
-/**
- * What `create` gets for a VM the host creates from its plan ({@link PlannedVm}): only the images (or the port
- * that serves them), for when the VM boots cold; the guest is the one the host read itself.
- */
-export interface PlannedGuest {
-  readonly planned: true;
+export interface HostedImages {
   readonly images: BootImages | MessagePort;
 }
 
 /**
- * A VM the host creates as soon as it is built, without waiting for the page's `create` (which still comes,
+ * The VM a host creates as soon as it is built, without waiting for the page's `create` (which still comes,
  * with the images for a cold boot): its plan (from the worker's name) and its guest, being read since the
  * worker's entry ran.
  */
@@ -78,18 +72,12 @@ export interface VmIdentity {
 /** The VM host's control API (comlink, version 1). */
 export interface VmHostApi {
   /**
-   * Create the hosted VM with its console `size` (the page's terminal) and, unless `config.start` is false, start
-   * it (here, not in a second call from the page: the page's thread may be busy setting up its terminal then).
-   * Resolves with its identity; rejects, leaving no VM, when it cannot be created or started. A host with a
-   * plan has begun already (and posts `created` or `failed` itself): `config` is its plan's, `guest` only
-   * brings the images, and this resolves once the planned VM is there.
+   * Bring the planned VM its images (used only if it boots cold) and its console `size` (the page's terminal).
+   * The host creates and, unless its plan says `start: false`, starts the VM without waiting for this, and posts
+   * `created` or `failed` itself. Resolves with its identity once it is there; rejects, leaving no VM, when it
+   * cannot be created or started, or the host has no plan.
    */
-  create(
-    id: string,
-    config: VmConfig,
-    guest: HostedGuest | PlannedGuest,
-    size?: ConsoleSize,
-  ): Promise<VmIdentity>;
+  create(guest: HostedImages, size?: ConsoleSize): Promise<VmIdentity>;
   start(): Promise<void>;
   pause(): Promise<void>;
   resume(): Promise<void>;
@@ -146,7 +134,7 @@ export class OutputBatcher {
 
 /**
  * Build the host; `post` sends events to the page. With `planned`, the host creates (and unless the plan says
- * `start: false`, starts) that VM at once, and `create` waits for it.
+ * `start: false`, starts) that VM at once, and `create` waits for it; without, it has no VM to create.
  */
 export function createVmHost(
   post: (event: VmHostEvent, transfer?: Transferable[]) => void,
@@ -235,16 +223,13 @@ export function createVmHost(
       }),
   );
   return {
-    async create(id, config, guest, size) {
+    async create(guest, size) {
       consoleSize ??= size;
-      if (early) {
-        imagesArrived(imagesOf(guest.images));
-        const identity = await early;
-        if (size) vm?.console.resize(size.cols, size.rows);
-        return identity;
-      }
-      if ('planned' in guest) throw new Error('the VM host has no plan; send it the guest');
-      return build(id, config, { ...guest, images: imagesOf(guest.images) });
+      if (!early) throw new Error("the VM host has no plan: its worker's name did not carry one");
+      imagesArrived(imagesOf(guest.images));
+      const identity = await early;
+      if (size) vm?.console.resize(size.cols, size.rows);
+      return identity;
     },
     start: () => need().start(),
     pause: () => need().pause(),

@@ -14,7 +14,6 @@ import {
 } from '../machine/vm-limits.ts';
 import type {
   BootImages,
-  GuestBoot,
   HostRamStats,
   RunOptions,
   RunResult,
@@ -27,22 +26,17 @@ import type {
 import { runCommand } from '../machine/run-command.ts';
 import { VmConsole } from '../machine/vm-console.ts';
 import type { GuestBase } from './guest.ts';
-import type { HostedGuest, PlannedGuest, VmHostApi, VmHostEvent } from './vm-host.ts';
+import type { VmHostApi, VmHostEvent } from './vm-host.ts';
 import { hostWorkerName } from './vm-host-plan.ts';
 
 /** Options of a {@link WorkerHypervisor}. */
 export interface WorkerHypervisorOptions {
   /**
-   * The guest (and boot snapshot) for a VM configuration. A snapshot in bytes must be this VM's alone: its
-   * buffer is transferred to the VM's worker (detached here). A Blob is passed as it is.
+   * What each VM's worker needs to read its guest itself and create its VM as soon as it loads (see
+   * vm-host.worker.ts): where the config's URLs resolve, and the images (served from the page when the VM boots
+   * cold). The config must be JSON-safe (it goes in the worker's name).
    */
-  readonly guest: (config: VmConfig, cpus: number, memoryMiB: number) => Promise<GuestBoot>;
-  /**
-   * Let each VM's worker read its guest itself and create its VM as soon as it loads (see vm-host.worker.ts),
-   * instead of `guest` on the page: where the config's URLs resolve, and the images (served from the page when
-   * the VM boots cold). The config must then be JSON-safe (it goes in the worker's name).
-   */
-  readonly plan?: (config: VmConfig) => {
+  readonly plan: (config: VmConfig) => {
     readonly base: GuestBase;
     readonly images: () => Promise<BootImages>;
   };
@@ -101,52 +95,23 @@ export class WorkerHypervisor implements TabvisorApi {
     );
     if (problem !== undefined) throw new UserError(problem);
     const full = { ...config, ...shape };
-    const plan = this.options.plan?.(config);
-    // The worker first: its module loads while the guest (the boot snapshot, say) is read, there with a plan.
+    const plan = this.options.plan(config);
+    // The worker reads the guest (the boot snapshot, say) and creates the VM itself, from its name.
     const worker = new Worker(new URL('./vm-host.worker.ts', import.meta.url), {
       type: 'module',
-      name: hostWorkerName(`${shape.name}/vcpus`, plan && { id, config: full, base: plan.base }),
+      name: hostWorkerName(`${shape.name}/vcpus`, { id, config: full, base: plan.base }),
     });
-    let hosted: HostedGuest | PlannedGuest;
-    let vm: RemoteVm;
-    if (plan) {
-      vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
-      this.list.push(vm);
-      const port = this.serveImages(vm, plan.images);
-      hosted = transfer({ planned: true as const, images: port }, [port]);
-    } else {
-      let guest: GuestBoot;
-      try {
-        guest = await this.options.guest(config, shape.cpus, shape.memoryMiB);
-      } catch (error) {
-        worker.terminate();
-        throw error;
-      }
-      vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
-      this.list.push(vm);
-      // Images stay on the page until the VM boots cold and asks for them (a snapshot start never does). A
-      // boot snapshot in a Blob is read in the worker. One in bytes was read for this VM alone, so its buffer
-      // moves to the worker instead of being copied: a ~10 MB structured clone is two fresh buffers, which cost
-      // ~5 ms per MiB here (ARCHITECTURE.md).
-      const snapshot = guest.snapshot;
-      const moved: Transferable[] =
-        snapshot instanceof Uint8Array && snapshot.buffer instanceof ArrayBuffer ? [snapshot.buffer] : [];
-      if (typeof guest.images === 'function') {
-        const port = this.serveImages(vm, guest.images);
-        hosted = transfer({ ...guest, images: port }, [port, ...moved]);
-      } else {
-        hosted = transfer({ ...guest, images: guest.images }, moved);
-      }
-    }
+    const vm = new RemoteVm(this, id, shape.name, shape.cpus, shape.memoryMiB, worker);
+    this.list.push(vm);
+    // Images stay on the page until the VM boots cold and asks for them (a snapshot start never does).
+    const port = this.serveImages(vm, plan.images);
     try {
       // Only a size the page gave: otherwise a VM restored from a boot snapshot keeps the snapshot's.
       const size = vm.console.sizeGiven ? vm.console.size() : undefined;
-      // The host starts the VM too (unless config.start is false): one message, answered from the worker. A
-      // planned VM is being created already, and the host says when it is there without waiting for this
-      // message, which may reach it only after the page's thread was free (see vm-host.worker.ts).
-      const creating = vm.host.create(id, full, hosted, size);
-      if (plan) creating.catch(() => undefined);
-      await Promise.race([plan ? vm.planned : creating, vm.loadFailed]);
+      // The host says when its VM is there without waiting for this message, which may reach it only after the
+      // page's thread was free (see vm-host.worker.ts); the reply settles it too.
+      const creating = vm.host.create(transfer({ images: port }, [port]), size);
+      await Promise.race([vm.planned, vm.loadFailed, creating]);
     } catch (error) {
       vm.dispose();
       this.remove(vm);
@@ -197,7 +162,7 @@ class RemoteVm implements TabvisorVm {
   private disposed = false;
   /** @internal The page's end of the port that serves the images to the worker (closed on dispose). */
   imagePort: MessagePort | undefined;
-  /** @internal Settles when a planned VM's host says it was created, or could not be. */
+  /** @internal Settles when the VM's host says it was created, or could not be. */
   readonly planned: Promise<void>;
   /** @internal Rejects when the worker fails (its code did not load, say); never resolves. */
   readonly loadFailed: Promise<never>;

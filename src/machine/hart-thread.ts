@@ -62,16 +62,24 @@ export function runHartThread(init: HartThreadInit, post: (message: HartThreadMe
 }
 
 /**
+ * Copy `share`'s pages into guest RAM (`memory`), reading its Blob a piece at a time (`readStoredPages`). Rejects
+ * when the Blob cannot be read, has another size, or names a page outside the VM's memory.
+ */
+export async function copyRamShare(memory: Board['memory'], share: RamShare): Promise<void> {
+  await readStoredPages(share.data, share.pages.length, (i, bytes) => {
+    const page = share.pages[i];
+    if (!memory.write(RAM_BASE + page * FRAME_SIZE, bytes)) {
+      throw new Error(`guest page ${page} is outside the VM's memory`);
+    }
+  });
+}
+
+/**
  * Copy this thread's share of the snapshot's pages into guest RAM, count it done, and wait for the other vCPU
  * threads' shares. Resolves true to run, false when the VM was stopped meanwhile.
  */
 async function restoreShare(board: Board, share: RamShare): Promise<boolean> {
-  await readStoredPages(share.data, share.pages.length, (i, bytes) => {
-    const page = share.pages[i];
-    if (!board.memory.write(RAM_BASE + page * FRAME_SIZE, bytes)) {
-      throw new Error(`guest page ${page} is outside the VM's memory`);
-    }
-  });
+  await copyRamShare(board.memory, share);
   const block = board.block;
   Atomics.sub(block, VM_RAM_PENDING, 1);
   Atomics.notify(block, VM_RAM_PENDING);

@@ -43,7 +43,7 @@ import { FRAME_SIZE, HostRam } from '../mem/host-ram.ts';
 import { wallClockMs } from '../common/host.ts';
 import { Board, createBoardState, planBoard, type BoardInit } from './board.ts';
 import { MAX_HARTS, MAX_MEMORY_MIB, MIN_MEMORY_MIB } from './vm-limits.ts';
-import { forEachStoredPage, readStoredPages, type VmSnapshot } from './snapshot.ts';
+import { forEachStoredPage, type VmSnapshot } from './snapshot.ts';
 import type { BlockBackend } from '../devices/block-backend.ts';
 import { VirtioBlkHost, virtioBlkOptionsFor } from '../devices/virtio-blk.ts';
 import { VirtioNetHost, type NetBackend } from '../devices/virtio-net.ts';
@@ -54,7 +54,7 @@ import {
   checkConsoleSize,
   type ConsoleSize,
 } from '../devices/virtio-console.ts';
-import type { HartThreadInit, HartThreadMessage, RamShare } from './hart-thread.ts';
+import { copyRamShare, type HartThreadInit, type HartThreadMessage, type RamShare } from './hart-thread.ts';
 import { consoleDevice, loadLinux, type LinuxBootImages } from './linux-boot.ts';
 import { ConsoleStream } from './console-stream.ts';
 
@@ -410,13 +410,7 @@ export class Vm {
   async loadSnapshotPages(): Promise<void> {
     const share = this.pagesToLoad;
     if (!share) return;
-    const memory = this.board.memory;
-    await readStoredPages(share.data, share.pages.length, (i, bytes) => {
-      const page = share.pages[i];
-      if (!memory.write(RAM_BASE + page * FRAME_SIZE, bytes)) {
-        throw new Error(`guest page ${page} is outside the VM's memory`);
-      }
-    });
+    await copyRamShare(this.board.memory, share);
     this.pagesToLoad = undefined;
     this.ramPending = false;
   }

@@ -121,6 +121,20 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
     return page;
   }
 
+  /** Remove the example's elements and add one `<tabvisor-vm>` with this id and these attributes. */
+  function onlyElement(page: Page, id: string, attributes: Record<string, string>): Promise<void> {
+    return page.evaluate(
+      ([elementId, attrs]) => {
+        for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
+        const el = document.createElement('tabvisor-vm');
+        el.id = elementId;
+        for (const [name, value] of Object.entries(attrs)) el.setAttribute(name, value);
+        document.body.append(el);
+      },
+      [id, attributes] as const,
+    );
+  }
+
   it('with isolation: two tags boot two VMs, one worker per vCPU, and vm.run returns output and exit status', async () => {
     const page = await open(isolated!.url);
     const started = Date.now();
@@ -355,17 +369,9 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
   ] as const) {
     it(`${mode}: a corrupt snapshot file falls back to a cold boot with a note on the console`, async () => {
       const page = await open(url());
-      await page.evaluate(() => {
-        for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
-        const el = document.createElement('tabvisor-vm');
-        el.id = 'broken';
-        el.setAttribute('cpus', '1');
-        el.setAttribute('memory', '64');
-        // Not a snapshot. Without isolation the VM's worker fetches it, finds it unusable and boots cold with
-        // the images the page serves it.
-        el.setAttribute('snapshot', '/images/manifest.json');
-        document.body.append(el);
-      });
+      // The snapshot is not one. Without isolation the VM's worker fetches it, finds it unusable and boots cold
+      // with the images the page serves it.
+      await onlyElement(page, 'broken', { cpus: '1', memory: '64', snapshot: '/images/manifest.json' });
       expect(await run(page, 'broken', 'echo ok')).toEqual({ output: 'ok\n', exitStatus: 0 });
       const transcript = await page.evaluate(
         () =>
@@ -480,16 +486,7 @@ describe.skipIf(!enabled)('<tabvisor-vm> on the example docs page in Chromium', 
 
   it('attributes: autostart and readonly apply at once; cpus and memory replace the VM (once for both)', async () => {
     const page = await open(isolated!.url);
-    await page.evaluate(() => {
-      for (const el of document.querySelectorAll('tabvisor-vm')) el.remove();
-      const el = document.createElement('tabvisor-vm');
-      el.id = 'attrs';
-      el.setAttribute('cpus', '1');
-      el.setAttribute('memory', '64');
-      el.setAttribute('autostart', 'false');
-      el.setAttribute('readonly', '');
-      document.body.append(el);
-    });
+    await onlyElement(page, 'attrs', { cpus: '1', memory: '64', autostart: 'false', readonly: '' });
     const state = (): Promise<string | undefined> =>
       page.evaluate(() => document.getElementById('attrs')?.dataset.state);
     await waitForVms(page);

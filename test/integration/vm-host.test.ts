@@ -10,6 +10,11 @@ const images = new URL('../../public/images/', import.meta.url);
 const image = async (name: string): Promise<Uint8Array> =>
   maybeGunzip(new Uint8Array(await readFile(new URL(name, images))));
 
+/** Where the page is, as a plan says (nothing here fetches from it). */
+const BASE = { pageUrl: 'http://docs.test/page', defaultImage: 'http://docs.test/images/manifest.json' };
+/** A planned guest's images: the page serves them with `create`; the host never loads its own. */
+const servedByThePage = (): Promise<BootImages> => Promise.reject(new Error('the page serves the images'));
+
 /** The boot snapshot the first test takes, for the second. */
 let bootSnapshot: Uint8Array | undefined;
 
@@ -64,26 +69,30 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
   it('boots SMP Linux on one thread, batches console output into few messages, passes the terminal size, and snapshots at the prompt', async () => {
     const events: VmHostEvent[] = [];
     let text = '';
-    const host = createVmHost((event) => {
-      events.push(event);
-      if (event.tabvisor === 'output') text += new TextDecoder().decode(event.bytes);
-    });
-    const guest = {
-      images: {
-        kernel: await image('Image.gz'),
-        kernelName: 'Image.gz',
-        initrd: await image('initramfs.cpio.gz'),
+    const bootargs = await defaultBootargs();
+    const host = createVmHost(
+      (event) => {
+        events.push(event);
+        if (event.tabvisor === 'output') text += new TextDecoder().decode(event.bytes);
       },
-      bootargs: await defaultBootargs(),
+      {
+        plan: { id: '7', config: { name: 'hosted', cpus: 2, memoryMiB: 64 }, base: BASE },
+        guest: Promise.resolve({ bootargs, images: servedByThePage }),
+      },
+    );
+    const images = {
+      kernel: await image('Image.gz'),
+      kernelName: 'Image.gz',
+      initrd: await image('initramfs.cpio.gz'),
     };
     // The page's terminal size may arrive before the VM exists: it is kept for it.
     host.resize(101, 33);
-    expect(await host.create('7', { name: 'hosted', cpus: 2, memoryMiB: 64 }, guest)).toEqual({
+    expect(await host.create({ images })).toEqual({
       name: 'hosted',
       cpus: 2,
       memoryMiB: 64,
     });
-    // create started it (no start() call from the page).
+    // It was started (no start() call from the page).
     expect(events.filter((e) => e.tabvisor === 'status').at(-1)).toMatchObject({ state: 'running' });
     const until = async (done: () => boolean): Promise<void> => {
       const deadline = Date.now() + 60_000;
@@ -112,37 +121,13 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
     expect(events.filter((e) => e.tabvisor === 'status').at(-1)).toMatchObject({ state: 'deleted' });
   });
 
-  it('images served over a port reach the host only when its VM boots cold; a snapshot start never asks', async () => {
-    const { serve, asked } = await imageServer();
-    const bootargs = 'console=ttyS0 earlycon=sbi';
-    const restored = watchedHost();
-    await restored.host.create(
-      '1',
-      { cpus: 2, memoryMiB: 64 },
-      { bootargs, images: serve(), snapshot: bootSnapshot },
-    );
-    await restored.until((text) => /# $/.test(text));
-    expect(asked()).toBe(0);
-    const cold = watchedHost();
-    // Created without starting: it waits for start().
-    await cold.host.create('2', { cpus: 1, memoryMiB: 64, start: false }, { bootargs, images: serve() });
-    expect(asked()).toBe(1);
-    expect(cold.state()).not.toBe('running');
-    await cold.host.start();
-    expect(cold.state()).toBe('running');
-    await cold.until((text) => text.includes('Linux version') && /# $/.test(text));
-    await Promise.all([restored.host.delete(), cold.host.delete()]);
-  });
-
   it('a host with a plan creates and starts its VM before the page asks; create brings the images and the size', async () => {
     const { serve, asked } = await imageServer();
     const bootargs = 'console=ttyS0 earlycon=sbi';
-    const base = { pageUrl: 'http://docs.test/page', defaultImage: 'http://docs.test/images/manifest.json' };
-    const unused = (): Promise<BootImages> => Promise.reject(new Error('the page serves the images'));
     // Restored from the snapshot it read itself: running, with its shell, before any call from the page.
     const restored = watchedHost({
-      plan: { id: '3', config: { name: 'planned', cpus: 2, memoryMiB: 64 }, base },
-      guest: Promise.resolve({ bootargs, images: unused, snapshot: bootSnapshot }),
+      plan: { id: '3', config: { name: 'planned', cpus: 2, memoryMiB: 64 }, base: BASE },
+      guest: Promise.resolve({ bootargs, images: servedByThePage, snapshot: bootSnapshot }),
     });
     await restored.until((text) => /# $/.test(text));
     expect(restored.state()).toBe('running');
@@ -150,32 +135,33 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
     expect(restored.events.filter((e) => e.tabvisor === 'created')).toEqual([
       { tabvisor: 'created', identity: { name: 'planned', cpus: 2, memoryMiB: 64 } },
     ]);
-    expect(
-      await restored.host.create('3', {}, { planned: true, images: serve() }, { cols: 90, rows: 30 }),
-    ).toEqual({ name: 'planned', cpus: 2, memoryMiB: 64 });
+    expect(await restored.host.create({ images: serve() }, { cols: 90, rows: 30 })).toEqual({
+      name: 'planned',
+      cpus: 2,
+      memoryMiB: 64,
+    });
     restored.host.write(new TextEncoder().encode('echo size=$(stty size)-\n'));
     await restored.until((text) => text.includes('size=30 90-'));
     expect(asked()).toBe(0);
     // No snapshot: the cold boot waits for the images that come with create; `start: false` is kept.
     const cold = watchedHost({
-      plan: { id: '4', config: { name: 'cold', cpus: 1, memoryMiB: 64, start: false }, base },
-      guest: Promise.resolve({ bootargs, images: unused }),
+      plan: { id: '4', config: { name: 'cold', cpus: 1, memoryMiB: 64, start: false }, base: BASE },
+      guest: Promise.resolve({ bootargs, images: servedByThePage }),
     });
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(cold.state()).toBeUndefined();
-    await cold.host.create('4', {}, { planned: true, images: serve() });
+    await cold.host.create({ images: serve() });
     expect(asked()).toBe(1);
     expect(cold.state()).not.toBe('running');
     await cold.host.start();
+    expect(cold.state()).toBe('running');
     await cold.until((text) => text.includes('Linux version') && /# $/.test(text));
     // A guest that could not be read fails the page's create with its reason, and leaves no VM.
     const failed = watchedHost({
-      plan: { id: '5', config: { name: 'failed', cpus: 1, memoryMiB: 64 }, base },
+      plan: { id: '5', config: { name: 'failed', cpus: 1, memoryMiB: 64 }, base: BASE },
       guest: Promise.reject(new Error('the image manifest at http://docs.test/m.json answered 404')),
     });
-    await expect(failed.host.create('5', {}, { planned: true, images: serve() })).rejects.toThrow(
-      /answered 404/,
-    );
+    await expect(failed.host.create({ images: serve() })).rejects.toThrow(/answered 404/);
     expect(failed.events).toContainEqual({
       tabvisor: 'failed',
       name: 'Error',
@@ -183,6 +169,8 @@ describe('the single-worker VM host (in-process, as its worker runs it)', () => 
     });
     expect(() => failed.host.start()).toThrow(/no VM yet/);
     expect(failed.state()).toBeUndefined();
+    // A host whose worker's name carried no plan has nothing to create.
+    await expect(watchedHost().host.create({ images: serve() })).rejects.toThrow(/no plan/);
     await Promise.all([restored.host.delete(), cold.host.delete(), failed.host.delete()]);
   });
 });
